@@ -1,0 +1,26 @@
+"""Errors of candleflow's own making.
+
+    CandleflowError
+    ├── BadInputError        a user input is wrong; the message names it and the fix (CLI exit 2)
+    └── IncompleteRunError   a run finished but some chunks ended rejected or failed (CLI exit 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CandleflowError(Exception):
+    """Base of every error candleflow raises itself."""
+
+
+class BadInputError(CandleflowError, ValueError):
+    """An input is wrong. The message names the input and what to do about it."""
+
+
+class IncompleteRunError(CandleflowError):
+    """Some chunks of a run ended `rejected` or `failed`; carries the run summary."""
+
+    def __init__(self, message: str, summary: Any = None) -> None:
+        super().__init__(message)
+        self.summary = summary

@@ -1,0 +1,113 @@
+"""Planning: cut a request into calendar-aligned chunks and drop what the ledger already holds. Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pandas as pd
+
+from candleflow.errors import BadInputError
+from candleflow.model import Chunk, LedgerEntry, LedgerStatus
+from candleflow.timeframes import ChunkPeriod, Timeframe
+
+_PERIOD_FREQ = {ChunkPeriod.YEAR: "YS", ChunkPeriod.QUARTER: "QS", ChunkPeriod.MONTH: "MS"}
+
+
+class PlanMode(StrEnum):
+    MISSING = "missing"  # everything the ledger does not hold as loaded or empty
+    FAILED = "failed"  # only chunks whose last outcome was failed or rejected
+    ALL = "all"  # everything, whatever the ledger says
+
+
+def parse_mode(value: str) -> PlanMode:
+    try:
+        return PlanMode(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in PlanMode)
+        raise BadInputError(f"unknown mode {value!r}: use one of {valid}") from None
+
+
+def utc_midnight(date: dt.date) -> pd.Timestamp:
+    return pd.Timestamp(date.year, date.month, date.day, tz="UTC")
+
+
+def request_window(start: dt.date, end: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Inclusive session dates [start, end] as the half-open UTC window [start 00:00, end+1 00:00)."""
+    return utc_midnight(start), utc_midnight(end + dt.timedelta(days=1))
+
+
+def period_windows(
+    start: pd.Timestamp, end: pd.Timestamp, period: ChunkPeriod
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Split [start, end) at calendar-period boundaries (years, quarters or months), clipped to the window."""
+    if end <= start:
+        return []
+    inner = pd.date_range(start, end, freq=_PERIOD_FREQ[period], inclusive="neither")
+    cuts = [start, *inner, end]
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
+
+
+def plan_chunks(
+    provider: str, symbols: Sequence[str], timeframe: Timeframe, start: dt.date, end: dt.date
+) -> list[Chunk]:
+    """All chunks for the request: one per symbol and calendar period, in symbol then time order."""
+    window_start, window_end = request_window(start, end)
+    windows = period_windows(window_start, window_end, timeframe.chunk_period)
+    return [Chunk(provider, symbol, timeframe.name, a, b) for symbol in symbols for a, b in windows]
+
+
+@dataclass(frozen=True)
+class Selection:
+    todo: list[Chunk]
+    skipped: list[Chunk]
+
+
+def select_chunks(chunks: Iterable[Chunk], ledger: Iterable[LedgerEntry], mode: PlanMode) -> Selection:
+    """Keep the chunks `mode` asks for, given the ledger's last outcomes.
+
+    A chunk counts as held when one ledger row says `loaded` or `empty` for a window containing it.
+    """
+    chunks = list(chunks)
+    if mode is PlanMode.ALL:
+        return Selection(todo=chunks, skipped=[])
+    by_series: dict[tuple[str, str, str], list[LedgerEntry]] = {}
+    for entry in ledger:
+        by_series.setdefault((entry.provider, entry.symbol, entry.timeframe), []).append(entry)
+    todo, skipped = [], []
+    for chunk in chunks:
+        entries = by_series.get((chunk.provider, chunk.symbol, chunk.timeframe), [])
+        held = any(e.status.ok and e.covers(chunk) for e in entries)
+        if mode is PlanMode.MISSING:
+            wanted = not held
+        else:
+            bad = (LedgerStatus.FAILED, LedgerStatus.REJECTED)
+            wanted = not held and any(e.status in bad and e.overlaps(chunk) for e in entries)
+        (todo if wanted else skipped).append(chunk)
+    return Selection(todo=todo, skipped=skipped)
+
+
+def incremental_start(
+    watermark: pd.Timestamp | None,
+    timeframe: Timeframe,
+    today: dt.date,
+    lookback_days: int,
+    overlap: dt.timedelta | None,
+    previous_session: dt.date | None,
+) -> dt.date:
+    """First session date an incremental run re-fetches for one series.
+
+    With a watermark: the watermark's date minus the overlap (default: the session before it for daily bars,
+    one day for intraday bars), so late provider corrections are picked up. Without one (a new series): today
+    minus the lookback.
+    """
+    if watermark is None:
+        return today - dt.timedelta(days=lookback_days)
+    mark = watermark.date()
+    if overlap is not None:
+        return mark - overlap
+    if not timeframe.intraday and previous_session is not None:
+        return previous_session
+    return mark - dt.timedelta(days=1)

@@ -1,0 +1,78 @@
+"""Exchange sessions from `exchange_calendars`: which dates trade, and their open and close in UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+from candleflow.errors import BadInputError
+from candleflow.timeframes import Timeframe
+
+DEFAULT_CALENDAR = "XNYS"
+EARLIEST_DATE = dt.date(1990, 1, 1)
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=8)
+def _calendar(name: str) -> xcals.ExchangeCalendar:
+    return xcals.get_calendar(name, start=EARLIEST_DATE.isoformat())
+
+
+def get_calendar(name: str = DEFAULT_CALENDAR) -> xcals.ExchangeCalendar:
+    """The exchange calendar `name` (cached, built once per process), from 1990 to about a year ahead."""
+    with _lock:  # building a calendar is not thread-safe and takes ~0.3 s; do it once
+        try:
+            return _calendar(name)
+        except xcals.errors.InvalidCalendarName:
+            raise BadInputError(
+                f"unknown exchange calendar {name!r}: use an exchange_calendars name such as XNYS, XLON, CMES"
+            ) from None
+
+
+def schedule(start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR) -> pd.DataFrame:
+    """Sessions from `start` to `end` inclusive: index of session dates, columns `open` and `close` (UTC).
+
+    Dates outside the calendar's range are clipped to it.
+    """
+    cal = get_calendar(calendar)
+    first, last = cal.first_session.date(), cal.last_session.date()
+    lo, hi = max(start, first), min(end, last)
+    if lo > hi:
+        return pd.DataFrame(
+            {"open": pd.Series(dtype="datetime64[ns, UTC]"), "close": pd.Series(dtype="datetime64[ns, UTC]")}
+        )
+    frame = cal.schedule.loc[pd.Timestamp(lo) : pd.Timestamp(hi), ["open", "close"]]
+    return frame
+
+
+def check_in_range(start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
+    """Raise BadInputError when dates fall outside what the calendar knows."""
+    cal = get_calendar(calendar)
+    first, last = cal.first_session.date(), cal.last_session.date()
+    if start < first:
+        raise BadInputError(f"start date {start} is before {first}, the first session {calendar} knows here")
+    if end > last:
+        raise BadInputError(f"end date {end} is after {last}, the last session {calendar} knows: pick an earlier end")
+
+
+def previous_session(date: dt.date, calendar: str = DEFAULT_CALENDAR) -> dt.date:
+    """The last session strictly before `date`."""
+    cal = get_calendar(calendar)
+    ts = pd.Timestamp(date)
+    if cal.is_session(ts):
+        return cal.previous_session(ts).date()
+    return cal.date_to_session(ts, direction="previous").date()
+
+
+def expected_bars_per_session(sched: pd.DataFrame, timeframe: Timeframe) -> pd.Series:
+    """How many bars a full session yields at `timeframe` (grid-aligned in UTC, partial first/last bars count)."""
+    if not timeframe.intraday:
+        return pd.Series(1, index=sched.index, dtype="int64")
+    step = timeframe.step
+    first = sched["open"].dt.floor(step)
+    last = (sched["close"] - pd.Timedelta(microseconds=1)).dt.floor(step)
+    return ((last - first) // step + 1).astype("int64")

@@ -1,0 +1,48 @@
+"""The timeframes candleflow stores and how each is cut into chunks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pandas as pd
+
+from candleflow.errors import BadInputError
+
+
+class ChunkPeriod(StrEnum):
+    YEAR = "year"
+    QUARTER = "quarter"
+    MONTH = "month"
+
+
+@dataclass(frozen=True)
+class Timeframe:
+    name: str
+    step: pd.Timedelta
+    chunk_period: ChunkPeriod
+
+    @property
+    def intraday(self) -> bool:
+        return self.step < pd.Timedelta(days=1)
+
+
+TIMEFRAMES: dict[str, Timeframe] = {
+    tf.name: tf
+    for tf in (
+        Timeframe("1m", pd.Timedelta(minutes=1), ChunkPeriod.MONTH),
+        Timeframe("5m", pd.Timedelta(minutes=5), ChunkPeriod.MONTH),
+        Timeframe("15m", pd.Timedelta(minutes=15), ChunkPeriod.MONTH),
+        Timeframe("1h", pd.Timedelta(hours=1), ChunkPeriod.QUARTER),
+        Timeframe("1d", pd.Timedelta(days=1), ChunkPeriod.YEAR),
+    )
+}
+
+
+def get_timeframe(name: str) -> Timeframe:
+    """Return the timeframe called `name`, or raise BadInputError listing the valid ones."""
+    try:
+        return TIMEFRAMES[name.strip()]
+    except KeyError:
+        valid = ", ".join(TIMEFRAMES)
+        raise BadInputError(f"unknown timeframe {name!r}: use one of {valid}") from None

@@ -1,0 +1,40 @@
+"""Provider registry: names to classes. Providers know nothing of Prefect or the warehouse."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from candleflow.errors import BadInputError
+from providers.base import FetchRequest, Provider
+from providers.synthetic import SyntheticOptions, SyntheticProvider
+
+# Only providers that really work are registered. The other names in DESIGN.md (polygon,
+# polygon-flatfiles, databento, csv) arrive with their own modules.
+PROVIDERS: dict[str, tuple[type[Any], type[Any]]] = {
+    SyntheticProvider.name: (SyntheticProvider, SyntheticOptions),
+}
+
+
+def check_provider_name(name: str) -> str:
+    if name not in PROVIDERS:
+        valid = ", ".join(sorted(PROVIDERS))
+        raise BadInputError(f"unknown provider {name!r}: use one of {valid}")
+    return name
+
+
+def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provider:
+    """Build provider `name` with `options` (its own options model checks them)."""
+    cls, options_model = PROVIDERS[check_provider_name(name)]
+    try:
+        parsed = options_model.model_validate(dict(options or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadInputError(f"bad option for provider {name!r}: {problems}") from None
+    provider: Provider = cls(parsed)
+    return provider
+
+
+__all__ = ["PROVIDERS", "FetchRequest", "Provider", "check_provider_name", "get_provider"]
