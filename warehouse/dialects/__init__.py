@@ -1,0 +1,25 @@
+"""Per-database bulk-load strategies. Every dialect quirk lives here, nowhere else.
+
+| dialect    | bars                                                            | ledger upsert       |
+|------------|-----------------------------------------------------------------|---------------------|
+| sqlite     | executemany `INSERT ... ON CONFLICT DO UPDATE`                   | ON CONFLICT         |
+| postgresql | binary COPY; straight into `bars` when the window holds no bar,  | ON CONFLICT         |
+|            | else into a temp staging table, then `INSERT ... ON CONFLICT`   |                     |
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from warehouse.dialects.base import Dialect
+from warehouse.dialects.postgres import PostgresDialect
+from warehouse.dialects.sqlite import SqliteDialect
+
+DIALECTS: dict[str, type[Dialect]] = {"sqlite": SqliteDialect, "postgresql": PostgresDialect}
+
+
+def dialect_for(engine: sa.Engine | sa.Connection) -> Dialect:
+    return DIALECTS[engine.dialect.name]()
+
+
+__all__ = ["DIALECTS", "Dialect", "dialect_for"]

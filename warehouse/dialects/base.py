@@ -1,0 +1,39 @@
+"""What a dialect strategy provides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+import pandas as pd
+import sqlalchemy as sa
+
+from candleflow.model import BAR_KEY, BAR_VALUES, Chunk
+
+
+class Dialect(Protocol):
+    name: ClassVar[str]
+
+    def write_bars(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
+        """Upsert the chunk's bars inside the caller's transaction; return the rows written."""
+        ...
+
+    def upsert(
+        self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
+    ) -> None:
+        """Insert `rows`, updating `update` columns where the primary key exists."""
+        ...
+
+
+def changed_predicate(target: str, source: str) -> str:
+    """SQL that is true when a bar's values differ (NULL-safe), so unchanged rows are not rewritten."""
+    cols = ", ".join(f"{target}.{c}" for c in BAR_VALUES)
+    new = ", ".join(f"{source}.{c}" for c in BAR_VALUES)
+    return f"({cols}) IS DISTINCT FROM ({new})"
+
+
+def upsert_bars_sql(target: str = "bars", source_columns: str | None = None) -> str:
+    """The ON CONFLICT clause shared by SQLite and PostgreSQL (same syntax on both)."""
+    sets = ", ".join(f"{c} = excluded.{c}" for c in BAR_VALUES)
+    key = ", ".join(BAR_KEY)
+    return f"ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed_predicate(target, 'excluded')}"

@@ -1,0 +1,110 @@
+"""Warehouse URLs and engines: parse, normalise, check reachability with errors that say what to fix."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from candleflow.errors import BadInputError
+
+DEFAULT_URL = "sqlite:///candleflow.db"
+URL_ENV = "CANDLEFLOW_WAREHOUSE_URL"
+_HINT = "fix --warehouse or CANDLEFLOW_WAREHOUSE_URL"
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL to use: the argument, else $CANDLEFLOW_WAREHOUSE_URL, else the SQLite default."""
+    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def parse_url(url: str) -> URL:
+    """Parse a SQLAlchemy URL; plain postgresql:// means psycopg 3, the driver candleflow ships with."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BadInputError(
+            f"warehouse URL {url!r} is not a SQLAlchemy URL: use e.g. sqlite:///candleflow.db or "
+            f"postgresql+psycopg://user@host:5432/db ({_HINT})"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise BadInputError(
+            f"warehouse URL {safe_url(parsed)}: {parsed.get_backend_name()!r} is not supported; "
+            f"use sqlite or postgresql ({_HINT})"
+        )
+    return parsed
+
+
+def safe_url(url: URL | str) -> str:
+    parsed = url if isinstance(url, URL) else make_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy's "begin" below emit BEGIN IMMEDIATE: a deferred transaction that later wants to
+        # write fails at once with "database is locked" instead of waiting for the busy timeout.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_engine(url: str | None = None) -> sa.Engine:
+    """One engine per warehouse URL per process (engines are thread-safe and pool connections)."""
+    parsed = parse_url(resolve_url(url))
+    key = parsed.render_as_string(hide_password=False)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            try:
+                engine = sa.create_engine(parsed, pool_pre_ping=True)
+            except NoSuchModuleError as exc:
+                raise BadInputError(f"warehouse URL {safe_url(parsed)}: no driver ({exc}); {_HINT}") from None
+            if parsed.get_backend_name() == "sqlite":
+                _configure_sqlite(engine)
+            _engines[key] = engine
+    return engine
+
+
+def check_reachable(url: str | None = None) -> sa.Engine:
+    """Fail with one clear line if the warehouse cannot be used; writes nothing (a new SQLite file included)."""
+    parsed = parse_url(resolve_url(url))
+    path = _sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None:
+        folder = path.resolve().parent
+        if not folder.is_dir():
+            raise BadInputError(f"warehouse {safe_url(parsed)}: folder {folder} does not exist; create it or {_HINT}")
+        if not os.access(folder, os.W_OK):
+            raise BadInputError(f"warehouse {safe_url(parsed)}: folder {folder} is not writable; {_HINT}")
+        return get_engine(url)
+    engine = get_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise BadInputError(f"cannot reach warehouse {safe_url(parsed)}: {reason}; {_HINT}") from None
+    return engine

@@ -1,0 +1,171 @@
+"""The warehouse's transactional units: each commits a chunk's bars (or quarantined rows) and its ledger row
+together, or nothing at all."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+
+from candleflow.model import BAR_COLUMNS, Chunk, LedgerStatus
+from warehouse.dialects import dialect_for
+from warehouse.schema import bars, ingest_ledger, quarantine
+
+_LEDGER_UPDATE = ("window_end", "status", "rows", "checksum", "flow_run_id", "updated_at", "error")
+_MAX_ERROR = 4000
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    status: LedgerStatus
+    rows: int  # bars the chunk holds
+    written: int  # rows inserted or changed by this load
+    unchanged: bool = False
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _ledger_row(chunk: Chunk, status: LedgerStatus, **values: object) -> dict[str, object]:
+    return {
+        "provider": chunk.provider,
+        "symbol": chunk.symbol,
+        "timeframe": chunk.timeframe,
+        "window_start": chunk.window_start.to_pydatetime(),
+        "window_end": chunk.window_end.to_pydatetime(),
+        "status": str(status),
+        "updated_at": _now(),
+        **values,
+    }
+
+
+def _window_filter(table: sa.Table, chunk: Chunk) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        table.c.provider == chunk.provider,
+        table.c.symbol == chunk.symbol,
+        table.c.timeframe == chunk.timeframe,
+        table.c.ts >= chunk.window_start.to_pydatetime(),
+        table.c.ts < chunk.window_end.to_pydatetime(),
+    )
+
+
+def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str) -> bool:
+    """True when the ledger already holds this exact chunk as loaded and the bars it claims are all there."""
+    key = ingest_ledger.c
+    entry = conn.execute(
+        sa.select(key.window_end, key.status, key.rows, key.checksum).where(
+            key.provider == chunk.provider,
+            key.symbol == chunk.symbol,
+            key.timeframe == chunk.timeframe,
+            key.window_start == chunk.window_start.to_pydatetime(),
+        )
+    ).first()
+    if entry is None or entry.checksum != checksum or entry.status not in ("loaded", "empty"):
+        return False
+    if pd.Timestamp(entry.window_end).tz_localize(None) != chunk.window_end.tz_localize(None):
+        return False
+    present = conn.execute(sa.select(sa.func.count()).select_from(bars).where(_window_filter(bars, chunk))).scalar()
+    return bool(present == entry.rows)
+
+
+def load_chunk(
+    engine: sa.Engine, chunk: Chunk, frame: pd.DataFrame, *, checksum: str, flow_run_id: str | None
+) -> LoadOutcome:
+    """Upsert a validated chunk's bars and its ledger row (`loaded`, or `empty` when there are no bars) in
+    one transaction. A chunk identical to what the ledger holds writes nothing."""
+    dialect = dialect_for(engine)
+    status = LedgerStatus.LOADED if len(frame) else LedgerStatus.EMPTY
+    with engine.begin() as conn:
+        if _is_unchanged(conn, chunk, checksum):
+            return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)
+        written = dialect.write_bars(conn, chunk, frame)
+        row = _ledger_row(chunk, status, rows=len(frame), checksum=checksum, flow_run_id=flow_run_id, error=None)
+        dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
+    return LoadOutcome(status, rows=len(frame), written=written)
+
+
+def _row_json(record: Mapping[str, object]) -> str:
+    def plain(value: object) -> object:
+        if isinstance(value, pd.Timestamp):
+            return value.isoformat()
+        if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+            return None
+        return value.item() if hasattr(value, "item") else value
+
+    return json.dumps({k: plain(v) for k, v in record.items()}, default=str)
+
+
+def reject_chunk(
+    engine: sa.Engine,
+    chunk: Chunk,
+    frame: pd.DataFrame,
+    bad_rows: Mapping[int, Sequence[str]],
+    failed_rules: Sequence[str],
+    *,
+    flow_run_id: str | None,
+    load_good_rows: bool = False,
+    checksum: str | None = None,
+) -> LoadOutcome:
+    """Quarantine a chunk that failed validation and mark it `rejected`, in one transaction.
+
+    By default every row is quarantined and no bar is loaded. With `load_good_rows`, only the bad rows are
+    quarantined and the others load; the chunk still ends `rejected` so it is reported and can be re-run.
+    """
+    reason = "chunk rejected: " + "; ".join(failed_rules)
+    now = _now()
+    frame = frame.reset_index(drop=True)
+    bad_positions = set(bad_rows)
+    quarantined = [
+        {
+            "provider": chunk.provider,
+            "symbol": chunk.symbol,
+            "timeframe": chunk.timeframe,
+            "window_start": chunk.window_start.to_pydatetime(),
+            "window_end": chunk.window_end.to_pydatetime(),
+            "ts": _safe_ts(record.get("ts")),
+            "row_data": _row_json(record),
+            "failed_expectations": "; ".join(bad_rows[i]) if i in bad_positions else reason,
+            "flow_run_id": flow_run_id,
+            "quarantined_at": now,
+        }
+        for i, record in enumerate(frame.to_dict("records"))
+        if not load_good_rows or i in bad_positions
+    ]
+    good = frame.drop(index=sorted(bad_positions)) if load_good_rows else frame.iloc[0:0]
+    dialect = dialect_for(engine)
+    with engine.begin() as conn:
+        written = dialect.write_bars(conn, chunk, good) if len(good) else 0
+        if quarantined:
+            conn.execute(sa.insert(quarantine), quarantined)
+        error = f"{len(bad_positions)} bad row(s), {len(quarantined)} quarantined: " + "; ".join(failed_rules)
+        row = _ledger_row(
+            chunk, LedgerStatus.REJECTED, rows=len(good), checksum=checksum, flow_run_id=flow_run_id,
+            error=error[:_MAX_ERROR],
+        )
+        dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
+    return LoadOutcome(LedgerStatus.REJECTED, rows=len(good), written=written)
+
+
+def _safe_ts(value: object) -> dt.datetime | None:
+    try:
+        ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if pd.isna(ts):
+        return None
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def record_failure(engine: sa.Engine, chunk: Chunk, error: str, *, flow_run_id: str | None) -> None:
+    """Mark a chunk `failed` (an error after retries). Its bars, if any were loaded before, stay as they are."""
+    row = _ledger_row(chunk, LedgerStatus.FAILED, flow_run_id=flow_run_id, error=error[:_MAX_ERROR])
+    with engine.begin() as conn:
+        dialect_for(engine).upsert(conn, ingest_ledger, [row], ("status", "flow_run_id", "updated_at", "error"))
+
+
+__all__ = ["BAR_COLUMNS", "LoadOutcome", "load_chunk", "record_failure", "reject_chunk"]

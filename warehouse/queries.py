@@ -1,0 +1,109 @@
+"""Read-side queries: the ledger, watermarks and per-session bar counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import sqlalchemy as sa
+
+from candleflow.model import LedgerEntry, LedgerStatus
+from warehouse.schema import bars, ingest_ledger, metadata
+
+
+def _utc(value: object) -> pd.Timestamp:
+    ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def has_schema(engine: sa.Engine) -> bool:
+    names = set(sa.inspect(engine).get_table_names())
+    return all(t in names for t in metadata.tables)
+
+
+def _series_filter(table: sa.Table, provider: str | None, symbols: Sequence[str] | None, timeframe: str | None):  # type: ignore[no-untyped-def]
+    clauses = []
+    if provider:
+        clauses.append(table.c.provider == provider)
+    if symbols:
+        clauses.append(table.c.symbol.in_(list(symbols)))
+    if timeframe:
+        clauses.append(table.c.timeframe == timeframe)
+    return sa.and_(sa.true(), *clauses)
+
+
+def read_ledger(
+    engine: sa.Engine, provider: str | None = None, symbols: Sequence[str] | None = None, timeframe: str | None = None
+) -> list[LedgerEntry]:
+    c = ingest_ledger.c
+    query = sa.select(c.provider, c.symbol, c.timeframe, c.window_start, c.window_end, c.status, c.rows, c.checksum)
+    with engine.connect() as conn:
+        rows = conn.execute(query.where(_series_filter(ingest_ledger, provider, symbols, timeframe))).all()
+    return [
+        LedgerEntry(
+            r.provider, r.symbol, r.timeframe, _utc(r.window_start), _utc(r.window_end), LedgerStatus(r.status),
+            r.rows, r.checksum,
+        )
+        for r in rows
+    ]
+
+
+def read_watermarks(
+    engine: sa.Engine, provider: str, symbols: Sequence[str], timeframe: str
+) -> dict[str, pd.Timestamp]:
+    """Newest bar per symbol for (provider, timeframe); symbols with no bars are absent."""
+    c = bars.c
+    query = (
+        sa.select(c.symbol, sa.func.max(c.ts))
+        .where(_series_filter(bars, provider, symbols, timeframe))
+        .group_by(c.symbol)
+    )
+    with engine.connect() as conn:
+        return {symbol: _utc(ts) for symbol, ts in conn.execute(query).all() if ts is not None}
+
+
+def series_summary(
+    engine: sa.Engine, provider: str | None = None, symbols: Sequence[str] | None = None, timeframe: str | None = None
+) -> pd.DataFrame:
+    """One row per (provider, symbol, timeframe): bar count, first and last bar."""
+    c = bars.c
+    query = (
+        sa.select(c.provider, c.symbol, c.timeframe, sa.func.count().label("bars"),
+                  sa.func.min(c.ts).label("first"), sa.func.max(c.ts).label("last"))
+        .where(_series_filter(bars, provider, symbols, timeframe))
+        .group_by(c.provider, c.symbol, c.timeframe)
+        .order_by(c.provider, c.symbol, c.timeframe)
+    )
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).all(), columns=["provider", "symbol", "timeframe", "bars", "first", "last"])
+    for col in ("first", "last"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    return frame
+
+
+def ledger_counts(
+    engine: sa.Engine, provider: str | None = None, symbols: Sequence[str] | None = None, timeframe: str | None = None
+) -> pd.DataFrame:
+    """Chunks per (provider, symbol, timeframe, status)."""
+    c = ingest_ledger.c
+    query = (
+        sa.select(c.provider, c.symbol, c.timeframe, c.status, sa.func.count().label("chunks"))
+        .where(_series_filter(ingest_ledger, provider, symbols, timeframe))
+        .group_by(c.provider, c.symbol, c.timeframe, c.status)
+    )
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).all(), columns=["provider", "symbol", "timeframe", "status", "chunks"])
+
+
+def bar_timestamps(
+    engine: sa.Engine, provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.Series:
+    """Every bar's ts for one series in [start, end), as UTC timestamps."""
+    c = bars.c
+    query = sa.select(c.ts).where(
+        c.provider == provider, c.symbol == symbol, c.timeframe == timeframe,
+        c.ts >= start.to_pydatetime(), c.ts < end.to_pydatetime(),
+    )
+    with engine.connect() as conn:
+        values = [row[0] for row in conn.execute(query)]
+    return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[us, UTC]")

@@ -1,0 +1,65 @@
+"""The warehouse tables (names and columns are contracts: see DESIGN.md)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+_STATUSES = ("loaded", "empty", "rejected", "failed")
+
+bars = sa.Table(
+    "bars",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("timeframe", sa.String(8), primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), primary_key=True, comment="bar open time, UTC"),
+    sa.Column("open", sa.Double, nullable=False),
+    sa.Column("high", sa.Double, nullable=False),
+    sa.Column("low", sa.Double, nullable=False),
+    sa.Column("close", sa.Double, nullable=False),
+    sa.Column("volume", sa.Double, nullable=False),
+    sa.Column("vwap", sa.Double, nullable=True),
+    sa.Column("trades", sa.BigInteger, nullable=True),
+)
+
+ingest_ledger = sa.Table(
+    "ingest_ledger",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("timeframe", sa.String(8), primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=True),
+    sa.Column("checksum", sa.String(64), nullable=True),
+    sa.Column("flow_run_id", sa.String(64), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.CheckConstraint(f"status IN {_STATUSES!r}", name="ck_ingest_ledger_status"),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("timeframe", sa.String(8), nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("row_data", sa.Text, nullable=False, comment="the bar as the provider sent it, JSON"),
+    sa.Column("failed_expectations", sa.Text, nullable=False, comment="rules this row broke, or why its chunk was"),
+    sa.Column("flow_run_id", sa.String(64), nullable=True),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_quarantine_chunk", quarantine.c.provider, quarantine.c.symbol, quarantine.c.timeframe,
+         quarantine.c.window_start)
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Create the tables that are missing; leave existing ones alone (idempotent)."""
+    metadata.create_all(engine, checkfirst=True)
