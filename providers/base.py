@@ -28,6 +28,7 @@ class FetchRequest:
 
 class Provider(Protocol):
     name: ClassVar[str]
+    requests_per_second: ClassVar[float]  # the vendor's request budget: Prefect's rate limit slot decay
 
     def fetch(self, request: FetchRequest) -> pd.DataFrame:
         """Return the request's bars as a canonical frame (see `canonical_frame`), or raise ProviderError."""

@@ -71,10 +71,13 @@ def _daily_closes(seed: int, symbol: str, calendar: str) -> pd.Series:
     return pd.Series(np.log(start_price) + np.cumsum(returns), index=dates)
 
 
+_MINUTE_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trades")
+
+
 def _session_minutes(
     seed: int, symbol: str, date: pd.Timestamp, open_: pd.Timestamp, close: pd.Timestamp, anchors: pd.Series
-) -> pd.DataFrame:
-    """One session's 1-minute bars, from the previous session's close to this session's close."""
+) -> dict[str, np.ndarray]:
+    """One session's 1-minute bars (as arrays), from the previous session's close to this session's close."""
     n = int((close - open_) // _MINUTE)
     pos = anchors.index.get_loc(date)
     key = _symbol_key(symbol)
@@ -95,10 +98,8 @@ def _session_minutes(
     volume = np.round(base_volume * u_shape * rng.lognormal(0.0, 0.5, size=n))
     trades = np.maximum(1, np.round(volume / (80 + key % 120))).astype("int64")
     vwap = np.round((h + low + c) / 3.0, 4)
-    ts = pd.date_range(open_, periods=n, freq=_MINUTE)
-    return pd.DataFrame(
-        {"ts": ts, "open": o, "high": h, "low": low, "close": c, "volume": volume, "vwap": vwap, "trades": trades}
-    )
+    ts = open_.value + np.arange(n, dtype="int64") * _MINUTE.value
+    return {"ts": ts, "open": o, "high": h, "low": low, "close": c, "volume": volume, "vwap": vwap, "trades": trades}
 
 
 def _aggregate(minutes: pd.DataFrame, keys: pd.Series | pd.DatetimeIndex) -> pd.DataFrame:
@@ -118,6 +119,7 @@ def _aggregate(minutes: pd.DataFrame, keys: pd.Series | pd.DatetimeIndex) -> pd.
 
 class SyntheticProvider:
     name: ClassVar[str] = "synthetic"
+    requests_per_second: ClassVar[float] = 50.0
 
     def __init__(self, options: SyntheticOptions | None = None, **overrides: object) -> None:
         self.options = options or SyntheticOptions.model_validate(overrides)
@@ -147,14 +149,17 @@ class SyntheticProvider:
         last_day = (request.end - pd.Timedelta(microseconds=1)).tz_convert("UTC").date()
         sched = sessions.schedule(first_day, last_day, opts.calendar)
         anchors = _daily_closes(opts.seed, symbol, opts.calendar)
-        parts = []
+        parts, days = [], []
         for date, open_, close in zip(sched.index, sched["open"], sched["close"], strict=True):
             if tf.intraday or close <= now:
-                minutes = _session_minutes(opts.seed, symbol, date, open_, close, anchors)
-                parts.append(minutes.assign(session=pd.Timestamp(date.date(), tz="UTC")))
+                part = _session_minutes(opts.seed, symbol, date, open_, close, anchors)
+                parts.append(part)
+                days.append(np.full(len(part["ts"]), pd.Timestamp(date.date(), tz="UTC").value, dtype="int64"))
         if not parts:
             return pd.DataFrame()
-        minutes = pd.concat(parts, ignore_index=True)
+        minutes = pd.DataFrame({col: np.concatenate([p[col] for p in parts]) for col in _MINUTE_COLUMNS})
+        minutes["ts"] = pd.to_datetime(minutes["ts"], utc=True)
+        minutes["session"] = pd.to_datetime(np.concatenate(days), utc=True)
         if not tf.intraday:
             bars = _aggregate(minutes, minutes["session"])
         elif tf.step == _MINUTE:

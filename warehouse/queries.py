@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.model import LedgerEntry, LedgerStatus
+from warehouse.dialects import dialect_for
 from warehouse.schema import bars, ingest_ledger, metadata
 
 
@@ -107,3 +109,19 @@ def bar_timestamps(
     with engine.connect() as conn:
         values = [row[0] for row in conn.execute(query)]
     return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[us, UTC]")
+
+
+def bars_per_session(
+    engine: sa.Engine, provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
+) -> dict[dt.date, int]:
+    """Bar count per UTC date for one series in [start, end) (a session's date for US and European venues)."""
+    c = bars.c
+    day = dialect_for(engine).utc_date(c.ts).label("day")
+    query = (
+        sa.select(day, sa.func.count())
+        .where(c.provider == provider, c.symbol == symbol, c.timeframe == timeframe,
+               c.ts >= start.to_pydatetime(), c.ts < end.to_pydatetime())
+        .group_by(day)
+    )
+    with engine.connect() as conn:
+        return {pd.Timestamp(d).date(): int(n) for d, n in conn.execute(query).all()}

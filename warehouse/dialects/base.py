@@ -18,6 +18,10 @@ class Dialect(Protocol):
         """Upsert the chunk's bars inside the caller's transaction; return the rows written."""
         ...
 
+    def utc_date(self, column: sa.ColumnElement[object]) -> sa.ColumnElement[object]:
+        """SQL for the UTC calendar date of a timestamp column."""
+        ...
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

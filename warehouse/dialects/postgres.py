@@ -73,6 +73,9 @@ class PostgresDialect:
             cur.execute(f"TRUNCATE {STAGE}")
         return written
 
+    def utc_date(self, column: sa.ColumnElement[object]) -> sa.ColumnElement[object]:
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date)  # not the session's TimeZone setting
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

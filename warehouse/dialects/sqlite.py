@@ -46,6 +46,9 @@ class SqliteDialect:
         result = conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
         return max(result.rowcount, 0)
 
+    def utc_date(self, column: sa.ColumnElement[object]) -> sa.ColumnElement[object]:
+        return sa.func.substr(column, 1, 10)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

@@ -1,0 +1,141 @@
+"""The `candleflow` command: backfill, update, status, gaps.
+
+Exit codes: 0 every chunk ended loaded or empty; 1 some chunk ended rejected or failed (or the run broke);
+2 bad input (the message names the input and the fix; nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from candleflow.errors import BadInputError, IncompleteRunError
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+
+_QUIET_PREFECT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "GX_ANALYTICS_ENABLED": "false",
+    # Without PREFECT_API_URL Prefect starts a temporary server; on a 2-core machine that takes 10-20 s
+    # (longer on its first database migration), past Prefect's default 20 s timeout.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+_QUIET_CONSOLE = {
+    # Task and flow run records still go to the Prefect API (the UI shows them); the terminal shows the
+    # progress display and the summary instead of a line per task run.
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "CRITICAL",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own errors: one line, exit 2
+        self.exit(EXIT_BAD_INPUT, f"candleflow: error: {message} (see candleflow {self.prog.split()[-1]} --help)\n")
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise BadInputError(f"--option {pair!r} is not key=value: write e.g. --option seed=7")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="candleflow", description="Keep a SQL warehouse of OHLCV bars complete and current.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, series: bool = True) -> None:
+        p.add_argument("--warehouse", help="SQLAlchemy URL (env CANDLEFLOW_WAREHOUSE_URL; default sqlite:///candleflow.db)")
+        if series:
+            p.add_argument("--provider", default="synthetic", help="provider name (default synthetic)")
+            p.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. AAPL,MSFT")
+            p.add_argument("--timeframe", default="1d", help="1m, 5m, 15m, 1h or 1d (default 1d)")
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--on-invalid", choices=["reject", "quarantine_rows"], default="reject",
+                       help="a chunk failing validation: keep it out (reject) or load its good rows")
+        p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="provider option, repeatable (synthetic: seed, invalid_chunk_rate, ...)")
+        p.add_argument("--verbose", action="store_true", help="show Prefect's log lines on the terminal")
+
+    b = sub.add_parser("backfill", help="fill a date range")
+    common(b)
+    b.add_argument("--start", required=True, help="first session date, YYYY-MM-DD (inclusive)")
+    b.add_argument("--end", required=True, help="last session date, YYYY-MM-DD (inclusive)")
+    b.add_argument("--mode", default="missing", help="missing (default), failed or all")
+    b.add_argument("--dry-run", action="store_true", help="print the plan; fetch and write nothing")
+    run_options(b)
+
+    u = sub.add_parser("update", help="bring series up to date from their watermark")
+    common(u)
+    u.add_argument("--lookback-days", type=int, default=30, help="how far back a new series starts (default 30)")
+    u.add_argument("--overlap-days", type=int, default=None, help="re-fetch this many days before the watermark")
+    u.add_argument("--end", default=None, help="last session date (default today, UTC)")
+    run_options(u)
+
+    s = sub.add_parser("status", help="coverage per symbol and timeframe")
+    common(s, series=False)
+    s.add_argument("--provider")
+    s.add_argument("--symbols")
+    s.add_argument("--timeframe")
+
+    g = sub.add_parser("gaps", help="sessions without (enough) bars, and why")
+    common(g)
+    g.add_argument("--start", required=True)
+    g.add_argument("--end", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        if args.command in ("backfill", "update"):
+            return _run(args)
+        if args.command == "status":
+            from candleflow.commands import status
+
+            return status(args)
+        from candleflow.commands import gaps
+
+        return gaps(args)
+    except BadInputError as exc:
+        err.print(f"candleflow: error: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+
+
+def _run(args: argparse.Namespace) -> int:
+    from candleflow.commands import check_run_inputs, print_summary, run_with_progress
+
+    params = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
+    for key, value in _QUIET_PREFECT.items():
+        os.environ.setdefault(key, value)
+    if not args.verbose:
+        for key, value in _QUIET_CONSOLE.items():
+            os.environ.setdefault(key, value)
+    summary, error = run_with_progress(args.command, params)
+    print_summary(summary, error)
+    if error is not None and not isinstance(error, IncompleteRunError):
+        return EXIT_INCOMPLETE
+    return EXIT_OK if summary is not None and summary.ok else EXIT_INCOMPLETE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

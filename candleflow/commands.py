@@ -1,0 +1,186 @@
+"""What the `candleflow` subcommands do (the command-line layer: it may use flows and the warehouse)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from candleflow.errors import BadInputError, IncompleteRunError
+from candleflow.inputs import check_date_range, parse_date, parse_symbols
+from candleflow.model import ChunkResult
+from candleflow.planning import parse_mode, request_window
+from candleflow.report import RunSummary
+from candleflow.sessions import check_in_range, schedule
+from candleflow.timeframes import get_timeframe
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def _cli_options(pairs: list[str]) -> dict[str, Any]:
+    from candleflow.cli import _options
+
+    return _options(pairs)
+
+
+def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """Check every input of backfill/update and return the flow's parameters; raises BadInputError."""
+    from providers import check_provider_name, get_provider
+    from warehouse.engine import check_reachable, resolve_url
+
+    provider = check_provider_name(args.provider)
+    timeframe = get_timeframe(args.timeframe).name
+    symbols = parse_symbols(args.symbols)
+    options = _cli_options(args.option)
+    get_provider(provider, options)
+    params: dict[str, Any] = {
+        "provider": provider, "symbols": symbols, "timeframe": timeframe, "on_invalid": args.on_invalid,
+        "warehouse_url": resolve_url(args.warehouse), "provider_options": options or None,
+    }
+    if args.command == "backfill":
+        start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
+        check_date_range(start, end)
+        check_in_range(start, end)
+        params.update(start=start, end=end, mode=str(parse_mode(args.mode)), dry_run=args.dry_run)
+    else:
+        if args.lookback_days < 1:
+            raise BadInputError(f"--lookback-days {args.lookback_days} must be at least 1")
+        if args.overlap_days is not None and args.overlap_days < 0:
+            raise BadInputError(f"--overlap-days {args.overlap_days} must be 0 or more")
+        params.update(lookback_days=args.lookback_days, overlap_days=args.overlap_days,
+                      end=parse_date(args.end, "end") if args.end else None)
+    check_reachable(params["warehouse_url"])
+    return params
+
+
+class _LiveProgress:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+        self.counts = {"loaded": 0, "empty": 0, "rejected": 0, "failed": 0}
+
+    def started(self, total: int) -> None:
+        self.task = self.progress.add_task("chunks", total=total, status="")
+
+    def advanced(self, result: ChunkResult) -> None:
+        self.counts[str(result.status)] += 1
+        status = " ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        self.progress.update(self.task, advance=1, status=status)
+
+
+def run_with_progress(command: str, params: dict[str, Any]) -> tuple[RunSummary | None, BaseException | None]:
+    """Run the flow for `command` in this process, drawing a live progress bar on stderr."""
+    from flows import progress as flow_progress
+
+    if command == "backfill":
+        from flows.backfill import historical_backfill as flow
+    else:
+        from flows.incremental import incremental_update as flow
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=err, transient=False) as progress:
+        listener = _LiveProgress(progress)
+        flow_progress.add_listener(listener)
+        try:
+            state = flow(**params, return_state=True)
+        finally:
+            flow_progress.remove_listener(listener)
+    if state.is_completed():
+        return state.result(), None
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, IncompleteRunError):
+        return error.summary, error
+    if isinstance(error, BadInputError):
+        raise error
+    return None, error if isinstance(error, BaseException) else RuntimeError(str(state.message))
+
+
+def print_summary(summary: RunSummary | None, error: BaseException | None) -> None:
+    if summary is None:
+        err.print(f"candleflow: the run broke: {type(error).__name__}: {error}", markup=False)
+        return
+    if summary.dry_run:
+        out.print(summary.headline(), markup=False)
+        for chunk in summary.todo[:200]:
+            out.print(f"  would fetch {chunk.label()}", markup=False)
+        if len(summary.todo) > 200:
+            out.print(f"  ... and {len(summary.todo) - 200} more", markup=False)
+        return
+    out.print(summary.headline(), markup=False)
+    for result in summary.problems():
+        out.print(f"  {result.status.value.upper()} {result.chunk.label()}: {result.error}", markup=False)
+
+
+def _filters(args: argparse.Namespace) -> tuple[str | None, list[str] | None, str | None]:
+    symbols = parse_symbols(args.symbols) if args.symbols else None
+    timeframe = get_timeframe(args.timeframe).name if args.timeframe else None
+    return args.provider, symbols, timeframe
+
+
+def status(args: argparse.Namespace) -> int:
+    """Coverage per (provider, symbol, timeframe): bars, first and last, sessions missing, ledger outcomes."""
+    from candleflow.coverage import find_gaps
+    from warehouse.engine import check_reachable
+    from warehouse.queries import bars_per_session, has_schema, ledger_counts, read_ledger, series_summary
+
+    provider, symbols, timeframe = _filters(args)
+    engine = check_reachable(args.warehouse)
+    if not has_schema(engine):
+        out.print("the warehouse is empty: run candleflow backfill first")
+        return 0
+    series = series_summary(engine, provider, symbols, timeframe)
+    counts = ledger_counts(engine, provider, symbols, timeframe)
+    table = Table("provider", "symbol", "tf", "bars", "first", "last", "sessions", "missing", "partial",
+                  "chunks loaded/empty/rejected/failed", title="candleflow coverage")
+    for row in series.itertuples():
+        tf = get_timeframe(row.timeframe)
+        first, last = row.first.date(), row.last.date()
+        sched = schedule(first, last)
+        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *request_window(first, last))
+        ledger = read_ledger(engine, row.provider, [row.symbol], row.timeframe)
+        gaps = find_gaps(sched, tf, per_day, ledger)
+        missing = sum(g.present == 0 for g in gaps)
+        mine = counts[(counts.provider == row.provider) & (counts.symbol == row.symbol)
+                      & (counts.timeframe == row.timeframe)]
+        by_status = dict(zip(mine.status, mine.chunks, strict=True))
+        chunk_text = "/".join(str(by_status.get(s, 0)) for s in ("loaded", "empty", "rejected", "failed"))
+        table.add_row(row.provider, row.symbol, row.timeframe, f"{row.bars:,}", str(row.first), str(row.last),
+                      str(len(sched)), str(missing), str(len(gaps) - missing), chunk_text)
+    out.print(table)
+    if series.empty:
+        out.print("no bars match these filters")
+    return 0
+
+
+def gaps(args: argparse.Namespace) -> int:
+    """List sessions in [start, end] without bars (or with fewer than a full session has), with the reason."""
+    from candleflow.coverage import find_gaps
+    from providers import check_provider_name
+    from warehouse.engine import check_reachable
+    from warehouse.queries import bars_per_session, has_schema, read_ledger
+
+    provider = check_provider_name(args.provider)
+    tf = get_timeframe(args.timeframe)
+    symbols = parse_symbols(args.symbols)
+    start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
+    check_date_range(start, end)
+    check_in_range(start, end)
+    engine = check_reachable(args.warehouse)
+    sched = schedule(start, end)
+    found = 0
+    table = Table("symbol", "session", "expected", "present", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
+    for symbol in symbols:
+        per_day = bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end)) if has_schema(
+            engine) else {}
+        ledger = read_ledger(engine, provider, [symbol], tf.name) if has_schema(engine) else []
+        for gap in find_gaps(sched, tf, per_day, ledger):
+            found += 1
+            table.add_row(symbol, str(gap.session), str(gap.expected), str(gap.present), gap.reason)
+    if found:
+        out.print(table)
+    out.print(f"{found} session(s) with missing or partial bars out of {len(sched) * len(symbols)} expected")
+    return 0 if found == 0 else 1

@@ -1,0 +1,78 @@
+"""Run summaries: what a flow run did, as numbers and as a table. Pure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from candleflow.model import Chunk, ChunkResult, LedgerStatus
+
+
+@dataclass
+class RunSummary:
+    flow: str
+    planned: int = 0
+    skipped: int = 0
+    results: list[ChunkResult] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
+    dry_run: bool = False
+    todo: list[Chunk] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        counter = Counter(str(r.status) for r in self.results)
+        return {str(s): counter.get(str(s), 0) for s in LedgerStatus}
+
+    @property
+    def unchanged(self) -> int:
+        return sum(r.unchanged for r in self.results)
+
+    @property
+    def bars_written(self) -> int:
+        return sum(r.written for r in self.results)
+
+    @property
+    def bars_fetched(self) -> int:
+        return sum(r.rows for r in self.results)
+
+    @property
+    def bars_per_second(self) -> float:
+        return self.bars_written / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status.ok for r in self.results)
+
+    def problems(self) -> list[ChunkResult]:
+        return [r for r in self.results if not r.status.ok]
+
+    def headline(self) -> str:
+        c = self.counts()
+        if self.dry_run:
+            return f"{self.flow}: dry run, {self.planned} chunks planned, {len(self.todo)} to fetch, {self.skipped} held"
+        if not self.results:
+            return f"{self.flow}: nothing to fetch: all {self.skipped} planned chunks are already in the ledger"
+        return (
+            f"{self.flow}: {len(self.results)} chunks run ({c['loaded']} loaded, {c['empty']} empty, "
+            f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged), {self.skipped} skipped; "
+            f"{self.bars_written} bars written in {self.elapsed_seconds:.1f} s ({self.bars_per_second:,.0f} bars/s)"
+        )
+
+    def failure_message(self) -> str:
+        lines = [f"{len(self.problems())} chunk(s) did not load:"]
+        lines += [f"  {r.chunk.label()} {r.status}: {r.error}" for r in self.problems()[:50]]
+        if len(self.problems()) > 50:
+            lines.append(f"  ... and {len(self.problems()) - 50} more (see the ingest_ledger table)")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        c = self.counts()
+        rows = [
+            "| chunks planned | skipped (held) | loaded | empty | rejected | failed | unchanged | bars written | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {self.planned} | {self.skipped} | {c['loaded']} | {c['empty']} | {c['rejected']} | {c['failed']} "
+            f"| {self.unchanged} | {self.bars_written} | {self.elapsed_seconds:.1f} |",
+        ]
+        if self.problems():
+            rows += ["", "| chunk | status | why |", "|---|---|---|"]
+            rows += [f"| {r.chunk.label()} | {r.status} | {(r.error or '').replace('|', '/')} |" for r in self.problems()]
+        return "\n".join(rows)

@@ -1,0 +1,25 @@
+"""Typed settings from the environment (prefix CANDLEFLOW_). Everything else is a flow parameter."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RunSettings(BaseSettings):
+    """How chunk tasks run: retries (transient provider errors only), backoff and parallelism."""
+
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_", env_file=".env", extra="ignore")
+
+    warehouse_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///candleflow.db")
+    retries: int = Field(default=4, ge=0, le=20)
+    retry_backoff_seconds: float = Field(default=2.0, ge=0, description="first retry delay; doubles each retry")
+    retry_jitter_factor: float = Field(default=0.5, ge=0)
+    task_workers: int = Field(default=4, ge=1, le=64, description="chunk tasks running at once per flow run")
+    provider_rate_per_second: float | None = Field(
+        default=None, gt=0, description="override the provider's own request rate for its concurrency limit"
+    )
+
+
+def run_settings() -> RunSettings:
+    return RunSettings()

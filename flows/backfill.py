@@ -1,0 +1,70 @@
+"""`historical_backfill`: fill a date range for many symbols, skipping what the ledger already holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from candleflow.inputs import check_date_range, parse_symbols
+from candleflow.planning import parse_mode, plan_chunks, select_chunks
+from candleflow.report import RunSummary
+from candleflow.sessions import DEFAULT_CALENDAR, check_in_range
+from candleflow.settings import run_settings
+from candleflow.timeframes import get_timeframe
+from flows.chunks import run_chunks
+from providers import check_provider_name, get_provider
+from tasks.ingest import OnInvalid
+from tasks.warehouse import prepare_warehouse, read_ledger_task
+
+
+@flow(
+    name="historical_backfill",
+    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),
+    validate_parameters=True,
+)
+def historical_backfill(
+    symbols: list[str],
+    start: dt.date,
+    end: dt.date,
+    provider: str = "synthetic",
+    timeframe: str = "1d",
+    mode: str = "missing",
+    on_invalid: OnInvalid = "reject",
+    dry_run: bool = False,
+    warehouse_url: str | None = None,
+    provider_options: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Backfill bars for `symbols` at `timeframe` for the inclusive session dates `start`..`end`.
+
+    mode: `missing` (default) fetches chunks the ledger does not hold as loaded or empty; `failed` only
+    chunks that ended failed or rejected; `all` everything. on_invalid: `reject` keeps a failing chunk out
+    entirely; `quarantine_rows` loads its good rows. Either way bad rows go to `quarantine` and the run fails.
+    """
+    started = time.perf_counter()
+    tf = get_timeframe(timeframe)
+    symbols = parse_symbols(symbols)
+    check_provider_name(provider)
+    get_provider(provider, provider_options)  # reject bad options before anything runs
+    check_date_range(start, end)
+    check_in_range(start, end, (provider_options or {}).get("calendar", DEFAULT_CALENDAR))
+    plan_mode = parse_mode(mode)
+
+    chunks = plan_chunks(provider, symbols, tf, start, end)
+    ledger = read_ledger_task(warehouse_url, provider, symbols, tf.name)
+    selection = select_chunks(chunks, ledger, plan_mode)
+    summary = RunSummary(
+        flow="historical_backfill", planned=len(chunks), skipped=len(selection.skipped), dry_run=dry_run,
+        todo=selection.todo,
+    )
+    if dry_run:
+        summary.elapsed_seconds = time.perf_counter() - started
+        return summary
+    prepare_warehouse(warehouse_url)
+    return run_chunks(
+        summary, selection.todo, provider=provider, warehouse_url=warehouse_url,
+        provider_options=provider_options, on_invalid=on_invalid, started=started,
+    )

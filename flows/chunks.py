@@ -1,0 +1,76 @@
+"""Run planned chunks as Prefect tasks and gather what they did. Called from inside a flow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect.futures import as_completed
+from prefect.logging import get_run_logger
+from prefect.tasks import exponential_backoff
+
+from candleflow.errors import IncompleteRunError
+from candleflow.model import Chunk, ChunkResult, LedgerStatus
+from candleflow.report import RunSummary
+from candleflow.settings import run_settings
+from flows import progress
+from providers import PROVIDERS
+from tasks.ingest import OnInvalid, current_flow_run_id, ingest_chunk
+from tasks.limits import ensure_limits, limit_names, warehouse_slots
+from tasks.reporting import advance_progress, publish_summary, start_progress
+from tasks.warehouse import record_chunk_failure
+
+
+def run_chunks(
+    summary: RunSummary,
+    chunks: Sequence[Chunk],
+    *,
+    provider: str,
+    warehouse_url: str | None,
+    provider_options: Mapping[str, Any] | None,
+    on_invalid: OnInvalid,
+    started: float,
+) -> RunSummary:
+    """Submit one `ingest_chunk` task per chunk, record failures in the ledger, publish artifacts, and raise
+    IncompleteRunError (the flow run fails, alerts fire) when any chunk ended rejected or failed."""
+    logger = get_run_logger()
+    if not chunks:
+        summary.elapsed_seconds = time.perf_counter() - started
+        publish_summary(summary)
+        return summary
+    settings = run_settings()
+    rate = settings.provider_rate_per_second or PROVIDERS[provider][0].requests_per_second
+    names = limit_names(provider, warehouse_url)
+    ensure_limits(names, rate, warehouse_slots(warehouse_url))
+    task = ingest_chunk.with_options(
+        retries=settings.retries,
+        retry_delay_seconds=exponential_backoff(settings.retry_backoff_seconds)(settings.retries),
+        retry_jitter_factor=settings.retry_jitter_factor,
+    )
+    progress.started(len(chunks))
+    artifact = start_progress(len(chunks), summary.flow)
+    futures = {
+        task.submit(chunk, warehouse_url, dict(provider_options or {}), on_invalid, names): chunk for chunk in chunks
+    }
+    run_id = current_flow_run_id()
+    for done, future in enumerate(as_completed(list(futures)), start=1):
+        chunk = futures[future]
+        try:
+            result: ChunkResult = future.result()
+        except Exception as exc:  # the task failed after its retries, or a terminal error
+            error = f"{type(exc).__name__}: {exc}"
+            record_chunk_failure(chunk, error, warehouse_url, run_id)
+            result = ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=error)
+        summary.results.append(result)
+        progress.advanced(result)
+        advance_progress(artifact, done, len(chunks))
+        if not result.status.ok:
+            logger.warning("chunk %s ended %s: %s", chunk.label(), result.status, result.error)
+    summary.results.sort(key=lambda r: r.chunk)
+    summary.elapsed_seconds = time.perf_counter() - started
+    publish_summary(summary)
+    logger.info("%s", summary.headline())
+    if not summary.ok:
+        raise IncompleteRunError(summary.failure_message(), summary)
+    return summary

@@ -1,0 +1,71 @@
+"""`incremental_update`: bring each series up to date from the warehouse's own watermark."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from candleflow.inputs import parse_symbols
+from candleflow.planning import incremental_start, plan_chunks
+from candleflow.report import RunSummary
+from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, previous_session
+from candleflow.settings import run_settings
+from candleflow.timeframes import get_timeframe
+from flows.chunks import run_chunks
+from providers import check_provider_name, get_provider
+from tasks.ingest import OnInvalid
+from tasks.warehouse import prepare_warehouse, read_watermarks_task
+
+
+@flow(
+    name="incremental_update",
+    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),
+    validate_parameters=True,
+)
+def incremental_update(
+    symbols: list[str],
+    provider: str = "synthetic",
+    timeframe: str = "1d",
+    lookback_days: int = 30,
+    overlap_days: int | None = None,
+    end: dt.date | None = None,
+    on_invalid: OnInvalid = "reject",
+    warehouse_url: str | None = None,
+    provider_options: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Fetch each series from its watermark (newest loaded bar) minus an overlap up to `end` (default: today,
+    UTC), so late provider corrections are picked up. A series with no bars starts `lookback_days` back.
+
+    The overlap defaults to one session for daily bars and one day for intraday bars; `overlap_days` sets it.
+    Overlapping chunks are always re-fetched (the ledger is not consulted): that is the point of the overlap.
+    """
+    started = time.perf_counter()
+    tf = get_timeframe(timeframe)
+    symbols = parse_symbols(symbols)
+    check_provider_name(provider)
+    get_provider(provider, provider_options)
+    if lookback_days < 1:
+        raise ValueError(f"lookback_days must be at least 1, got {lookback_days}")
+    calendar = (provider_options or {}).get("calendar", DEFAULT_CALENDAR)
+    end = end or dt.datetime.now(dt.UTC).date()
+    prepare_warehouse(warehouse_url)
+    watermarks = read_watermarks_task(warehouse_url, provider, symbols, tf.name)
+    overlap = dt.timedelta(days=overlap_days) if overlap_days is not None else None
+    chunks = []
+    for symbol in symbols:
+        mark = watermarks.get(symbol)
+        before = previous_session(mark.date(), calendar) if mark is not None else None
+        start = incremental_start(mark, tf, end, lookback_days, overlap, before)
+        if start > end:
+            continue
+        check_in_range(start, end, calendar)
+        chunks += plan_chunks(provider, [symbol], tf, start, end)
+    summary = RunSummary(flow="incremental_update", planned=len(chunks))
+    return run_chunks(
+        summary, chunks, provider=provider, warehouse_url=warehouse_url,
+        provider_options=provider_options, on_invalid=on_invalid, started=started,
+    )

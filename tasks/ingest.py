@@ -1,0 +1,94 @@
+"""The chunk task: fetch, validate, load (or quarantine). Returns a small ChunkResult, never the bars."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.concurrency.sync import concurrency, rate_limit
+from prefect.runtime import flow_run
+from prefect.states import State
+
+from candleflow.checksum import frame_checksum
+from candleflow.model import Chunk, ChunkResult
+from candleflow.timeframes import get_timeframe
+from expectations import validate_bars
+from providers import get_provider
+from providers.base import FetchRequest
+from providers.errors import TransientProviderError
+from tasks.limits import LimitNames
+from warehouse.engine import get_engine
+from warehouse.loader import load_chunk, reject_chunk
+
+OnInvalid = Literal["reject", "quarantine_rows"]
+
+
+def retry_only_transient(_task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry when the provider said a retry may help; never for validation, terminal or our own errors."""
+    try:
+        state.result()
+    except TransientProviderError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def current_flow_run_id() -> str | None:
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+@task(
+    name="ingest_chunk",
+    task_run_name="ingest {chunk.provider}:{chunk.symbol}:{chunk.timeframe}:{chunk.window_start:%Y-%m-%d}",
+    retry_condition_fn=retry_only_transient,
+    cache_policy=NO_CACHE,
+    log_prints=False,
+)
+def ingest_chunk(
+    chunk: Chunk,
+    warehouse_url: str | None,
+    provider_options: Mapping[str, Any] | None,
+    on_invalid: OnInvalid,
+    limits: LimitNames | None = None,
+) -> ChunkResult:
+    """Fetch one chunk from its provider, validate it with the OHLCV suite, then load it or quarantine it."""
+    started = time.perf_counter()
+    provider = get_provider(chunk.provider, provider_options)
+    request = FetchRequest((chunk.symbol,), get_timeframe(chunk.timeframe), chunk.window_start, chunk.window_end)
+    if limits is not None:
+        rate_limit(limits.provider)
+    frame = provider.fetch(request)
+    verdict = validate_bars([(chunk, frame)]).verdicts[0]
+    engine = get_engine(warehouse_url)
+    run_id = current_flow_run_id()
+    checksum = frame_checksum(frame) if verdict.ok else None
+    with concurrency(limits.warehouse, occupy=1) if limits is not None else nullcontext():
+        if verdict.ok:
+            assert checksum is not None
+            outcome = load_chunk(engine, chunk, frame, checksum=checksum, flow_run_id=run_id)
+        else:
+            outcome = reject_chunk(
+                engine, chunk, frame, verdict.bad_rows, verdict.failed_rules, flow_run_id=run_id,
+                load_good_rows=on_invalid == "quarantine_rows",
+            )
+    error = None
+    if not verdict.ok:
+        error = f"{len(verdict.bad_rows)} bad row(s) quarantined: " + "; ".join(verdict.failed_rules)
+    return ChunkResult(
+        chunk=chunk,
+        status=outcome.status,
+        rows=len(frame),
+        written=outcome.written,
+        unchanged=outcome.unchanged,
+        error=error,
+        failed_expectations=list(verdict.failed_rules),
+        seconds=time.perf_counter() - started,
+    )
+

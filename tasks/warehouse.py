@@ -1,0 +1,46 @@
+"""Tasks around the warehouse: prepare it, read the ledger and watermarks, record failed chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from candleflow.model import Chunk, LedgerEntry
+from warehouse.engine import check_reachable, get_engine
+from warehouse.loader import record_failure
+from warehouse.queries import has_schema, read_ledger, read_watermarks
+from warehouse.schema import ensure_schema
+
+
+@task(name="prepare_warehouse", cache_policy=NO_CACHE)
+def prepare_warehouse(warehouse_url: str | None) -> None:
+    """Check the warehouse is reachable and create missing tables."""
+    ensure_schema(check_reachable(warehouse_url))
+
+
+@task(name="read_ledger", cache_policy=NO_CACHE)
+def read_ledger_task(
+    warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str
+) -> list[LedgerEntry]:
+    engine = check_reachable(warehouse_url)
+    if not has_schema(engine):  # a new warehouse (or a dry run before the first load) holds nothing yet
+        return []
+    return read_ledger(engine, provider, symbols, timeframe)
+
+
+@task(name="read_watermarks", cache_policy=NO_CACHE)
+def read_watermarks_task(
+    warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str
+) -> dict[str, pd.Timestamp]:
+    engine = check_reachable(warehouse_url)
+    if not has_schema(engine):
+        return {}
+    return read_watermarks(engine, provider, symbols, timeframe)
+
+
+@task(name="record_chunk_failure", cache_policy=NO_CACHE, task_run_name="failed {chunk.symbol}:{chunk.timeframe}")
+def record_chunk_failure(chunk: Chunk, error: str, warehouse_url: str | None, flow_run_id: str | None) -> None:
+    record_failure(get_engine(warehouse_url), chunk, error, flow_run_id=flow_run_id)
