@@ -39,11 +39,17 @@ class PostgresDialect:
         if frame.empty:
             return 0
         raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
-        with raw.cursor() as cur:
-            cur.execute(_PROBE, (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end))
-            if cur.fetchone() is None and self._copy_direct(raw, chunk, frame):
-                return len(frame)
-            return self._copy_and_merge(raw, chunk, frame)
+        try:
+            with raw.cursor() as cur:
+                cur.execute(_PROBE, (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start,
+                                     chunk.window_end))
+                if cur.fetchone() is None and self._copy_direct(raw, chunk, frame):
+                    return len(frame)
+                return self._copy_and_merge(raw, chunk, frame)
+        except psycopg.Error as exc:
+            # Raw-connection errors bypass SQLAlchemy: wrap them in its classes (IntegrityError, ...) so callers
+            # see the same exceptions from every dialect.
+            raise sa.exc.DBAPIError.instance(f"bulk load of {chunk.label()}", None, exc, psycopg.Error) from exc
 
     def _copy_direct(self, raw: psycopg.Connection, chunk: Chunk, frame: pd.DataFrame) -> bool:
         constants = (chunk.provider, chunk.symbol, chunk.timeframe)

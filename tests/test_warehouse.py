@@ -1,0 +1,160 @@
+"""Loader behaviour on the real databases: idempotence, changes, atomicity, quarantine, failures."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from candleflow.checksum import frame_checksum
+from candleflow.model import Chunk, LedgerStatus
+from candleflow.timeframes import get_timeframe
+from providers import get_provider
+from providers.base import FetchRequest
+from tests.conftest import count
+from warehouse.engine import get_engine
+from warehouse.loader import load_chunk, record_failure, reject_chunk
+from warehouse.queries import bars_per_session, read_ledger, read_watermarks
+from warehouse.schema import ensure_schema
+
+START, END = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
+CHUNK = Chunk("synthetic", "AAPL", "1m", START, END)
+
+
+@pytest.fixture(scope="module")
+def minutes() -> pd.DataFrame:
+    frame = get_provider("synthetic").fetch(FetchRequest(("AAPL",), get_timeframe("1m"), START, END))
+    frame.loc[3, "vwap"] = np.nan  # NULLs must survive every load path
+    frame.loc[5, "trades"] = pd.NA
+    return frame
+
+
+@pytest.fixture
+def engine(warehouse_url: str) -> sa.Engine:
+    eng = get_engine(warehouse_url)
+    ensure_schema(eng)
+    ensure_schema(eng)  # idempotent
+    return eng
+
+
+def load(engine: sa.Engine, frame: pd.DataFrame, chunk: Chunk = CHUNK, run: str = "run-1"):  # type: ignore[no-untyped-def]
+    return load_chunk(engine, chunk, frame, checksum=frame_checksum(frame), flow_run_id=run)
+
+
+def read_bars(engine: sa.Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text("SELECT * FROM bars ORDER BY symbol, ts"), conn)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("us")
+    frame["trades"] = frame["trades"].astype("Int64")
+    return frame
+
+
+def test_load_round_trips_every_value(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    outcome = load(engine, minutes)
+    assert (outcome.status, outcome.rows, outcome.written, outcome.unchanged) == (
+        LedgerStatus.LOADED, len(minutes), len(minutes), False)
+    back = read_bars(engine)
+    pd.testing.assert_frame_equal(back, minutes, check_dtype=False)
+    assert pd.isna(back.loc[3, "vwap"]) and pd.isna(back.loc[5, "trades"])
+    (entry,) = read_ledger(engine)
+    assert (entry.status, entry.rows, entry.checksum) == (LedgerStatus.LOADED, len(minutes), frame_checksum(minutes))
+    assert entry.window_start == START and entry.window_end == END
+    assert read_watermarks(engine, "synthetic", ["AAPL"], "1m") == {"AAPL": minutes["ts"].max()}
+    per_day = bars_per_session(engine, "synthetic", "AAPL", "1m", START, END)
+    assert len(per_day) == 20 and set(per_day.values()) == {390}  # March 2024: 20 sessions (Good Friday shut)
+
+
+def test_loading_twice_leaves_the_same_rows_and_writes_nothing(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    load(engine, minutes)
+    again = load(engine, minutes, run="run-2")
+    assert again.unchanged and again.written == 0
+    assert count(str(engine.url.render_as_string(hide_password=False)), "SELECT count(*) FROM bars") == len(minutes)
+    (entry,) = read_ledger(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT flow_run_id FROM ingest_ledger")).scalar() == "run-1"
+    assert entry.rows == len(minutes)
+
+
+def test_changed_rows_are_updated_and_only_they_are_written(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    load(engine, minutes)
+    changed = minutes.copy()
+    changed.loc[[10, 20, 30], "close"] = changed.loc[[10, 20, 30], "close"] + 0.01
+    changed.loc[[10, 20, 30], "high"] = changed.loc[[10, 20, 30], ["high", "close"]].max(axis=1)
+    outcome = load(engine, changed, run="run-2")
+    assert not outcome.unchanged and outcome.written == 3
+    pd.testing.assert_frame_equal(read_bars(engine), changed, check_dtype=False)
+    (entry,) = read_ledger(engine)
+    assert entry.checksum == frame_checksum(changed)
+
+
+def test_missing_bars_under_an_unchanged_checksum_are_reloaded(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    load(engine, minutes)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM bars WHERE ts < :t"), {"t": pd.Timestamp("2024-03-05", tz="UTC").to_pydatetime()})
+    outcome = load(engine, minutes, run="run-2")
+    assert not outcome.unchanged and outcome.written > 0
+    assert len(read_bars(engine)) == len(minutes)
+
+
+def test_empty_chunk_is_recorded_as_empty(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    holiday = Chunk("synthetic", "AAPL", "1d", pd.Timestamp("2024-12-25", tz="UTC"), pd.Timestamp("2024-12-26", tz="UTC"))
+    outcome = load(engine, minutes.iloc[0:0], chunk=holiday)
+    assert outcome.status is LedgerStatus.EMPTY and outcome.rows == 0
+    assert read_ledger(engine)[0].status is LedgerStatus.EMPTY
+
+
+def test_a_failure_mid_load_leaves_neither_bars_nor_ledger_row(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    broken = minutes.copy()
+    broken.loc[5000, "close"] = np.nan  # NOT NULL violation deep inside the batch
+    with pytest.raises(sa.exc.IntegrityError):
+        load(engine, broken)
+    assert read_bars(engine).empty
+    assert read_ledger(engine) == []
+
+
+def test_a_failure_after_the_bars_are_written_rolls_them_back(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE ingest_ledger"))
+        conn.execute(sa.text(
+            "CREATE TABLE ingest_ledger (provider varchar(32), symbol varchar(32), timeframe varchar(8), "
+            "window_start timestamp, window_end timestamp, status varchar(16), rows bigint, checksum varchar(64), "
+            "flow_run_id varchar(64), updated_at timestamp, error text, "
+            "PRIMARY KEY (provider, symbol, timeframe, window_start), CHECK (status = 'never'))"))
+    with pytest.raises(sa.exc.IntegrityError):
+        load(engine, minutes)  # bars go in first, then the ledger row violates its CHECK
+    assert read_bars(engine).empty
+
+
+def test_reject_quarantines_every_row_and_loads_nothing(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    bad = {7: ["high >= low"], 9: ["close not null"]}
+    outcome = reject_chunk(engine, CHUNK, minutes, bad, ["high >= low", "close not null"], flow_run_id="run-9")
+    assert outcome.status is LedgerStatus.REJECTED and outcome.written == 0
+    assert read_bars(engine).empty
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text("SELECT * FROM quarantine ORDER BY id"), conn)
+    assert len(rows) == len(minutes) and set(rows["flow_run_id"]) == {"run-9"}
+    assert rows.loc[7, "failed_expectations"] == "high >= low"
+    assert rows.loc[0, "failed_expectations"].startswith("chunk rejected: high >= low; close not null")
+    assert '"symbol": "AAPL"' in rows.loc[7, "row_data"]
+    (entry,) = read_ledger(engine)
+    assert entry.status is LedgerStatus.REJECTED and entry.rows == 0
+
+
+def test_quarantine_rows_mode_loads_the_good_rows(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    outcome = reject_chunk(engine, CHUNK, minutes, {7: ["high >= low"]}, ["high >= low"], flow_run_id="r",
+                           load_good_rows=True)
+    assert outcome.rows == len(minutes) - 1
+    assert len(read_bars(engine)) == len(minutes) - 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM quarantine")).scalar() == 1
+    assert read_ledger(engine)[0].status is LedgerStatus.REJECTED
+
+
+def test_failure_is_recorded_and_keeps_earlier_bars(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    load(engine, minutes)
+    record_failure(engine, CHUNK, "TransientProviderError: HTTP 503", flow_run_id="run-2")
+    (entry,) = read_ledger(engine)
+    assert entry.status is LedgerStatus.FAILED and entry.rows == len(minutes)
+    assert len(read_bars(engine)) == len(minutes)
+    new = Chunk("synthetic", "MSFT", "1m", START, END)
+    record_failure(engine, new, "TerminalProviderError: unknown symbol", flow_run_id="run-2")
+    assert {e.symbol: e.status for e in read_ledger(engine)} == {"AAPL": LedgerStatus.FAILED, "MSFT": LedgerStatus.FAILED}
