@@ -16,9 +16,6 @@ class RunSettings(BaseSettings):
     retry_backoff_seconds: float = Field(default=2.0, ge=0, description="first retry delay; doubles each retry")
     retry_jitter_factor: float = Field(default=0.5, ge=0)
     task_workers: int = Field(default=4, ge=1, le=64, description="chunk tasks running at once per flow run")
-    provider_rate_per_second: float | None = Field(
-        default=None, gt=0, description="override the provider's own request rate for its concurrency limit"
-    )
 
 
 def run_settings() -> RunSettings:

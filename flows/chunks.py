@@ -15,9 +15,8 @@ from candleflow.model import Chunk, ChunkResult, LedgerStatus
 from candleflow.report import RunSummary
 from candleflow.settings import run_settings
 from flows import progress
-from providers import PROVIDERS
 from tasks.ingest import OnInvalid, current_flow_run_id, ingest_chunk
-from tasks.limits import ensure_limits, limit_names, warehouse_slots
+from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_summary, start_progress
 from tasks.warehouse import record_chunk_failure
 
@@ -40,9 +39,7 @@ def run_chunks(
         publish_summary(summary)
         return summary
     settings = run_settings()
-    rate = settings.provider_rate_per_second or PROVIDERS[provider][0].requests_per_second
-    names = limit_names(provider, warehouse_url)
-    ensure_limits(names, rate, warehouse_slots(warehouse_url))
+    names = configured_limits(provider, warehouse_url)
     task = ingest_chunk.with_options(
         retries=settings.retries,
         retry_delay_seconds=exponential_backoff(settings.retry_backoff_seconds)(settings.retries),

@@ -62,14 +62,14 @@ def ingest_chunk(
     started = time.perf_counter()
     provider = get_provider(chunk.provider, provider_options)
     request = FetchRequest((chunk.symbol,), get_timeframe(chunk.timeframe), chunk.window_start, chunk.window_end)
-    if limits is not None:
+    if limits is not None and limits.provider:
         rate_limit(limits.provider)
     frame = provider.fetch(request)
     verdict = validate_bars([(chunk, frame)]).verdicts[0]
     engine = get_engine(warehouse_url)
     run_id = current_flow_run_id()
     checksum = frame_checksum(frame) if verdict.ok else None
-    with concurrency(limits.warehouse, occupy=1) if limits is not None else nullcontext():
+    with concurrency(limits.warehouse, occupy=1) if limits and limits.warehouse else nullcontext():
         if verdict.ok:
             assert checksum is not None
             outcome = load_chunk(engine, chunk, frame, checksum=checksum, flow_run_id=run_id)

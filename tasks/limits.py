@@ -1,6 +1,14 @@
-"""Prefect global concurrency limits: one rate limit per provider, one concurrency limit per warehouse,
-shared by every worker and flow run. Created here when missing; existing limits (tuned by an operator, or
-by deployments/) are left as they are."""
+"""Prefect global concurrency limits, shared by every worker and flow run, used when they exist.
+
+- `candleflow-provider-<name>`: a rate limit (slot decay = the vendor's request rate); each fetch takes a slot.
+- `candleflow-warehouse-<backend>-<digest>`: a concurrency limit; each load holds a slot.
+
+Create them with `python -m deployments.limits` (or `prefect gcl create`). They are not created on the fly:
+on Prefect 3.8 every acquisition from threaded tasks cost 2-7 s here even with free slots (measured against
+the temporary server; the lease-based release/re-acquire delay is PrefectHQ/prefect#15618), which would idle
+short chunk tasks that need no limit, such as the synthetic provider's. SQLite serialises writers itself
+(BEGIN IMMEDIATE) and PostgreSQL takes concurrent upserts of distinct chunks.
+"""
 
 from __future__ import annotations
 
@@ -16,31 +24,43 @@ from warehouse.engine import parse_url, resolve_url
 
 @dataclass(frozen=True)
 class LimitNames:
-    provider: str
-    warehouse: str
+    provider: str | None  # None: no such limit exists
+    warehouse: str | None
 
 
-def limit_names(provider: str, warehouse_url: str | None) -> LimitNames:
+def provider_limit_name(provider: str) -> str:
+    return f"candleflow-provider-{provider}"
+
+
+def warehouse_limit_name(warehouse_url: str | None) -> str:
     url = parse_url(resolve_url(warehouse_url))
     digest = hashlib.blake2b(url.render_as_string(hide_password=True).encode(), digest_size=4).hexdigest()
-    return LimitNames(
-        provider=f"candleflow-provider-{provider}",
-        warehouse=f"candleflow-warehouse-{url.get_backend_name()}-{digest}",
-    )
+    return f"candleflow-warehouse-{url.get_backend_name()}-{digest}"
 
 
-def warehouse_slots(warehouse_url: str | None) -> int:
-    """SQLite has one writer at a time; a server database takes a few concurrent loads."""
-    return 1 if parse_url(resolve_url(warehouse_url)).get_backend_name() == "sqlite" else 4
+def configured_limits(provider: str, warehouse_url: str | None) -> LimitNames:
+    """The limits that exist for this provider and warehouse (None for each that does not)."""
+    wanted = [provider_limit_name(provider), warehouse_limit_name(warehouse_url)]
+    found: list[str | None] = []
+    with get_client(sync_client=True) as client:
+        for name in wanted:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+                found.append(name)
+            except ObjectNotFound:
+                found.append(None)
+    return LimitNames(provider=found[0], warehouse=found[1])
 
 
-def ensure_limits(names: LimitNames, provider_rate: float, warehouse_slots: int) -> None:
-    """Create the run's limits if they do not exist yet."""
+def create_limits(
+    provider: str, warehouse_url: str | None, *, requests_per_second: float, warehouse_slots: int
+) -> LimitNames:
+    """Create the provider's rate limit and the warehouse's concurrency limit, leaving existing ones as they are."""
+    names = LimitNames(provider_limit_name(provider), warehouse_limit_name(warehouse_url))
     wanted = [
-        GlobalConcurrencyLimitCreate(
-            name=names.provider, limit=max(1, int(provider_rate)), slot_decay_per_second=provider_rate
-        ),
-        GlobalConcurrencyLimitCreate(name=names.warehouse, limit=warehouse_slots),
+        GlobalConcurrencyLimitCreate(name=str(names.provider), limit=max(1, round(requests_per_second)),
+                                     slot_decay_per_second=requests_per_second),
+        GlobalConcurrencyLimitCreate(name=str(names.warehouse), limit=warehouse_slots),
     ]
     with get_client(sync_client=True) as client:
         for limit in wanted:
@@ -49,5 +69,6 @@ def ensure_limits(names: LimitNames, provider_rate: float, warehouse_slots: int)
             except ObjectNotFound:
                 try:
                     client.create_global_concurrency_limit(limit)
-                except ObjectAlreadyExists:  # another run created it meanwhile
+                except ObjectAlreadyExists:  # another process created it meanwhile
                     pass
+    return names

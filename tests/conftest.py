@@ -46,6 +46,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def reference_url(tmp_path: Path) -> str:
+    """A second, separate SQLite warehouse to compare a run against."""
+    return f"sqlite:///{tmp_path / 'reference.db'}"
+
+
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL whose search_path is a fresh schema, dropped afterwards."""
     _postgres_or_skip()
