@@ -59,17 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser, series: bool = True) -> None:
-        p.add_argument("--warehouse", help="SQLAlchemy URL (env CANDLEFLOW_WAREHOUSE_URL; default sqlite:///candleflow.db)")
+        p.add_argument(
+            "--warehouse",
+            help="SQLAlchemy URL (env CANDLEFLOW_WAREHOUSE_URL; default sqlite:///candleflow.db)",
+        )
         if series:
             p.add_argument("--provider", default="synthetic", help="provider name (default synthetic)")
             p.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. AAPL,MSFT")
             p.add_argument("--timeframe", default="1d", help="1m, 5m, 15m, 1h or 1d (default 1d)")
 
     def run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--on-invalid", choices=["reject", "quarantine_rows"], default="reject",
-                       help="a chunk failing validation: keep it out (reject) or load its good rows")
-        p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="provider option, repeatable (synthetic: seed, invalid_chunk_rate, ...)")
+        p.add_argument(
+            "--on-invalid",
+            choices=["reject", "quarantine_rows"],
+            default="reject",
+            help="a chunk failing validation: keep it out (reject) or load its good rows",
+        )
+        p.add_argument(
+            "--option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="provider option, repeatable (synthetic: seed, invalid_chunk_rate, ...)",
+        )
         p.add_argument("--verbose", action="store_true", help="show Prefect's log lines on the terminal")
 
     b = sub.add_parser("backfill", help="fill a date range")
@@ -102,9 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rich.console import Console
-
-    err = Console(stderr=True)
     try:
         if args.command in ("backfill", "update"):
             return _run(args)
@@ -116,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return gaps(args)
     except BadInputError as exc:
-        err.print(f"candleflow: error: {exc}", markup=False, highlight=False)
+        print(f"candleflow: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_BAD_INPUT
 
 
@@ -138,4 +147,3 @@ def _run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

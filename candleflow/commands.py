@@ -18,7 +18,7 @@ from candleflow.sessions import check_in_range, schedule
 from candleflow.timeframes import get_timeframe
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _cli_options(pairs: list[str]) -> dict[str, Any]:
@@ -38,8 +38,12 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     options = _cli_options(args.option)
     get_provider(provider, options)
     params: dict[str, Any] = {
-        "provider": provider, "symbols": symbols, "timeframe": timeframe, "on_invalid": args.on_invalid,
-        "warehouse_url": resolve_url(args.warehouse), "provider_options": options or None,
+        "provider": provider,
+        "symbols": symbols,
+        "timeframe": timeframe,
+        "on_invalid": args.on_invalid,
+        "warehouse_url": resolve_url(args.warehouse),
+        "provider_options": options or None,
     }
     if args.command == "backfill":
         start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
@@ -51,8 +55,11 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
             raise BadInputError(f"--lookback-days {args.lookback_days} must be at least 1")
         if args.overlap_days is not None and args.overlap_days < 0:
             raise BadInputError(f"--overlap-days {args.overlap_days} must be 0 or more")
-        params.update(lookback_days=args.lookback_days, overlap_days=args.overlap_days,
-                      end=parse_date(args.end, "end") if args.end else None)
+        params.update(
+            lookback_days=args.lookback_days,
+            overlap_days=args.overlap_days,
+            end=parse_date(args.end, "end") if args.end else None,
+        )
     check_reachable(params["warehouse_url"])
     return params
 
@@ -75,13 +82,17 @@ class _LiveProgress:
 def run_with_progress(command: str, params: dict[str, Any]) -> tuple[RunSummary | None, BaseException | None]:
     """Run the flow for `command` in this process, drawing a live progress bar on stderr."""
     from flows import progress as flow_progress
+    from flows.backfill import historical_backfill
+    from flows.incremental import incremental_update
 
-    if command == "backfill":
-        from flows.backfill import historical_backfill as flow
-    else:
-        from flows.incremental import incremental_update as flow
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}"))
+    flow: Any = historical_backfill if command == "backfill" else incremental_update
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns, console=err, transient=False) as progress:
         listener = _LiveProgress(progress)
         flow_progress.add_listener(listener)
@@ -134,8 +145,19 @@ def status(args: argparse.Namespace) -> int:
         return 0
     series = series_summary(engine, provider, symbols, timeframe)
     counts = ledger_counts(engine, provider, symbols, timeframe)
-    table = Table("provider", "symbol", "tf", "bars", "first", "last", "sessions", "missing", "partial",
-                  "chunks loaded/empty/rejected/failed", title="candleflow coverage")
+    table = Table(
+        "provider",
+        "symbol",
+        "tf",
+        "bars",
+        "first",
+        "last",
+        "sessions",
+        "missing",
+        "partial",
+        "chunks loaded/empty/rejected/failed",
+        title="candleflow coverage",
+    )
     for row in series.itertuples():
         tf = get_timeframe(row.timeframe)
         first, last = row.first.date(), row.last.date()
@@ -144,12 +166,23 @@ def status(args: argparse.Namespace) -> int:
         ledger = read_ledger(engine, row.provider, [row.symbol], row.timeframe)
         gaps = find_gaps(sched, tf, per_day, ledger)
         missing = sum(g.present == 0 for g in gaps)
-        mine = counts[(counts.provider == row.provider) & (counts.symbol == row.symbol)
-                      & (counts.timeframe == row.timeframe)]
+        mine = counts[
+            (counts.provider == row.provider) & (counts.symbol == row.symbol) & (counts.timeframe == row.timeframe)
+        ]
         by_status = dict(zip(mine.status, mine.chunks, strict=True))
         chunk_text = "/".join(str(by_status.get(s, 0)) for s in ("loaded", "empty", "rejected", "failed"))
-        table.add_row(row.provider, row.symbol, row.timeframe, f"{row.bars:,}", str(row.first), str(row.last),
-                      str(len(sched)), str(missing), str(len(gaps) - missing), chunk_text)
+        table.add_row(
+            row.provider,
+            row.symbol,
+            row.timeframe,
+            f"{row.bars:,}",
+            str(row.first),
+            str(row.last),
+            str(len(sched)),
+            str(missing),
+            str(len(gaps) - missing),
+            chunk_text,
+        )
     out.print(table)
     if series.empty:
         out.print("no bars match these filters")
@@ -174,8 +207,11 @@ def gaps(args: argparse.Namespace) -> int:
     found = 0
     table = Table("symbol", "session", "expected", "present", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
     for symbol in symbols:
-        per_day = bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end)) if has_schema(
-            engine) else {}
+        per_day = (
+            bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end))
+            if has_schema(engine)
+            else {}
+        )
         ledger = read_ledger(engine, provider, [symbol], tf.name) if has_schema(engine) else []
         for gap in find_gaps(sched, tf, per_day, ledger):
             found += 1

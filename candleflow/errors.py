@@ -1,8 +1,8 @@
 """Errors of candleflow's own making.
 
-    CandleflowError
-    ├── BadInputError        a user input is wrong; the message names it and the fix (CLI exit 2)
-    └── IncompleteRunError   a run finished but some chunks ended rejected or failed (CLI exit 1)
+CandleflowError
+├── BadInputError        a user input is wrong; the message names it and the fix (CLI exit 2)
+└── IncompleteRunError   a run finished but some chunks ended rejected or failed (CLI exit 1)
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,7 +48,7 @@ def period_windows(
         return []
     inner = pd.date_range(start, end, freq=_PERIOD_FREQ[period], inclusive="neither")
     cuts = [start, *inner, end]
-    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if a < b]
 
 
 def plan_chunks(
@@ -76,7 +77,8 @@ def select_chunks(chunks: Iterable[Chunk], ledger: Iterable[LedgerEntry], mode: 
     by_series: dict[tuple[str, str, str], list[LedgerEntry]] = {}
     for entry in ledger:
         by_series.setdefault((entry.provider, entry.symbol, entry.timeframe), []).append(entry)
-    todo, skipped = [], []
+    todo: list[Chunk] = []
+    skipped: list[Chunk] = []
     for chunk in chunks:
         entries = by_series.get((chunk.provider, chunk.symbol, chunk.timeframe), [])
         held = any(e.status.ok and e.covers(chunk) for e in entries)

@@ -48,7 +48,9 @@ class RunSummary:
     def headline(self) -> str:
         c = self.counts()
         if self.dry_run:
-            return f"{self.flow}: dry run, {self.planned} chunks planned, {len(self.todo)} to fetch, {self.skipped} held"
+            return (
+                f"{self.flow}: dry run, {self.planned} chunks planned, {len(self.todo)} to fetch, {self.skipped} held"
+            )
         if not self.results:
             return f"{self.flow}: nothing to fetch: all {self.skipped} planned chunks are already in the ledger"
         return (
@@ -67,12 +69,15 @@ class RunSummary:
     def markdown(self) -> str:
         c = self.counts()
         rows = [
-            "| chunks planned | skipped (held) | loaded | empty | rejected | failed | unchanged | bars written | seconds |",
+            "| chunks planned | skipped (held) | loaded | empty | rejected | failed | unchanged | bars written "
+            "| seconds |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {self.planned} | {self.skipped} | {c['loaded']} | {c['empty']} | {c['rejected']} | {c['failed']} "
             f"| {self.unchanged} | {self.bars_written} | {self.elapsed_seconds:.1f} |",
         ]
         if self.problems():
             rows += ["", "| chunk | status | why |", "|---|---|---|"]
-            rows += [f"| {r.chunk.label()} | {r.status} | {(r.error or '').replace('|', '/')} |" for r in self.problems()]
+            rows += [
+                f"| {r.chunk.label()} | {r.status} | {(r.error or '').replace('|', '/')} |" for r in self.problems()
+            ]
         return "\n".join(rows)

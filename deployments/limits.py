@@ -19,8 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deployments.limits", description=__doc__.splitlines()[0])
     parser.add_argument("--provider", required=True)
     parser.add_argument("--warehouse", default=None, help="SQLAlchemy URL (default: CANDLEFLOW_WAREHOUSE_URL)")
-    parser.add_argument("--requests-per-second", type=float, default=None,
-                        help="the vendor's request budget (default: the provider's own)")
+    parser.add_argument(
+        "--requests-per-second",
+        type=float,
+        default=None,
+        help="the vendor's request budget (default: the provider's own)",
+    )
     parser.add_argument("--warehouse-slots", type=int, default=4, help="concurrent loads into the warehouse")
     args = parser.parse_args(argv)
     provider = check_provider_name(args.provider)

@@ -23,7 +23,7 @@ from tasks.warehouse import prepare_warehouse, read_ledger_task
 
 @flow(
     name="historical_backfill",
-    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),
+    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),  # type: ignore[arg-type]
     validate_parameters=True,
 )
 def historical_backfill(
@@ -57,7 +57,10 @@ def historical_backfill(
     ledger = read_ledger_task(warehouse_url, provider, symbols, tf.name)
     selection = select_chunks(chunks, ledger, plan_mode)
     summary = RunSummary(
-        flow="historical_backfill", planned=len(chunks), skipped=len(selection.skipped), dry_run=dry_run,
+        flow="historical_backfill",
+        planned=len(chunks),
+        skipped=len(selection.skipped),
+        dry_run=dry_run,
         todo=selection.todo,
     )
     if dry_run:
@@ -65,6 +68,11 @@ def historical_backfill(
         return summary
     prepare_warehouse(warehouse_url)
     return run_chunks(
-        summary, selection.todo, provider=provider, warehouse_url=warehouse_url,
-        provider_options=provider_options, on_invalid=on_invalid, started=started,
+        summary,
+        selection.todo,
+        provider=provider,
+        warehouse_url=warehouse_url,
+        provider_options=provider_options,
+        on_invalid=on_invalid,
+        started=started,
     )

@@ -40,6 +40,7 @@ def run_chunks(
         return summary
     settings = run_settings()
     names = configured_limits(provider, warehouse_url)
+    logger.info("Prefect limits in use: provider rate %s, warehouse %s", names.provider, names.warehouse)
     task = ingest_chunk.with_options(
         retries=settings.retries,
         retry_delay_seconds=exponential_backoff(settings.retry_backoff_seconds)(settings.retries),

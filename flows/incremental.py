@@ -23,7 +23,7 @@ from tasks.warehouse import prepare_warehouse, read_watermarks_task
 
 @flow(
     name="incremental_update",
-    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),
+    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),  # type: ignore[arg-type]
     validate_parameters=True,
 )
 def incremental_update(
@@ -66,6 +66,11 @@ def incremental_update(
         chunks += plan_chunks(provider, [symbol], tf, start, end)
     summary = RunSummary(flow="incremental_update", planned=len(chunks))
     return run_chunks(
-        summary, chunks, provider=provider, warehouse_url=warehouse_url,
-        provider_options=provider_options, on_invalid=on_invalid, started=started,
+        summary,
+        chunks,
+        provider=provider,
+        warehouse_url=warehouse_url,
+        provider_options=provider_options,
+        on_invalid=on_invalid,
+        started=started,
     )

@@ -43,6 +43,7 @@ def canonical_frame(frame: pd.DataFrame, *, provider: str, timeframe: str) -> pd
     """Coerce `frame` to the canonical bar schema: columns in order, UTC microsecond ts, float prices,
     nullable integer trades, sorted by (symbol, ts), a fresh RangeIndex. Values are not judged here:
     that is validation's job."""
+
     def column(name: str) -> pd.Series:
         return frame[name] if name in frame.columns else pd.Series(np.nan, index=frame.index, dtype="float64")
 

@@ -1,8 +1,8 @@
 """Provider errors. The class says whether a retry can help; retry decisions never read the message.
 
-    ProviderError                     base: carries provider, symbols, window, http_status, request_id
-    ├── TransientProviderError        rate limit, 5xx, timeout, dropped connection: a retry may help
-    └── TerminalProviderError         bad key, unknown symbol, other 4xx, bad settings: it will not
+ProviderError                     base: carries provider, symbols, window, http_status, request_id
+├── TransientProviderError        rate limit, 5xx, timeout, dropped connection: a retry may help
+└── TerminalProviderError         bad key, unknown symbol, other 4xx, bad settings: it will not
 """
 
 from __future__ import annotations

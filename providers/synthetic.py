@@ -99,7 +99,16 @@ def _session_minutes(
     trades = np.maximum(1, np.round(volume / (80 + key % 120))).astype("int64")
     vwap = np.round((h + low + c) / 3.0, 4)
     ts = open_.value + np.arange(n, dtype="int64") * _MINUTE.value
-    return {"ts": ts, "open": o, "high": h, "low": low, "close": c, "volume": volume, "vwap": vwap, "trades": trades}
+    return {
+        "ts": ts,
+        "open": o,
+        "high": h,
+        "low": low,
+        "close": c,
+        "volume": volume,
+        "vwap": vwap,
+        "trades": trades,
+    }
 
 
 def _aggregate(minutes: pd.DataFrame, keys: pd.Series | pd.DatetimeIndex) -> pd.DataFrame:
@@ -130,7 +139,10 @@ class SyntheticProvider:
         unknown = [s for s in request.symbols if s in opts.unknown_symbols]
         if unknown:
             raise TerminalProviderError(
-                f"unknown symbol {unknown[0]}: check the ticker", provider=self.name, symbols=unknown, window=window,
+                f"unknown symbol {unknown[0]}: check the ticker",
+                provider=self.name,
+                symbols=unknown,
+                window=window,
                 http_status=404,
             )
         self._maybe_fail(request)
@@ -185,7 +197,10 @@ class SyntheticProvider:
         if attempt <= opts.transient_failures_per_request:
             raise TransientProviderError(
                 f"injected transient failure {attempt} of {opts.transient_failures_per_request} (HTTP 503)",
-                provider=self.name, symbols=request.symbols, window=(request.start, request.end), http_status=503,
+                provider=self.name,
+                symbols=request.symbols,
+                window=(request.start, request.end),
+                http_status=503,
             )
 
     def _maybe_corrupt(self, frame: pd.DataFrame, request: FetchRequest) -> pd.DataFrame:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any, Literal
 
 from prefect import Task, task
@@ -75,7 +75,12 @@ def ingest_chunk(
             outcome = load_chunk(engine, chunk, frame, checksum=checksum, flow_run_id=run_id)
         else:
             outcome = reject_chunk(
-                engine, chunk, frame, verdict.bad_rows, verdict.failed_rules, flow_run_id=run_id,
+                engine,
+                chunk,
+                frame,
+                verdict.bad_rows,
+                verdict.failed_rules,
+                flow_run_id=run_id,
                 load_good_rows=on_invalid == "quarantine_rows",
             )
     error = None
@@ -91,4 +96,3 @@ def ingest_chunk(
         failed_expectations=list(verdict.failed_rules),
         seconds=time.perf_counter() - started,
     )
-

@@ -13,6 +13,7 @@ short chunk tasks that need no limit, such as the synthetic provider's. SQLite s
 from __future__ import annotations
 
 import hashlib
+from contextlib import suppress
 from dataclasses import dataclass
 
 from prefect.client.orchestration import get_client
@@ -58,8 +59,11 @@ def create_limits(
     """Create the provider's rate limit and the warehouse's concurrency limit, leaving existing ones as they are."""
     names = LimitNames(provider_limit_name(provider), warehouse_limit_name(warehouse_url))
     wanted = [
-        GlobalConcurrencyLimitCreate(name=str(names.provider), limit=max(1, round(requests_per_second)),
-                                     slot_decay_per_second=requests_per_second),
+        GlobalConcurrencyLimitCreate(
+            name=str(names.provider),
+            limit=max(1, round(requests_per_second)),
+            slot_decay_per_second=requests_per_second,
+        ),
         GlobalConcurrencyLimitCreate(name=str(names.warehouse), limit=warehouse_slots),
     ]
     with get_client(sync_client=True) as client:
@@ -67,8 +71,6 @@ def create_limits(
             try:
                 client.read_global_concurrency_limit_by_name(limit.name)
             except ObjectNotFound:
-                try:
+                with suppress(ObjectAlreadyExists):  # another process created it meanwhile
                     client.create_global_concurrency_limit(limit)
-                except ObjectAlreadyExists:  # another process created it meanwhile
-                    pass
     return names

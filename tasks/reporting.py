@@ -23,5 +23,6 @@ def advance_progress(artifact_id: UUID | None, done: int, total: int) -> None:
 
 def publish_summary(summary: RunSummary) -> None:
     key = summary.flow.replace("_", "-") + "-summary"
-    create_markdown_artifact(markdown=f"## {summary.headline()}\n\n{summary.markdown()}", key=key,
-                             description=summary.headline())
+    create_markdown_artifact(
+        markdown=f"## {summary.headline()}\n\n{summary.markdown()}", key=key, description=summary.headline()
+    )

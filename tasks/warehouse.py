@@ -41,6 +41,10 @@ def read_watermarks_task(
     return read_watermarks(engine, provider, symbols, timeframe)
 
 
-@task(name="record_chunk_failure", cache_policy=NO_CACHE, task_run_name="failed {chunk.symbol}:{chunk.timeframe}")
+@task(
+    name="record_chunk_failure",
+    cache_policy=NO_CACHE,
+    task_run_name="failed {chunk.symbol}:{chunk.timeframe}",
+)
 def record_chunk_failure(chunk: Chunk, error: str, warehouse_url: str | None, flow_run_id: str | None) -> None:
     record_failure(get_engine(warehouse_url), chunk, error, flow_run_id=flow_run_id)

@@ -19,9 +19,9 @@ os.environ.update(
 )
 os.environ.pop("CANDLEFLOW_WAREHOUSE_URL", None)
 
-import psycopg  # noqa: E402
-import pytest  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+import psycopg
+import pytest
+import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"

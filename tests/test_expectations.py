@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from candleflow.model import Chunk
+from candleflow.timeframes import get_timeframe
 from expectations import load_suite, validate_bars
 from expectations.validate import suite_path
 from providers import get_provider
 from providers.base import FetchRequest, canonical_frame
-from candleflow.timeframes import get_timeframe
 from tests.conftest import FIXTURES
 
 START, END = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
@@ -30,8 +30,11 @@ def test_suite_file_holds_every_rule_of_design() -> None:
         assert f"{col} not null" in rules
     assert {"high >= open", "high >= close", "high >= low", "low <= open", "low <= close"} <= rules
     assert {"open > 0", "high > 0", "low > 0", "close > 0", "volume >= 0", "(symbol, ts) unique"} <= rules
-    assert {"ts on the timeframe grid", "ts inside the chunk window (ts >= window_start)",
-            "ts inside the chunk window (ts < window_end)"} <= rules
+    assert {
+        "ts on the timeframe grid",
+        "ts inside the chunk window (ts >= window_start)",
+        "ts inside the chunk window (ts < window_end)",
+    } <= rules
     assert len(load_suite("ohlcv").expectations) == len(spec["expectations"])
 
 
@@ -44,16 +47,36 @@ def _set(col: str, value: object) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def mutate(frame: pd.DataFrame) -> pd.DataFrame:
         frame.loc[7, col] = value
         return frame
+
     return mutate
 
 
 CASES = [
-    ("high below low", lambda f: f.assign(high=np.where(f.index == 7, f["low"] - 0.5, f["high"])), "high >= low"),
-    ("high below open", lambda f: f.assign(high=np.where(f.index == 7, f["open"] - 0.01, f["high"])), "high >= open"),
-    ("high below close", lambda f: f.assign(high=np.where(f.index == 7, f["close"] - 0.01, f["high"])),
-     "high >= close"),
-    ("low above open", lambda f: f.assign(low=np.where(f.index == 7, f["open"] + 0.01, f["low"])), "low <= open"),
-    ("low above close", lambda f: f.assign(low=np.where(f.index == 7, f["close"] + 0.01, f["low"])), "low <= close"),
+    (
+        "high below low",
+        lambda f: f.assign(high=np.where(f.index == 7, f["low"] - 0.5, f["high"])),
+        "high >= low",
+    ),
+    (
+        "high below open",
+        lambda f: f.assign(high=np.where(f.index == 7, f["open"] - 0.01, f["high"])),
+        "high >= open",
+    ),
+    (
+        "high below close",
+        lambda f: f.assign(high=np.where(f.index == 7, f["close"] - 0.01, f["high"])),
+        "high >= close",
+    ),
+    (
+        "low above open",
+        lambda f: f.assign(low=np.where(f.index == 7, f["open"] + 0.01, f["low"])),
+        "low <= open",
+    ),
+    (
+        "low above close",
+        lambda f: f.assign(low=np.where(f.index == 7, f["close"] + 0.01, f["low"])),
+        "low <= close",
+    ),
     ("zero open", _set("open", 0.0), "open > 0"),
     ("negative low", _set("low", -1.0), "low > 0"),
     ("negative close", _set("close", -2.0), "close > 0"),
@@ -62,12 +85,21 @@ CASES = [
     ("null close", _set("close", np.nan), "close not null"),
     ("null volume", _set("volume", np.nan), "volume not null"),
     ("null ts", _set("ts", pd.NaT), "ts not null"),
-    ("off grid", lambda f: f.assign(ts=f["ts"].where(f.index != 7, f["ts"] + pd.Timedelta(seconds=1))),
-     "ts on the timeframe grid"),
-    ("before window", lambda f: f.assign(ts=f["ts"].where(f.index != 7, START - pd.Timedelta(hours=1))),
-     "ts inside the chunk window (ts >= window_start)"),
-    ("at window end", lambda f: f.assign(ts=f["ts"].where(f.index != 7, END)),
-     "ts inside the chunk window (ts < window_end)"),
+    (
+        "off grid",
+        lambda f: f.assign(ts=f["ts"].where(f.index != 7, f["ts"] + pd.Timedelta(seconds=1))),
+        "ts on the timeframe grid",
+    ),
+    (
+        "before window",
+        lambda f: f.assign(ts=f["ts"].where(f.index != 7, START - pd.Timedelta(hours=1))),
+        "ts inside the chunk window (ts >= window_start)",
+    ),
+    (
+        "at window end",
+        lambda f: f.assign(ts=f["ts"].where(f.index != 7, END)),
+        "ts inside the chunk window (ts < window_end)",
+    ),
     ("duplicate", lambda f: f.assign(ts=f["ts"].where(f.index != 7, f["ts"].iloc[6])), "(symbol, ts) unique"),
 ]
 
@@ -132,7 +164,15 @@ POLYGON = FIXTURES / "massive-client-python" / "test_rest" / "mocks" / "v2" / "a
 def _polygon_daily() -> pd.DataFrame:
     payload = json.loads((POLYGON / "range" / "1" / "day" / "2005-04-01" / "2005-04-04.json").read_text())
     raw = pd.DataFrame(payload["results"]).rename(
-        columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "trades"}
+        columns={
+            "o": "open",
+            "h": "high",
+            "l": "low",
+            "c": "close",
+            "v": "volume",
+            "vw": "vwap",
+            "n": "trades",
+        }
     )
     raw["ts"] = pd.to_datetime(raw["t"], unit="ms", utc=True)
     raw["symbol"] = payload["ticker"]

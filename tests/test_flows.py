@@ -40,7 +40,8 @@ def test_backfill_then_rerun_fetches_nothing(warehouse_url: str) -> None:
 def test_transient_failures_are_retried_and_equal_a_clean_run(warehouse_url: str, reference_url: str) -> None:
     args = dict(symbols=["IBM", "KO", "PEP"], start=D(2024, 1, 1), end=D(2024, 6, 30), timeframe="1h")
     flaky = historical_backfill(
-        **args, warehouse_url=warehouse_url,
+        **args,
+        warehouse_url=warehouse_url,
         provider_options={"transient_failure_rate": 1.0, "transient_failures_per_request": 2, "seed": 5},
     )
     assert flaky.ok and flaky.counts()["loaded"] == 6
@@ -54,7 +55,10 @@ def test_too_many_transient_failures_end_failed_in_the_ledger(warehouse_url: str
     monkeypatch.setenv("CANDLEFLOW_RETRIES", "1")
     with pytest.raises(IncompleteRunError) as info:
         historical_backfill(
-            symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 1, 31), warehouse_url=warehouse_url,
+            symbols=["AAPL"],
+            start=D(2024, 1, 1),
+            end=D(2024, 1, 31),
+            warehouse_url=warehouse_url,
             provider_options={"transient_failure_rate": 1.0, "transient_failures_per_request": 5, "seed": 11},
         )
     (result,) = info.value.summary.results
@@ -65,8 +69,12 @@ def test_too_many_transient_failures_end_failed_in_the_ledger(warehouse_url: str
 
 def test_terminal_errors_are_not_retried(warehouse_url: str) -> None:
     state = historical_backfill(
-        symbols=["AAPL", "NOPE"], start=D(2024, 1, 1), end=D(2024, 1, 31), warehouse_url=warehouse_url,
-        provider_options={"unknown_symbols": ["NOPE"]}, return_state=True,
+        symbols=["AAPL", "NOPE"],
+        start=D(2024, 1, 1),
+        end=D(2024, 1, 31),
+        warehouse_url=warehouse_url,
+        provider_options={"unknown_symbols": ["NOPE"]},
+        return_state=True,
     )
     assert state.is_failed()
     summary = state.result(raise_on_failure=False).summary
@@ -76,14 +84,22 @@ def test_terminal_errors_are_not_retried(warehouse_url: str) -> None:
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs()
-    nope = [r for r in runs if r.name.startswith("ingest") and "NOPE" in r.name and r.flow_run_id == state.state_details.flow_run_id]
+    nope = [
+        r
+        for r in runs
+        if r.name.startswith("ingest") and "NOPE" in r.name and r.flow_run_id == state.state_details.flow_run_id
+    ]
     assert len(nope) == 1 and nope[0].run_count == 1  # one attempt, no retry
 
 
 def test_invalid_bars_are_rejected_quarantined_and_reported(warehouse_url: str) -> None:
     state = historical_backfill(
-        symbols=["AAPL", "MSFT", "SPY", "QQQ"], start=D(2024, 1, 1), end=D(2024, 12, 31),
-        warehouse_url=warehouse_url, provider_options={"invalid_chunk_rate": 0.5, "seed": 3}, return_state=True,
+        symbols=["AAPL", "MSFT", "SPY", "QQQ"],
+        start=D(2024, 1, 1),
+        end=D(2024, 12, 31),
+        warehouse_url=warehouse_url,
+        provider_options={"invalid_chunk_rate": 0.5, "seed": 3},
+        return_state=True,
     )
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
@@ -101,19 +117,31 @@ def test_invalid_bars_are_rejected_quarantined_and_reported(warehouse_url: str) 
     assert set(quarantined["symbol"]) == {r.chunk.symbol for r in rejected}
     assert set(quarantined["flow_run_id"]) == {str(state.state_details.flow_run_id)}
     assert {e.symbol for e in read_ledger(engine) if e.status is LedgerStatus.REJECTED} == {
-        r.chunk.symbol for r in rejected}
+        r.chunk.symbol for r in rejected
+    }
     # a rerun in mode=failed fetches only the rejected chunks (still corrupt: same seed, same answer)
     with pytest.raises(IncompleteRunError) as again:
-        historical_backfill(symbols=["AAPL", "MSFT", "SPY", "QQQ"], start=D(2024, 1, 1), end=D(2024, 12, 31),
-                            warehouse_url=warehouse_url, provider_options={"invalid_chunk_rate": 0.5, "seed": 3},
-                            mode="failed")
+        historical_backfill(
+            symbols=["AAPL", "MSFT", "SPY", "QQQ"],
+            start=D(2024, 1, 1),
+            end=D(2024, 12, 31),
+            warehouse_url=warehouse_url,
+            provider_options={"invalid_chunk_rate": 0.5, "seed": 3},
+            mode="failed",
+        )
     assert {r.chunk.symbol for r in again.value.summary.results} == {r.chunk.symbol for r in rejected}
 
 
 def test_quarantine_rows_mode_loads_the_rest(sqlite_url: str) -> None:
     with pytest.raises(IncompleteRunError) as info:
-        historical_backfill(symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 12, 31), warehouse_url=sqlite_url,
-                            provider_options={"invalid_chunk_rate": 1.0}, on_invalid="quarantine_rows")
+        historical_backfill(
+            symbols=["AAPL"],
+            start=D(2024, 1, 1),
+            end=D(2024, 12, 31),
+            warehouse_url=sqlite_url,
+            provider_options={"invalid_chunk_rate": 1.0},
+            on_invalid="quarantine_rows",
+        )
     (result,) = info.value.summary.results
     assert result.status is LedgerStatus.REJECTED
     assert count(sqlite_url, "SELECT count(*) FROM bars") == 251
@@ -122,24 +150,27 @@ def test_quarantine_rows_mode_loads_the_rest(sqlite_url: str) -> None:
 
 def test_incremental_resumes_from_the_watermark(warehouse_url: str, reference_url: str) -> None:
     historical_backfill(symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 3, 28), warehouse_url=warehouse_url)
-    update = incremental_update(symbols=["AAPL", "NEW"], end=D(2024, 4, 30), lookback_days=10,
-                                warehouse_url=warehouse_url)
+    update = incremental_update(
+        symbols=["AAPL", "NEW"], end=D(2024, 4, 30), lookback_days=10, warehouse_url=warehouse_url
+    )
     assert update.ok
     starts = {r.chunk.symbol: r.chunk.window_start for r in update.results}
     assert starts["AAPL"] == pd.Timestamp("2024-03-27", tz="UTC")  # one session before the 03-28 watermark
     assert starts["NEW"] == pd.Timestamp("2024-04-20", tz="UTC")  # lookback for a new series
     historical_backfill(symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 4, 30), warehouse_url=reference_url)
     mine = bars_of(warehouse_url)
-    pd.testing.assert_frame_equal(mine[mine.symbol == "AAPL"].reset_index(drop=True), bars_of(reference_url),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        mine[mine.symbol == "AAPL"].reset_index(drop=True), bars_of(reference_url), check_dtype=False
+    )
     assert mine[mine.symbol == "NEW"]["ts"].min() == pd.Timestamp("2024-04-22", tz="UTC")
     again = incremental_update(symbols=["AAPL"], end=D(2024, 4, 30), warehouse_url=warehouse_url)
     assert again.bars_written == 0 and again.results[0].chunk.window_start == pd.Timestamp("2024-04-29", tz="UTC")
 
 
 def test_incremental_intraday_overlap_is_one_day(sqlite_url: str) -> None:
-    historical_backfill(symbols=["SPY"], start=D(2024, 3, 1), end=D(2024, 3, 15), timeframe="5m",
-                        warehouse_url=sqlite_url)
+    historical_backfill(
+        symbols=["SPY"], start=D(2024, 3, 1), end=D(2024, 3, 15), timeframe="5m", warehouse_url=sqlite_url
+    )
     update = incremental_update(symbols=["SPY"], timeframe="5m", end=D(2024, 3, 20), warehouse_url=sqlite_url)
     assert update.results[0].chunk.window_start == pd.Timestamp("2024-03-14", tz="UTC")
     assert count(sqlite_url, "SELECT count(*) FROM bars") == 78 * 14
@@ -147,7 +178,40 @@ def test_incremental_intraday_overlap_is_one_day(sqlite_url: str) -> None:
 
 def test_dry_run_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'dry.db'}"
-    summary = historical_backfill(symbols=["AAPL", "MSFT"], start=D(2020, 1, 1), end=D(2024, 12, 31),
-                                  warehouse_url=url, dry_run=True)
+    summary = historical_backfill(
+        symbols=["AAPL", "MSFT"], start=D(2020, 1, 1), end=D(2024, 12, 31), warehouse_url=url, dry_run=True
+    )
     assert summary.dry_run and summary.planned == 10 and len(summary.todo) == 10 and summary.results == []
     assert not (tmp_path / "dry.db").exists() or not has_schema(get_engine(url))
+
+
+def test_configured_limits_are_used(sqlite_url: str) -> None:
+    from prefect import get_client
+
+    from deployments.limits import main as create_limits_cli
+    from tasks.limits import configured_limits
+
+    assert configured_limits("synthetic", sqlite_url).warehouse is None  # a fresh warehouse has no limit
+    create_limits_cli(
+        [
+            "--provider",
+            "synthetic",
+            "--warehouse",
+            sqlite_url,
+            "--requests-per-second",
+            "100",
+            "--warehouse-slots",
+            "2",
+        ]
+    )
+    names = configured_limits("synthetic", sqlite_url)
+    assert names.provider == "candleflow-provider-synthetic" and names.warehouse is not None
+    summary = historical_backfill(
+        symbols=["AAPL", "MSFT"], start=D(2024, 1, 1), end=D(2024, 2, 29), warehouse_url=sqlite_url
+    )
+    assert summary.ok and summary.counts()["loaded"] == 2
+    with get_client(sync_client=True) as client:
+        warehouse_limit = client.read_global_concurrency_limit_by_name(names.warehouse)
+        provider_limit = client.read_global_concurrency_limit_by_name(names.provider)
+    assert warehouse_limit.limit == 2 and warehouse_limit.active_slots == 0  # taken and given back
+    assert provider_limit.slot_decay_per_second == 100

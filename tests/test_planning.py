@@ -60,7 +60,9 @@ def test_one_day_request_and_symbol_order() -> None:
 
 def test_period_windows_empty_and_exact_boundaries() -> None:
     assert period_windows(ts("2024-01-01"), ts("2024-01-01"), ChunkPeriod.YEAR) == []
-    assert period_windows(ts("2024-01-01"), ts("2025-01-01"), ChunkPeriod.YEAR) == [(ts("2024-01-01"), ts("2025-01-01"))]
+    assert period_windows(ts("2024-01-01"), ts("2025-01-01"), ChunkPeriod.YEAR) == [
+        (ts("2024-01-01"), ts("2025-01-01"))
+    ]
     assert len(period_windows(ts("2024-01-01"), ts("2025-01-01"), ChunkPeriod.QUARTER)) == 4
 
 
@@ -98,15 +100,20 @@ def test_previous_session_skips_weekends_and_holidays() -> None:
 
 
 def _entry(chunk: Chunk, status: LedgerStatus, end: pd.Timestamp | None = None) -> LedgerEntry:
-    return LedgerEntry(chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start,
-                       end or chunk.window_end, status)
+    return LedgerEntry(
+        chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, end or chunk.window_end, status
+    )
 
 
 def test_select_missing_skips_loaded_and_empty_but_not_rejected_or_failed() -> None:
     chunks = plan_chunks("synthetic", ["A", "B", "C", "D", "E"], get_timeframe("1d"), D(2024, 1, 1), D(2024, 12, 31))
     a, b, c, d, _ = chunks
-    ledger = [_entry(a, LedgerStatus.LOADED), _entry(b, LedgerStatus.EMPTY), _entry(c, LedgerStatus.REJECTED),
-              _entry(d, LedgerStatus.FAILED)]
+    ledger = [
+        _entry(a, LedgerStatus.LOADED),
+        _entry(b, LedgerStatus.EMPTY),
+        _entry(c, LedgerStatus.REJECTED),
+        _entry(d, LedgerStatus.FAILED),
+    ]
     selection = select_chunks(chunks, ledger, PlanMode.MISSING)
     assert [x.symbol for x in selection.todo] == ["C", "D", "E"]
     assert [x.symbol for x in selection.skipped] == ["A", "B"]

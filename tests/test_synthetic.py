@@ -1,4 +1,5 @@
 import datetime as dt
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ def fetch(symbol: str, tf: str, start: str, end: str, **options: object) -> pd.D
 )
 def test_same_bars_whichever_chunking(tf: str, whole: tuple[str, str], cuts: list[str]) -> None:
     one = fetch("AAPL", tf, *whole)
-    parts = pd.concat([fetch("AAPL", tf, a, b) for a, b in zip(cuts, cuts[1:], strict=False)], ignore_index=True)
+    parts = pd.concat([fetch("AAPL", tf, a, b) for a, b in itertools.pairwise(cuts)], ignore_index=True)
     pd.testing.assert_frame_equal(one, parts)
     assert len(one) > 0
 
@@ -98,8 +99,12 @@ def test_only_bars_closed_by_now_exist() -> None:
 
 def test_injected_transient_failures_then_success() -> None:
     provider = SyntheticProvider(transient_failure_rate=1.0, transient_failures_per_request=2, seed=99)
-    request = FetchRequest(("IBM",), get_timeframe("1d"), pd.Timestamp("2021-01-01", tz="UTC"),
-                           pd.Timestamp("2022-01-01", tz="UTC"))
+    request = FetchRequest(
+        ("IBM",),
+        get_timeframe("1d"),
+        pd.Timestamp("2021-01-01", tz="UTC"),
+        pd.Timestamp("2022-01-01", tz="UTC"),
+    )
     for attempt in (1, 2):
         with pytest.raises(TransientProviderError, match=f"injected transient failure {attempt} of 2") as info:
             provider.fetch(request)

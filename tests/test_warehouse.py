@@ -51,12 +51,20 @@ def read_bars(engine: sa.Engine) -> pd.DataFrame:
 def test_load_round_trips_every_value(engine: sa.Engine, minutes: pd.DataFrame) -> None:
     outcome = load(engine, minutes)
     assert (outcome.status, outcome.rows, outcome.written, outcome.unchanged) == (
-        LedgerStatus.LOADED, len(minutes), len(minutes), False)
+        LedgerStatus.LOADED,
+        len(minutes),
+        len(minutes),
+        False,
+    )
     back = read_bars(engine)
     pd.testing.assert_frame_equal(back, minutes, check_dtype=False)
     assert pd.isna(back.loc[3, "vwap"]) and pd.isna(back.loc[5, "trades"])
     (entry,) = read_ledger(engine)
-    assert (entry.status, entry.rows, entry.checksum) == (LedgerStatus.LOADED, len(minutes), frame_checksum(minutes))
+    assert (entry.status, entry.rows, entry.checksum) == (
+        LedgerStatus.LOADED,
+        len(minutes),
+        frame_checksum(minutes),
+    )
     assert entry.window_start == START and entry.window_end == END
     assert read_watermarks(engine, "synthetic", ["AAPL"], "1m") == {"AAPL": minutes["ts"].max()}
     per_day = bars_per_session(engine, "synthetic", "AAPL", "1m", START, END)
@@ -89,14 +97,19 @@ def test_changed_rows_are_updated_and_only_they_are_written(engine: sa.Engine, m
 def test_missing_bars_under_an_unchanged_checksum_are_reloaded(engine: sa.Engine, minutes: pd.DataFrame) -> None:
     load(engine, minutes)
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM bars WHERE ts < :t"), {"t": pd.Timestamp("2024-03-05", tz="UTC").to_pydatetime()})
+        conn.execute(
+            sa.text("DELETE FROM bars WHERE ts < :t"),
+            {"t": pd.Timestamp("2024-03-05", tz="UTC").to_pydatetime()},
+        )
     outcome = load(engine, minutes, run="run-2")
     assert not outcome.unchanged and outcome.written > 0
     assert len(read_bars(engine)) == len(minutes)
 
 
 def test_empty_chunk_is_recorded_as_empty(engine: sa.Engine, minutes: pd.DataFrame) -> None:
-    holiday = Chunk("synthetic", "AAPL", "1d", pd.Timestamp("2024-12-25", tz="UTC"), pd.Timestamp("2024-12-26", tz="UTC"))
+    holiday = Chunk(
+        "synthetic", "AAPL", "1d", pd.Timestamp("2024-12-25", tz="UTC"), pd.Timestamp("2024-12-26", tz="UTC")
+    )
     outcome = load(engine, minutes.iloc[0:0], chunk=holiday)
     assert outcome.status is LedgerStatus.EMPTY and outcome.rows == 0
     assert read_ledger(engine)[0].status is LedgerStatus.EMPTY
@@ -114,11 +127,14 @@ def test_a_failure_mid_load_leaves_neither_bars_nor_ledger_row(engine: sa.Engine
 def test_a_failure_after_the_bars_are_written_rolls_them_back(engine: sa.Engine, minutes: pd.DataFrame) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE ingest_ledger"))
-        conn.execute(sa.text(
-            "CREATE TABLE ingest_ledger (provider varchar(32), symbol varchar(32), timeframe varchar(8), "
-            "window_start timestamp, window_end timestamp, status varchar(16), rows bigint, checksum varchar(64), "
-            "flow_run_id varchar(64), updated_at timestamp, error text, "
-            "PRIMARY KEY (provider, symbol, timeframe, window_start), CHECK (status = 'never'))"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE ingest_ledger (provider varchar(32), symbol varchar(32), timeframe varchar(8), "
+                "window_start timestamp, window_end timestamp, status varchar(16), rows bigint, checksum varchar(64), "
+                "flow_run_id varchar(64), updated_at timestamp, error text, "
+                "PRIMARY KEY (provider, symbol, timeframe, window_start), CHECK (status = 'never'))"
+            )
+        )
     with pytest.raises(sa.exc.IntegrityError):
         load(engine, minutes)  # bars go in first, then the ledger row violates its CHECK
     assert read_bars(engine).empty
@@ -140,8 +156,9 @@ def test_reject_quarantines_every_row_and_loads_nothing(engine: sa.Engine, minut
 
 
 def test_quarantine_rows_mode_loads_the_good_rows(engine: sa.Engine, minutes: pd.DataFrame) -> None:
-    outcome = reject_chunk(engine, CHUNK, minutes, {7: ["high >= low"]}, ["high >= low"], flow_run_id="r",
-                           load_good_rows=True)
+    outcome = reject_chunk(
+        engine, CHUNK, minutes, {7: ["high >= low"]}, ["high >= low"], flow_run_id="r", load_good_rows=True
+    )
     assert outcome.rows == len(minutes) - 1
     assert len(read_bars(engine)) == len(minutes) - 1
     with engine.connect() as conn:
@@ -157,4 +174,7 @@ def test_failure_is_recorded_and_keeps_earlier_bars(engine: sa.Engine, minutes: 
     assert len(read_bars(engine)) == len(minutes)
     new = Chunk("synthetic", "MSFT", "1m", START, END)
     record_failure(engine, new, "TerminalProviderError: unknown symbol", flow_run_id="run-2")
-    assert {e.symbol: e.status for e in read_ledger(engine)} == {"AAPL": LedgerStatus.FAILED, "MSFT": LedgerStatus.FAILED}
+    assert {e.symbol: e.status for e in read_ledger(engine)} == {
+        "AAPL": LedgerStatus.FAILED,
+        "MSFT": LedgerStatus.FAILED,
+    }

@@ -55,22 +55,30 @@ def _window_filter(table: sa.Table, chunk: Chunk) -> sa.ColumnElement[bool]:
 
 
 def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str) -> bool:
-    """True when the ledger already holds this exact chunk as loaded and the bars it claims are all there."""
-    key = ingest_ledger.c
+    """True when the ledger already holds this exact chunk as loaded and the bars it claims are all there.
+
+    One round trip: the bars are only counted when the checksum matches (an index range scan of the window).
+    """
+    led = ingest_ledger.c
+    present = sa.select(sa.func.count()).select_from(bars).where(_window_filter(bars, chunk)).scalar_subquery()
     entry = conn.execute(
-        sa.select(key.window_end, key.status, key.rows, key.checksum).where(
-            key.provider == chunk.provider,
-            key.symbol == chunk.symbol,
-            key.timeframe == chunk.timeframe,
-            key.window_start == chunk.window_start.to_pydatetime(),
+        sa.select(
+            led.window_end,
+            led.status,
+            led.rows,
+            sa.case((led.checksum == checksum, present), else_=sa.null()).label("present"),
+        ).where(
+            led.provider == chunk.provider,
+            led.symbol == chunk.symbol,
+            led.timeframe == chunk.timeframe,
+            led.window_start == chunk.window_start.to_pydatetime(),
         )
     ).first()
-    if entry is None or entry.checksum != checksum or entry.status not in ("loaded", "empty"):
+    if entry is None or entry.present is None or entry.status not in ("loaded", "empty"):
         return False
     if pd.Timestamp(entry.window_end).tz_localize(None) != chunk.window_end.tz_localize(None):
         return False
-    present = conn.execute(sa.select(sa.func.count()).select_from(bars).where(_window_filter(bars, chunk))).scalar()
-    return bool(present == entry.rows)
+    return bool(entry.present == entry.rows)
 
 
 def load_chunk(
@@ -144,7 +152,11 @@ def reject_chunk(
             conn.execute(sa.insert(quarantine), quarantined)
         error = f"{len(bad_positions)} bad row(s), {len(quarantined)} quarantined: " + "; ".join(failed_rules)
         row = _ledger_row(
-            chunk, LedgerStatus.REJECTED, rows=len(good), checksum=checksum, flow_run_id=flow_run_id,
+            chunk,
+            LedgerStatus.REJECTED,
+            rows=len(good),
+            checksum=checksum,
+            flow_run_id=flow_run_id,
             error=error[:_MAX_ERROR],
         )
         dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
@@ -153,7 +165,7 @@ def reject_chunk(
 
 def _safe_ts(value: object) -> dt.datetime | None:
     try:
-        ts = pd.Timestamp(value)  # type: ignore[arg-type]
+        ts = pd.Timestamp(value)
     except (TypeError, ValueError):
         return None
     if pd.isna(ts):

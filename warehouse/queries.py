@@ -14,7 +14,7 @@ from warehouse.schema import bars, ingest_ledger, metadata
 
 
 def _utc(value: object) -> pd.Timestamp:
-    ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
@@ -23,7 +23,9 @@ def has_schema(engine: sa.Engine) -> bool:
     return all(t in names for t in metadata.tables)
 
 
-def _series_filter(table: sa.Table, provider: str | None, symbols: Sequence[str] | None, timeframe: str | None):  # type: ignore[no-untyped-def]
+def _series_filter(
+    table: sa.Table, provider: str | None, symbols: Sequence[str] | None, timeframe: str | None
+) -> sa.ColumnElement[bool]:
     clauses = []
     if provider:
         clauses.append(table.c.provider == provider)
@@ -35,7 +37,10 @@ def _series_filter(table: sa.Table, provider: str | None, symbols: Sequence[str]
 
 
 def read_ledger(
-    engine: sa.Engine, provider: str | None = None, symbols: Sequence[str] | None = None, timeframe: str | None = None
+    engine: sa.Engine,
+    provider: str | None = None,
+    symbols: Sequence[str] | None = None,
+    timeframe: str | None = None,
 ) -> list[LedgerEntry]:
     c = ingest_ledger.c
     query = sa.select(c.provider, c.symbol, c.timeframe, c.window_start, c.window_end, c.status, c.rows, c.checksum)
@@ -43,8 +48,14 @@ def read_ledger(
         rows = conn.execute(query.where(_series_filter(ingest_ledger, provider, symbols, timeframe))).all()
     return [
         LedgerEntry(
-            r.provider, r.symbol, r.timeframe, _utc(r.window_start), _utc(r.window_end), LedgerStatus(r.status),
-            r.rows, r.checksum,
+            r.provider,
+            r.symbol,
+            r.timeframe,
+            _utc(r.window_start),
+            _utc(r.window_end),
+            LedgerStatus(r.status),
+            r.rows,
+            r.checksum,
         )
         for r in rows
     ]
@@ -65,26 +76,40 @@ def read_watermarks(
 
 
 def series_summary(
-    engine: sa.Engine, provider: str | None = None, symbols: Sequence[str] | None = None, timeframe: str | None = None
+    engine: sa.Engine,
+    provider: str | None = None,
+    symbols: Sequence[str] | None = None,
+    timeframe: str | None = None,
 ) -> pd.DataFrame:
     """One row per (provider, symbol, timeframe): bar count, first and last bar."""
     c = bars.c
     query = (
-        sa.select(c.provider, c.symbol, c.timeframe, sa.func.count().label("bars"),
-                  sa.func.min(c.ts).label("first"), sa.func.max(c.ts).label("last"))
+        sa.select(
+            c.provider,
+            c.symbol,
+            c.timeframe,
+            sa.func.count().label("bars"),
+            sa.func.min(c.ts).label("first"),
+            sa.func.max(c.ts).label("last"),
+        )
         .where(_series_filter(bars, provider, symbols, timeframe))
         .group_by(c.provider, c.symbol, c.timeframe)
         .order_by(c.provider, c.symbol, c.timeframe)
     )
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).all(), columns=["provider", "symbol", "timeframe", "bars", "first", "last"])
+        frame = pd.DataFrame(
+            conn.execute(query).all(), columns=["provider", "symbol", "timeframe", "bars", "first", "last"]
+        )
     for col in ("first", "last"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     return frame
 
 
 def ledger_counts(
-    engine: sa.Engine, provider: str | None = None, symbols: Sequence[str] | None = None, timeframe: str | None = None
+    engine: sa.Engine,
+    provider: str | None = None,
+    symbols: Sequence[str] | None = None,
+    timeframe: str | None = None,
 ) -> pd.DataFrame:
     """Chunks per (provider, symbol, timeframe, status)."""
     c = ingest_ledger.c
@@ -103,8 +128,11 @@ def bar_timestamps(
     """Every bar's ts for one series in [start, end), as UTC timestamps."""
     c = bars.c
     query = sa.select(c.ts).where(
-        c.provider == provider, c.symbol == symbol, c.timeframe == timeframe,
-        c.ts >= start.to_pydatetime(), c.ts < end.to_pydatetime(),
+        c.provider == provider,
+        c.symbol == symbol,
+        c.timeframe == timeframe,
+        c.ts >= start.to_pydatetime(),
+        c.ts < end.to_pydatetime(),
     )
     with engine.connect() as conn:
         values = [row[0] for row in conn.execute(query)]
@@ -119,8 +147,13 @@ def bars_per_session(
     day = dialect_for(engine).utc_date(c.ts).label("day")
     query = (
         sa.select(day, sa.func.count())
-        .where(c.provider == provider, c.symbol == symbol, c.timeframe == timeframe,
-               c.ts >= start.to_pydatetime(), c.ts < end.to_pydatetime())
+        .where(
+            c.provider == provider,
+            c.symbol == symbol,
+            c.timeframe == timeframe,
+            c.ts >= start.to_pydatetime(),
+            c.ts < end.to_pydatetime(),
+        )
         .group_by(day)
     )
     with engine.connect() as conn:

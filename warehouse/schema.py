@@ -56,8 +56,13 @@ quarantine = sa.Table(
     sa.Column("flow_run_id", sa.String(64), nullable=True),
     sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
 )
-sa.Index("ix_quarantine_chunk", quarantine.c.provider, quarantine.c.symbol, quarantine.c.timeframe,
-         quarantine.c.window_start)
+sa.Index(
+    "ix_quarantine_chunk",
+    quarantine.c.provider,
+    quarantine.c.symbol,
+    quarantine.c.timeframe,
+    quarantine.c.window_start,
+)
 
 
 def ensure_schema(engine: sa.Engine) -> None:

@@ -18,7 +18,7 @@ class Dialect(Protocol):
         """Upsert the chunk's bars inside the caller's transaction; return the rows written."""
         ...
 
-    def utc_date(self, column: sa.ColumnElement[object]) -> sa.ColumnElement[object]:
+    def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """SQL for the UTC calendar date of a timestamp column."""
         ...
 

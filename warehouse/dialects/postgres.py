@@ -22,14 +22,12 @@ from warehouse.dialects import pgcopy
 from warehouse.dialects.base import upsert_bars_sql
 
 STAGE = "candleflow_bars_stage"
-_STAGE_COLUMNS = ("ts",) + BAR_VALUES
+_STAGE_COLUMNS = ("ts", *BAR_VALUES)
 _CREATE_STAGE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE} (ts timestamptz NOT NULL, open float8, high float8, "
     "low float8, close float8, volume float8, vwap float8, trades int8) ON COMMIT DELETE ROWS"
 )
-_PROBE = (
-    "SELECT 1 FROM bars WHERE provider = %s AND symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s LIMIT 1"
-)
+_PROBE = "SELECT 1 FROM bars WHERE provider = %s AND symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s LIMIT 1"
 
 
 class PostgresDialect:
@@ -41,8 +39,10 @@ class PostgresDialect:
         raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         try:
             with raw.cursor() as cur:
-                cur.execute(_PROBE, (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start,
-                                     chunk.window_end))
+                cur.execute(
+                    _PROBE,
+                    (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end),
+                )
                 if cur.fetchone() is None and self._copy_direct(raw, chunk, frame):
                     return len(frame)
                 return self._copy_and_merge(raw, chunk, frame)
@@ -55,9 +55,13 @@ class PostgresDialect:
         constants = (chunk.provider, chunk.symbol, chunk.timeframe)
         payload = pgcopy.encode(pgcopy.frame_columns(frame, constants), len(frame))
         try:
-            with raw.transaction(), raw.cursor() as cur:  # a savepoint inside the caller's transaction
-                with cur.copy(f"COPY bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(payload)
+            # raw.transaction() is a savepoint inside the caller's transaction
+            with (
+                raw.transaction(),
+                raw.cursor() as cur,
+                cur.copy(f"COPY bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.write(payload)
         except psycopg.errors.UniqueViolation:
             return False
         return True
@@ -79,8 +83,8 @@ class PostgresDialect:
             cur.execute(f"TRUNCATE {STAGE}")
         return written
 
-    def utc_date(self, column: sa.ColumnElement[object]) -> sa.ColumnElement[object]:
-        return sa.cast(sa.func.timezone("UTC", column), sa.Date)  # not the session's TimeZone setting
+    def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date())  # not the session's TimeZone setting
 
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]

@@ -46,7 +46,7 @@ class SqliteDialect:
         result = conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
         return max(result.rowcount, 0)
 
-    def utc_date(self, column: sa.ColumnElement[object]) -> sa.ColumnElement[object]:
+    def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.func.substr(column, 1, 10)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
 
     def upsert(

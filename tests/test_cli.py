@@ -1,0 +1,124 @@
+"""The `candleflow` command: bad input exits 2 with one clear line and writes nothing; runs report and exit."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from candleflow.cli import main
+from tests.conftest import ROOT, count
+
+BACKFILL = [
+    "backfill",
+    "--provider",
+    "synthetic",
+    "--symbols",
+    "AAPL",
+    "--timeframe",
+    "1d",
+    "--start",
+    "2024-01-01",
+    "--end",
+    "2024-12-31",
+]
+
+
+def with_args(args: list[str], **changes: str) -> list[str]:
+    out = list(args)
+    for flag, value in changes.items():
+        out[out.index("--" + flag.replace("_", "-")) + 1] = value
+    return out
+
+
+BAD_INPUTS = [
+    (with_args(BACKFILL, provider="yahoo"), "unknown provider 'yahoo': use one of synthetic"),
+    (with_args(BACKFILL, timeframe="2h"), "unknown timeframe '2h': use one of 1m, 5m, 15m, 1h, 1d"),
+    (
+        with_args(BACKFILL, start="2024-02-01", end="2024-01-01"),
+        "end date 2024-01-01 is before start date 2024-02-01",
+    ),
+    (with_args(BACKFILL, symbols="AAPL,MS FT"), "malformed symbol 'MS FT'"),
+    (with_args(BACKFILL, symbols="AAPL,$$$"), "malformed symbol '$$$'"),
+    (with_args(BACKFILL, symbols="A" * 33), "malformed symbol"),
+    (with_args(BACKFILL, start="2024-13-01"), "start date '2024-13-01' is not a date: use YYYY-MM-DD"),
+    (with_args(BACKFILL, start="1980-01-02"), "start date 1980-01-02 is before"),
+    ([*BACKFILL, "--mode", "some"], "unknown mode 'some': use one of missing, failed, all"),
+    ([*BACKFILL, "--option", "transient_failure_rate=7"], "bad option for provider 'synthetic'"),
+    ([*BACKFILL, "--option", "seed"], "--option 'seed' is not key=value"),
+    ([*BACKFILL, "--warehouse", "not a url"], "warehouse URL 'not a url' is not a SQLAlchemy URL"),
+    ([*BACKFILL, "--warehouse", "mysql://u:secret@h/db"], "'mysql' is not supported"),
+    ([*BACKFILL, "--warehouse", "sqlite:////no/such/folder/x.db"], "folder /no/such/folder does not exist"),
+    ([*BACKFILL, "--warehouse", "postgresql://u:hunter2@127.0.0.1:1/db"], "cannot reach warehouse"),
+    (["update", "--symbols", "AAPL", "--lookback-days", "0"], "--lookback-days 0 must be at least 1"),
+    (["gaps", "--symbols", "AAPL", "--start", "x", "--end", "2024-01-01"], "start date 'x' is not a date"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_INPUTS, ids=[m[:40] for _, m in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, message, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+    assert "secret" not in err and "hunter2" not in err  # passwords never printed
+    assert list(tmp_path.iterdir()) == []  # no candleflow.db, nothing half-written
+
+
+def test_unreachable_postgres_database_is_named(postgres_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    url = postgres_url.split("?")[0].rsplit("/", 1)[0] + "/no_such_db"
+    assert main([*BACKFILL, "--warehouse", url]) == 2
+    err = capsys.readouterr().err
+    assert 'database "no_such_db" does not exist' in err and "CANDLEFLOW_WAREHOUSE_URL" in err
+
+
+def test_argparse_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["backfill", "--symbols", "AAPL"])
+    assert info.value.code == 2
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_backfill_status_and_gaps_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # the default warehouse is ./candleflow.db
+    assert main([*BACKFILL[:-4], "--start", "2024-01-01", "--end", "2024-06-30", "--dry-run"]) == 0
+    assert "dry run, 1 chunks planned, 1 to fetch" in capsys.readouterr().out
+    assert not (tmp_path / "candleflow.db").exists() or count("sqlite:///candleflow.db", "SELECT 0") == 0
+
+    assert main(BACKFILL) == 0
+    out = capsys.readouterr().out
+    assert "1 chunks run (1 loaded, 0 empty, 0 rejected, 0 failed" in out and "252 bars written" in out
+    assert count(f"sqlite:///{tmp_path / 'candleflow.db'}", "SELECT count(*) FROM bars") == 252
+
+    assert main(BACKFILL) == 0
+    assert "nothing to fetch" in capsys.readouterr().out
+
+    bad = [*with_args(BACKFILL, symbols="MSFT"), "--option", "invalid_chunk_rate=1"]
+    assert main(bad) == 1
+    out = capsys.readouterr().out
+    assert "1 rejected" in out and "REJECTED synthetic:MSFT:1d:2024-01-01..2024-12-31" in out
+
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "AAPL" in out and "252" in out and "MSFT" not in out.split("candleflow coverage")[1].split("AAPL")[0]
+
+    with (tmp_path / "candleflow.db").open("rb"):
+        pass
+    gaps_args = ["gaps", "--symbols", "AAPL,MSFT", "--start", "2024-12-20", "--end", "2025-01-10"]
+    assert main(gaps_args) == 1
+    out = capsys.readouterr().out
+    assert "chunk rejected by validation" in out  # MSFT's December sessions
+    assert "not fetched yet" in out  # 2025 sessions
+    assert main(["gaps", "--symbols", "AAPL", "--start", "2024-03-01", "--end", "2024-03-31"]) == 0
+    assert "0 session(s) with missing or partial bars out of 20 expected" in capsys.readouterr().out
+
+
+def test_console_script_is_installed_and_prints_help() -> None:
+    exe = Path(sys.executable).with_name("candleflow")
+    result = subprocess.run(
+        [str(exe), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ}
+    )
+    assert result.returncode == 0 and "backfill" in result.stdout and "gaps" in result.stdout
