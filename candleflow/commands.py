@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -17,7 +18,8 @@ from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, schedule
 from candleflow.timeframes import get_timeframe
 
-out = Console(highlight=False, soft_wrap=True)
+# Not a terminal (a pipe, a log, CI): rich would assume 80 columns and squash the tables.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -132,6 +134,10 @@ def _filters(args: argparse.Namespace) -> tuple[str | None, list[str] | None, st
     return args.provider, symbols, timeframe
 
 
+def _when(ts: Any, intraday: bool) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M") if intraday else ts.strftime("%Y-%m-%d")
+
+
 def status(args: argparse.Namespace) -> int:
     """Coverage per (provider, symbol, timeframe): bars, first and last, sessions missing, ledger outcomes."""
     from candleflow.coverage import find_gaps
@@ -156,7 +162,7 @@ def status(args: argparse.Namespace) -> int:
         "missing",
         "partial",
         "chunks loaded/empty/rejected/failed",
-        title="candleflow coverage",
+        title="candleflow coverage (sessions: XNYS sessions from first to last bar)",
     )
     for row in series.itertuples():
         tf = get_timeframe(row.timeframe)
@@ -176,8 +182,8 @@ def status(args: argparse.Namespace) -> int:
             row.symbol,
             row.timeframe,
             f"{row.bars:,}",
-            str(row.first),
-            str(row.last),
+            _when(row.first, tf.intraday),
+            _when(row.last, tf.intraday),
             str(len(sched)),
             str(missing),
             str(len(gaps) - missing),
