@@ -39,21 +39,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"candleflow: error: {message} (see candleflow {self.prog.split()[-1]} --help)\n")
 
 
-def _options(pairs: Sequence[str]) -> dict[str, Any]:
-    import json
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise BadInputError(f"--option {pair!r} is not key=value: write e.g. --option seed=7")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="candleflow", description="Keep a SQL warehouse of OHLCV bars complete and current.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from candleflow.errors import BadInputError, IncompleteRunError
-from candleflow.inputs import check_date_range, parse_date, parse_symbols
+from candleflow.inputs import check_date_range, parse_date, parse_options, parse_symbols
 from candleflow.model import ChunkResult
 from candleflow.planning import parse_mode, request_window
 from candleflow.report import RunSummary
@@ -23,12 +23,6 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _cli_options(pairs: list[str]) -> dict[str, Any]:
-    from candleflow.cli import _options
-
-    return _options(pairs)
-
-
 def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """Check every input of backfill/update and return the flow's parameters; raises BadInputError."""
     from providers import check_provider_name, get_provider
@@ -37,7 +31,7 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     provider = check_provider_name(args.provider)
     timeframe = get_timeframe(args.timeframe).name
     symbols = parse_symbols(args.symbols)
-    options = _cli_options(args.option)
+    options = parse_options(args.option)
     get_provider(provider, options)
     params: dict[str, Any] = {
         "provider": provider,

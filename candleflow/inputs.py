@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from candleflow.errors import BadInputError
 
@@ -41,6 +43,20 @@ def parse_date(value: str | dt.date | dt.datetime, name: str) -> dt.date:
         return dt.date.fromisoformat(str(value).strip())
     except ValueError:
         raise BadInputError(f"{name} date {value!r} is not a date: use YYYY-MM-DD, for example 2024-01-31") from None
+
+
+def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """`key=value` pairs from the command line; values are JSON where they parse as JSON, else text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise BadInputError(f"--option {pair!r} is not key=value: write e.g. --option seed=7")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 def check_date_range(start: dt.date, end: dt.date) -> None:

@@ -8,12 +8,20 @@ metadata = sa.MetaData()
 
 _STATUSES = ("loaded", "empty", "rejected", "failed")
 
+
+def _series_key(primary_key: bool) -> list[sa.Column[str]]:
+    """provider, symbol, timeframe: the series every table is keyed or filtered by."""
+    return [
+        sa.Column("provider", sa.String(32), primary_key=primary_key, nullable=False),
+        sa.Column("symbol", sa.String(32), primary_key=primary_key, nullable=False),
+        sa.Column("timeframe", sa.String(8), primary_key=primary_key, nullable=False),
+    ]
+
+
 bars = sa.Table(
     "bars",
     metadata,
-    sa.Column("provider", sa.String(32), primary_key=True),
-    sa.Column("symbol", sa.String(32), primary_key=True),
-    sa.Column("timeframe", sa.String(8), primary_key=True),
+    *_series_key(primary_key=True),
     sa.Column("ts", sa.DateTime(timezone=True), primary_key=True, comment="bar open time, UTC"),
     sa.Column("open", sa.Double, nullable=False),
     sa.Column("high", sa.Double, nullable=False),
@@ -27,9 +35,7 @@ bars = sa.Table(
 ingest_ledger = sa.Table(
     "ingest_ledger",
     metadata,
-    sa.Column("provider", sa.String(32), primary_key=True),
-    sa.Column("symbol", sa.String(32), primary_key=True),
-    sa.Column("timeframe", sa.String(8), primary_key=True),
+    *_series_key(primary_key=True),
     sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -45,9 +51,7 @@ quarantine = sa.Table(
     "quarantine",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("symbol", sa.String(32), nullable=False),
-    sa.Column("timeframe", sa.String(8), nullable=False),
+    *_series_key(primary_key=False),
     sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
     sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=True),

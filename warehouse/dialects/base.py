@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 import pandas as pd
@@ -27,6 +27,22 @@ class Dialect(Protocol):
     ) -> None:
         """Insert `rows`, updating `update` columns where the primary key exists."""
         ...
+
+
+def upsert_on_conflict(
+    insert: Callable[[sa.Table], Any],
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    update: Sequence[str],
+) -> None:
+    """`INSERT ... ON CONFLICT (primary key) DO UPDATE`, through the dialect's own `insert` construct
+    (SQLite's and PostgreSQL's share this API)."""
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key], set_={c: stmt.excluded[c] for c in update}
+    )
+    conn.execute(stmt, list(rows))
 
 
 def changed_predicate(target: str, source: str) -> str:

@@ -51,34 +51,34 @@ def encode(columns: Sequence[CopyColumn], n_rows: int) -> bytes:
     """The complete binary COPY payload (header, rows, trailer) for `n_rows` rows."""
     if n_rows == 0:
         return HEADER + TRAILER
-    null_masks = [c.nulls if c.nulls is not None else np.zeros(n_rows, dtype=bool) for c in columns]
     patterns = np.zeros(n_rows, dtype=np.int64)
-    for i, mask in enumerate(null_masks):
-        patterns |= mask.astype(np.int64) << i
-    chunks = [HEADER]
-    for pattern in np.unique(patterns):
-        rows = np.flatnonzero(patterns == pattern) if len(np.unique(patterns)) > 1 else slice(None)
+    for i, col in enumerate(columns):
+        if col.nulls is not None:
+            patterns |= col.nulls.astype(np.int64) << i
+    distinct = np.unique(patterns)
+    parts = [HEADER]
+    for pattern in distinct:
+        rows: slice | np.ndarray = slice(None) if len(distinct) == 1 else np.flatnonzero(patterns == pattern)
         count = n_rows if isinstance(rows, slice) else len(rows)
+        null = [bool((int(pattern) >> i) & 1) for i in range(len(columns))]
         fields: list[tuple[str, str]] = [("n", ">i2")]
         for i, col in enumerate(columns):
             fields.append((f"l{i}", ">i4"))
-            if not (pattern >> i) & 1:
-                kind = f"S{len(col.values)}" if col.kind == "text" else _FIELD[col.kind]
-                fields.append((f"v{i}", kind))
-        out = np.empty(count, dtype=np.dtype(fields))
-        out["n"] = len(columns)
+            if not null[i]:
+                fields.append((f"v{i}", f"S{len(col.values)}" if col.kind == "text" else _FIELD[col.kind]))
+        # One template row holds everything rows share (field count, lengths, constant text); repeating it is a
+        # memcpy, so only the numeric values are written field by field.
+        template = np.zeros(1, dtype=np.dtype(fields))
+        template["n"] = len(columns)
         for i, col in enumerate(columns):
-            if (pattern >> i) & 1:
-                out[f"l{i}"] = -1
-                continue
-            if col.kind == "text":
-                assert isinstance(col.values, bytes)
-                out[f"l{i}"] = len(col.values)
-                out[f"v{i}"] = col.values
-            else:
+            template[f"l{i}"] = -1 if null[i] else (len(col.values) if col.kind == "text" else 8)
+            if col.kind == "text" and not null[i]:
+                template[f"v{i}"] = col.values
+        out = np.repeat(template, count)
+        for i, col in enumerate(columns):
+            if col.kind != "text" and not null[i]:
                 assert isinstance(col.values, np.ndarray)
-                out[f"l{i}"] = 8
                 out[f"v{i}"] = col.values[rows]
-        chunks.append(out.tobytes())
-    chunks.append(TRAILER)
-    return b"".join(chunks)
+        parts.append(out.tobytes())
+    parts.append(TRAILER)
+    return b"".join(parts)

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from candleflow.model import BAR_COLUMNS, BAR_VALUES, Chunk
 from warehouse.dialects import pgcopy
-from warehouse.dialects.base import upsert_bars_sql
+from warehouse.dialects.base import upsert_bars_sql, upsert_on_conflict
 
 STAGE = "candleflow_bars_stage"
 _STAGE_COLUMNS = ("ts", *BAR_VALUES)
@@ -89,8 +89,4 @@ class PostgresDialect:
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:
-        stmt = pg_insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[c.name for c in table.primary_key], set_={c: stmt.excluded[c] for c in update}
-        )
-        conn.execute(stmt, list(rows))
+        upsert_on_conflict(pg_insert, conn, table, rows, update)

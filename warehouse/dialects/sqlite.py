@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from candleflow.model import BAR_COLUMNS, Chunk
-from warehouse.dialects.base import upsert_bars_sql
+from warehouse.dialects.base import upsert_bars_sql, upsert_on_conflict
 
 # SQLAlchemy's own storage format for DateTime on SQLite, so its readers parse what we write.
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -52,8 +52,4 @@ class SqliteDialect:
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:
-        stmt = sqlite_insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[c.name for c in table.primary_key], set_={c: stmt.excluded[c] for c in update}
-        )
-        conn.execute(stmt, list(rows))
+        upsert_on_conflict(sqlite_insert, conn, table, rows, update)
