@@ -26,11 +26,10 @@ _QUIET_PREFECT = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 _QUIET_CONSOLE = {
-    # Task and flow run records still go to the Prefect API (the UI shows them); the terminal shows the
-    # progress display and the summary instead of a line per task run.
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "CRITICAL",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "CRITICAL",
+    # Prefect 3.8 logs everything through one `console` handler. Its lines would tear through the live progress
+    # display; the run's records still go to the Prefect API (the UI shows them) and the closing summary names
+    # every chunk that did not load. --verbose shows them all.
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
 }
 
 

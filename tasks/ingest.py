@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
@@ -28,14 +29,22 @@ from warehouse.loader import load_chunk, reject_chunk
 OnInvalid = Literal["reject", "quarantine_rows"]
 
 
+def is_transient(error: BaseException) -> bool:
+    """A retry can help: the provider said so, or the warehouse connection dropped or was busy
+    (OperationalError: lost connection, timeout, SQLite "database is locked"). Never for validation failures,
+    terminal provider errors, constraint violations or our own bugs."""
+    if isinstance(error, TransientProviderError):
+        return True
+    return isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) and not isinstance(
+        error, sa.exc.IntegrityError
+    )
+
+
 def retry_only_transient(_task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry when the provider said a retry may help; never for validation, terminal or our own errors."""
     try:
         state.result()
-    except TransientProviderError:
-        return True
-    except Exception:
-        return False
+    except Exception as error:
+        return is_transient(error)
     return False
 
 
@@ -85,7 +94,11 @@ def ingest_chunk(
             )
     error = None
     if not verdict.ok:
-        error = f"{len(verdict.bad_rows)} bad row(s) quarantined: " + "; ".join(verdict.failed_rules)
+        rules = "; ".join(verdict.failed_rules)
+        if on_invalid == "quarantine_rows":
+            error = f"{len(verdict.bad_rows)} bad row(s) quarantined, {outcome.rows} loaded: {rules}"
+        else:
+            error = f"{len(verdict.bad_rows)} bad row(s); all {len(frame)} quarantined, none loaded: {rules}"
     return ChunkResult(
         chunk=chunk,
         status=outcome.status,

@@ -109,6 +109,7 @@ def test_invalid_bars_are_rejected_quarantined_and_reported(warehouse_url: str) 
     assert rejected and loaded, "seed 3 corrupts some but not all of the four chunks"
     for r in rejected:
         assert r.failed_expectations and r.chunk.label() in str(error)
+        assert r.error is not None and "quarantined, none loaded" in r.error
     engine = get_engine(warehouse_url)
     with engine.connect() as conn:
         loaded_symbols = set(pd.read_sql(sa.text("SELECT DISTINCT symbol FROM bars"), conn)["symbol"])
@@ -144,6 +145,7 @@ def test_quarantine_rows_mode_loads_the_rest(sqlite_url: str) -> None:
         )
     (result,) = info.value.summary.results
     assert result.status is LedgerStatus.REJECTED
+    assert result.error is not None and result.error.startswith("1 bad row(s) quarantined, 251 loaded: ")
     assert count(sqlite_url, "SELECT count(*) FROM bars") == 251
     assert count(sqlite_url, "SELECT count(*) FROM quarantine") == 1
 
