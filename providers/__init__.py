@@ -9,12 +9,14 @@ from pydantic import ValidationError
 
 from candleflow.errors import BadInputError
 from providers.base import FetchRequest, Provider
+from providers.csv import CsvOptions, CsvProvider
 from providers.synthetic import SyntheticOptions, SyntheticProvider
 
 # Only providers that really work are registered. The other names in DESIGN.md (polygon,
-# polygon-flatfiles, databento, csv) arrive with their own modules.
+# polygon-flatfiles, databento) arrive with their own modules.
 PROVIDERS: dict[str, tuple[type[Any], type[Any]]] = {
     SyntheticProvider.name: (SyntheticProvider, SyntheticOptions),
+    CsvProvider.name: (CsvProvider, CsvOptions),
 }
 
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -217,3 +218,26 @@ def test_configured_limits_are_used(sqlite_url: str) -> None:
         provider_limit = client.read_global_concurrency_limit_by_name(names.provider)
     assert warehouse_limit.limit == 2 and warehouse_limit.active_slots == 0  # taken and given back
     assert provider_limit.slot_decay_per_second == 100
+
+
+def test_csv_provider_backfills_through_the_flow(warehouse_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.providers_support import synthetic_bars, write_csv_dir
+
+    options = {"directory": str(write_csv_dir(tmp_path))}
+    args = dict(
+        symbols=["AAPL", "MSFT"],
+        start=D(2024, 1, 1),
+        end=D(2024, 3, 31),
+        provider="csv",
+        warehouse_url=warehouse_url,
+        provider_options=options,
+    )
+    summary = historical_backfill(**args)
+    assert summary.ok and summary.counts()["loaded"] == 2 and summary.bars_written == 2 * 61
+    assert historical_backfill(**args).results == []
+    stored = bars_of(warehouse_url)
+    assert set(stored["provider"]) == {"csv"}
+    expected = synthetic_bars("AAPL", "1d")
+    assert np.allclose(stored[stored.symbol == "AAPL"]["close"].to_numpy(), expected["close"].to_numpy())
+    with pytest.raises(IncompleteRunError, match="no file for ZZZ"):
+        historical_backfill(**{**args, "symbols": ["ZZZ"]})

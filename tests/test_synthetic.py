@@ -134,5 +134,5 @@ def test_bad_options_are_rejected_with_their_name() -> None:
         get_provider("synthetic", {"transient_failure_rate": 3})
     with pytest.raises(BadInputError, match="colour"):
         get_provider("synthetic", {"colour": "red"})
-    with pytest.raises(BadInputError, match="unknown provider 'yahoo': use one of synthetic"):
+    with pytest.raises(BadInputError, match="unknown provider 'yahoo': use one of csv, synthetic"):
         get_provider("yahoo")

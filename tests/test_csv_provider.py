@@ -1,0 +1,112 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from candleflow.timeframes import get_timeframe
+from providers import get_provider
+from providers.base import FetchRequest
+from providers.errors import TerminalProviderError
+from tests.conftest import FIXTURES
+from tests.providers_support import synthetic_bars, write_csv_dir
+
+
+def fetch(directory: Path, symbol: str, tf: str, start: str, end: str, **options: object) -> pd.DataFrame:
+    provider = get_provider("csv", {"directory": str(directory), **options})
+    return provider.fetch(
+        FetchRequest((symbol,), get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
+    )
+
+
+@pytest.fixture(scope="module")
+def csv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv_dir(tmp_path_factory.mktemp("csv"))
+
+
+def test_yahoo_daily_file_in_any_order_round_trips(csv_dir: Path) -> None:
+    frame = fetch(csv_dir, "AAPL", "1d", "2024-01-01", "2024-04-01")
+    expected = synthetic_bars("AAPL", "1d")
+    cols = ["ts", "open", "high", "low", "close", "volume"]
+    pd.testing.assert_frame_equal(frame[cols], expected[cols])
+    assert frame["vwap"].isna().all() and frame["trades"].isna().all()  # Yahoo files carry neither
+
+
+def test_adjusted_scales_prices_by_adj_close(csv_dir: Path) -> None:
+    raw = fetch(csv_dir, "AAPL", "1d", "2024-01-01", "2024-04-01")
+    adjusted = fetch(csv_dir, "AAPL", "1d", "2024-01-01", "2024-04-01", adjusted=True)
+    assert np.allclose(adjusted["close"], raw["close"] * 0.5) and np.allclose(adjusted["open"], raw["open"] * 0.5)
+    assert (adjusted["volume"] == raw["volume"]).all()
+
+
+def test_gzip_csv_and_parquet_intraday(csv_dir: Path) -> None:
+    hourly = fetch(csv_dir, "MSFT", "1h", "2024-02-01", "2024-03-01")
+    assert len(hourly) == 20 * 7 and hourly["trades"].notna().all()
+    minutes = fetch(csv_dir, "MSFT", "1m", "2024-01-08", "2024-01-09")
+    pd.testing.assert_frame_equal(
+        minutes,
+        synthetic_bars("MSFT", "1m", pd.Timestamp("2024-01-08", tz="UTC"), pd.Timestamp("2024-01-09", tz="UTC")).assign(
+            provider="csv"
+        ),
+    )
+
+
+def test_naive_intraday_times_are_read_in_the_timezone_option(tmp_path: Path) -> None:
+    (tmp_path / "X_1m.csv").write_text("datetime,open,high,low,close,volume\n2024-07-01 09:30:00,10,11,9,10.5,100\n")
+    frame = fetch(tmp_path, "X", "1m", "2024-07-01", "2024-07-02", timezone="America/New_York")
+    assert frame["ts"].tolist() == [pd.Timestamp("2024-07-01 13:30", tz="UTC")]
+
+
+def test_daily_bars_stamped_at_new_york_midnight_become_session_dates(tmp_path: Path) -> None:
+    # the recorded Polygon AAPL daily bars, written as a user's export with the vendor's timestamps
+    import json
+
+    path = FIXTURES / "massive-client-python/test_rest/mocks/v2/aggs/ticker/AAPL/range/1/day/2005-04-01/2005-04-04.json"
+    results = pd.DataFrame(json.loads(path.read_text())["results"])
+    pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(results["t"], unit="ms", utc=True).astype(str),
+            "open": results["o"],
+            "high": results["h"],
+            "low": results["l"],
+            "close": results["c"],
+            "volume": results["v"],
+            "vwap": results["vw"],
+            "trades": results["n"],
+        }
+    ).to_csv(tmp_path / "AAPL.csv", index=False)
+    frame = fetch(tmp_path, "AAPL", "1d", "2005-01-01", "2006-01-01", timezone="America/New_York")
+    assert frame["ts"].dt.strftime("%Y-%m-%d %H:%M").tolist() == ["2005-04-01 00:00", "2005-04-04 00:00"]
+    assert frame["trades"].tolist() == [82132, 65543]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("Date,Open,High,Low,Close\n2024-01-02,1,2,1,2\n", "lacks volume"),
+        ("when,open,high,low,close,volume\n2024-01-02,1,2,1,2,3\n", "lacks a time column"),
+        ("Date,Open,High,Low,Close,Volume\nnot-a-date,1,2,1,2,3\n", "unreadable Date"),
+    ],
+)
+def test_malformed_files_are_terminal_and_name_the_file(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "BAD.csv").write_text(content)
+    with pytest.raises(TerminalProviderError, match=message) as info:
+        fetch(tmp_path, "BAD", "1d", "2024-01-01", "2024-02-01")
+    assert "BAD.csv" in str(info.value)
+
+
+def test_missing_directory_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CANDLEFLOW_CSV_DIR", raising=False)
+    with pytest.raises(TerminalProviderError, match="set CANDLEFLOW_CSV_DIR"):
+        get_provider("csv").fetch(
+            FetchRequest(
+                ("A",), get_timeframe("1d"), pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")
+            )
+        )
+    monkeypatch.setenv("CANDLEFLOW_CSV_DIR", str(tmp_path / "nope"))
+    with pytest.raises(TerminalProviderError, match="does not exist"):
+        get_provider("csv").fetch(
+            FetchRequest(
+                ("A",), get_timeframe("1d"), pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")
+            )
+        )

@@ -1,0 +1,66 @@
+"""Every provider answers the same way: canonical columns and dtypes, UTC, sorted, unique keys, the window
+respected, and the same error classes for the same failures."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from candleflow.model import BAR_COLUMNS
+from candleflow.timeframes import get_timeframe
+from providers import PROVIDERS
+from providers.base import FetchRequest
+from providers.errors import TerminalProviderError
+from tests.providers_support import SYMBOLS, provider_factories
+
+pytestmark = pytest.mark.parametrize("name", sorted(PROVIDERS))
+
+
+@pytest.fixture(scope="module")
+def factories(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return provider_factories(tmp_path_factory.mktemp("providers"))
+
+
+def request(symbols: tuple[str, ...], tf: str, start: str, end: str) -> FetchRequest:
+    return FetchRequest(symbols, get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
+
+
+def test_every_provider_is_covered(name: str, factories) -> None:  # type: ignore[no-untyped-def]
+    assert name in factories, f"add {name} to tests/providers_support.py"
+
+
+@pytest.mark.parametrize(
+    ("tf", "start", "end"),
+    [("1d", "2024-02-01", "2024-03-01"), ("1h", "2024-03-04", "2024-03-09"), ("1m", "2024-01-08", "2024-01-10")],
+)
+def test_canonical_frame(name: str, factories, tf: str, start: str, end: str) -> None:  # type: ignore[no-untyped-def]
+    frame = factories[name]().fetch(request(SYMBOLS, tf, start, end))
+    assert tuple(frame.columns) == BAR_COLUMNS
+    assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
+    for col in ("open", "high", "low", "close", "volume", "vwap"):
+        assert frame[col].dtype == "float64", col
+    assert str(frame["trades"].dtype) == "Int64"
+    assert set(frame["provider"]) == {name} and set(frame["timeframe"]) == {tf} and set(frame["symbol"]) == set(SYMBOLS)
+    assert frame.equals(frame.sort_values(["symbol", "ts"]).reset_index(drop=True))
+    assert not frame.duplicated(["symbol", "ts"]).any()
+    assert frame["ts"].min() >= pd.Timestamp(start, tz="UTC") and frame["ts"].max() < pd.Timestamp(end, tz="UTC")
+    assert len(frame) > 0
+
+
+def test_a_window_without_sessions_is_an_empty_canonical_frame(name: str, factories) -> None:  # type: ignore[no-untyped-def]
+    frame = factories[name]().fetch(request(("AAPL",), "1d", "2024-03-30", "2024-04-01"))  # a weekend
+    assert frame.empty and tuple(frame.columns) == BAR_COLUMNS
+    assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
+
+
+def test_unknown_symbol_is_terminal_and_names_it(name: str, factories) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TerminalProviderError) as info:
+        factories[name]().fetch(request(("NOPE",), "1d", "2024-02-01", "2024-03-01"))
+    assert info.value.symbols == ("NOPE",) and "NOPE" in str(info.value) and info.value.provider == name
+
+
+def test_providers_agree_on_the_same_bars(name: str, factories, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ours = factories[name]().fetch(request(("MSFT",), "1h", "2024-01-01", "2024-04-01"))
+    reference = factories["synthetic"]().fetch(request(("MSFT",), "1h", "2024-01-01", "2024-04-01"))
+    cols = ["symbol", "ts", "open", "high", "low", "close", "volume"]
+    pd.testing.assert_frame_equal(ours[cols], reference[cols])
