@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from candleflow.cli import main
+from providers import PROVIDERS
 from tests.conftest import ROOT, count
 
 BACKFILL = [
@@ -33,7 +34,7 @@ def with_args(args: list[str], **changes: str) -> list[str]:
 
 
 BAD_INPUTS = [
-    (with_args(BACKFILL, provider="yahoo"), "unknown provider 'yahoo': use one of csv, synthetic"),
+    (with_args(BACKFILL, provider="yahoo"), f"unknown provider 'yahoo': use one of {', '.join(sorted(PROVIDERS))}"),
     (with_args(BACKFILL, timeframe="2h"), "unknown timeframe '2h': use one of 1m, 5m, 15m, 1h, 1d"),
     (
         with_args(BACKFILL, start="2024-02-01", end="2024-01-01"),

@@ -241,3 +241,28 @@ def test_csv_provider_backfills_through_the_flow(warehouse_url: str, tmp_path) -
     assert np.allclose(stored[stored.symbol == "AAPL"]["close"].to_numpy(), expected["close"].to_numpy())
     with pytest.raises(IncompleteRunError, match="no file for ZZZ"):
         historical_backfill(**{**args, "symbols": ["ZZZ"]})
+
+
+def test_polygon_provider_backfills_through_the_flow(warehouse_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.polygon_server import KEY, polygon_stand_in
+    from tests.providers_support import synthetic_bars
+
+    with polygon_stand_in({"AAPL", "MSFT"}, page_size=300) as server:
+        monkeypatch.setenv("MASSIVE_API_KEY", KEY)
+        server.scripted.append((429, {"Retry-After": "0"}))  # the first request is rate limited: Prefect retries
+        args = dict(
+            symbols=["AAPL", "MSFT"],
+            start=D(2024, 1, 1),
+            end=D(2024, 3, 31),
+            timeframe="1h",
+            provider="polygon",
+            warehouse_url=warehouse_url,
+            provider_options={"base_url": server.url},
+        )
+        summary = historical_backfill(**args)
+        assert summary.ok and summary.counts()["loaded"] == 2 and summary.bars_written == 2 * 61 * 7
+        assert historical_backfill(**args).results == []
+    stored = bars_of(warehouse_url)
+    expected = synthetic_bars("MSFT", "1h")
+    assert np.allclose(stored[stored.symbol == "MSFT"]["close"].to_numpy(), expected["close"].to_numpy())
+    assert KEY not in str(stored.to_dict()) and set(stored["provider"]) == {"polygon"}

@@ -8,9 +8,10 @@ import pytest
 
 from candleflow.model import BAR_COLUMNS
 from candleflow.timeframes import get_timeframe
-from providers import PROVIDERS
+from providers import PROVIDERS, get_provider
 from providers.base import FetchRequest
 from providers.errors import TerminalProviderError
+from tests.polygon_server import KEY, polygon_stand_in
 from tests.providers_support import SYMBOLS, provider_factories
 
 pytestmark = pytest.mark.parametrize("name", sorted(PROVIDERS))
@@ -18,7 +19,12 @@ pytestmark = pytest.mark.parametrize("name", sorted(PROVIDERS))
 
 @pytest.fixture(scope="module")
 def factories(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return provider_factories(tmp_path_factory.mktemp("providers"))
+    with polygon_stand_in({"AAPL", "MSFT"}, page_size=700) as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("MASSIVE_API_KEY", KEY)
+        yield {
+            **provider_factories(tmp_path_factory.mktemp("providers")),
+            "polygon": lambda: get_provider("polygon", {"base_url": server.url}),
+        }
 
 
 def request(symbols: tuple[str, ...], tf: str, start: str, end: str) -> FetchRequest:

@@ -9,7 +9,7 @@ from candleflow.errors import BadInputError
 from candleflow.model import BAR_COLUMNS
 from candleflow.sessions import schedule
 from candleflow.timeframes import get_timeframe
-from providers import get_provider
+from providers import PROVIDERS, get_provider
 from providers.base import FetchRequest
 from providers.errors import TerminalProviderError, TransientProviderError
 from providers.synthetic import SyntheticProvider
@@ -134,5 +134,5 @@ def test_bad_options_are_rejected_with_their_name() -> None:
         get_provider("synthetic", {"transient_failure_rate": 3})
     with pytest.raises(BadInputError, match="colour"):
         get_provider("synthetic", {"colour": "red"})
-    with pytest.raises(BadInputError, match="unknown provider 'yahoo': use one of csv, synthetic"):
+    with pytest.raises(BadInputError, match=f"unknown provider 'yahoo': use one of {', '.join(sorted(PROVIDERS))}"):
         get_provider("yahoo")

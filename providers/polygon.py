@@ -1,0 +1,182 @@
+"""`polygon`: aggregate bars from the Polygon/Massive REST API through the vendor's own `massive` client.
+
+- Key: $MASSIVE_API_KEY, else $POLYGON_API_KEY. Base URL: $CANDLEFLOW_POLYGON_BASE_URL (default the client's).
+- Every page is followed (`next_url`, by the client), `limit=50000`; `adjusted` is an explicit option
+  (default true, as the vendor's).
+- Daily bars are stamped by the vendor at midnight New York (05:00Z or 04:00Z by DST): they become session-dated
+  bars at 00:00 UTC. Intraday `t` is the bar's open in UTC. Minute aggregates include extended hours.
+- Retries are Prefect's: the client's urllib3 retries are replaced by `_ClassifyingRetry`, which never retries
+  and turns the HTTP status into an error class: 429, 5xx and connection trouble are transient (Retry-After is
+  kept on the error), 401/403 terminal naming the key variable, other 4xx terminal.
+- A window with sessions but no bars asks /v3/reference/tickers/{T}: a 404 there means an unknown ticker (terminal);
+  otherwise the window is simply empty (not yet listed, halted, delisted).
+- The key is sent in the Authorization header only and never appears in messages.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import pandas as pd
+import urllib3
+from pydantic import BaseModel, ConfigDict
+from urllib3.util.retry import Retry
+
+from providers.base import FetchRequest, canonical_frame
+from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
+
+KEY_ENVS = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
+BASE_URL_ENV = "CANDLEFLOW_POLYGON_BASE_URL"
+_TIMESPANS = {"1m": (1, "minute"), "5m": (5, "minute"), "15m": (15, "minute"), "1h": (1, "hour"), "1d": (1, "day")}
+_NEW_YORK = "America/New_York"
+
+
+class PolygonOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    adjusted: bool = True
+    base_url: str | None = None
+    timeout_seconds: float = 30.0
+
+
+class _HttpError(Exception):
+    """Raised from inside urllib3 by `_ClassifyingRetry`, carrying what the client would drop."""
+
+    def __init__(self, status: int | None, headers: Any, error: Exception | None) -> None:
+        super().__init__(f"HTTP {status}" if status else str(error))
+        self.status = status
+        self.headers = headers or {}
+        self.error = error
+
+
+class _ClassifyingRetry(Retry):
+    """A urllib3 Retry that never retries: it raises with the status and headers instead (Prefect retries)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        raise _HttpError(
+            response.status if response is not None else None, response.headers if response is not None else None, error
+        )
+
+
+def _retry() -> Retry:
+    return _ClassifyingRetry(total=0, status_forcelist=list(range(400, 600)), redirect=0, raise_on_status=True)
+
+
+def api_key() -> str | None:
+    return next((os.environ[k] for k in KEY_ENVS if os.environ.get(k)), None)
+
+
+class PolygonProvider:
+    name: ClassVar[str] = "polygon"
+    requests_per_second: ClassVar[float] = 5.0
+
+    def __init__(self, options: PolygonOptions | None = None, **overrides: object) -> None:
+        self.options = options or PolygonOptions.model_validate(overrides)
+
+    def _client(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
+        from massive import RESTClient
+
+        key = api_key()
+        if not key:
+            raise TerminalProviderError(
+                "no API key: set MASSIVE_API_KEY (or POLYGON_API_KEY)", provider=self.name, window=window
+            )
+        base = self.options.base_url or os.environ.get(BASE_URL_ENV)
+        kwargs: dict[str, Any] = {"base": base.rstrip("/")} if base else {}
+        return RESTClient(
+            api_key=key,
+            retries=0,
+            connect_timeout=self.options.timeout_seconds,
+            read_timeout=self.options.timeout_seconds,
+            connection_pool_kw={"retries": _retry()},
+            **kwargs,
+        )
+
+    def fetch(self, request: FetchRequest) -> pd.DataFrame:
+        window = (request.start, request.end)
+        client = self._client(window)
+        multiplier, timespan = _TIMESPANS[request.timeframe.name]
+        frames = []
+        for symbol in request.symbols:
+            if request.timeframe.intraday:  # ms timestamps; the vendor's `to` is inclusive
+                start: Any = int(request.start.value // 1_000_000)
+                end: Any = int(request.end.value // 1_000_000) - 1
+            else:
+                start = request.start.date().isoformat()
+                end = (request.end - pd.Timedelta(days=1)).date().isoformat()
+            rows = self._call(
+                lambda s=symbol, a=start, b=end: [
+                    agg.__dict__
+                    for agg in client.list_aggs(
+                        s, multiplier, timespan, a, b, adjusted=self.options.adjusted, sort="asc", limit=50_000
+                    )
+                ],
+                symbol,
+                window,
+            )
+            frame = pd.DataFrame(
+                rows, columns=["open", "high", "low", "close", "volume", "vwap", "timestamp", "transactions", "otc"]
+            )
+            if frame.empty:
+                self._check_ticker(client, symbol, window)
+            ts = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
+            if not request.timeframe.intraday:  # midnight New York -> the session date at 00:00 UTC
+                ts = ts.dt.tz_convert(_NEW_YORK).dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
+            frame = frame.assign(symbol=symbol, ts=ts, trades=frame["transactions"])
+            frames.append(frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)])
+        combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "ts"])
+        return canonical_frame(combined, provider=self.name, timeframe=request.timeframe.name)
+
+    def _check_ticker(self, client: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> None:
+        try:
+            self._call(lambda: client.get_ticker_details(symbol), symbol, window)
+        except TerminalProviderError as exc:
+            if exc.http_status == 404:
+                raise TerminalProviderError(
+                    f"unknown ticker {symbol}: check the symbol",
+                    provider=self.name,
+                    symbols=[symbol],
+                    window=window,
+                    http_status=404,
+                    request_id=exc.request_id,
+                ) from None
+            raise
+
+    def _call(self, fn: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
+        try:
+            return fn()
+        except _HttpError as exc:
+            raise self._classify(exc, symbol, window) from None
+        except urllib3.exceptions.HTTPError as exc:  # connection refused, timeouts, dropped connections
+            raise TransientProviderError(
+                f"connection problem: {type(exc).__name__}", provider=self.name, symbols=[symbol], window=window
+            ) from None
+
+    def _classify(self, exc: _HttpError, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> ProviderError:
+        status = exc.status
+        request_id = exc.headers.get("X-Request-Id") if exc.headers else None
+        common: dict[str, Any] = {
+            "provider": self.name,
+            "symbols": [symbol],
+            "window": window,
+            "http_status": status,
+            "request_id": request_id,
+        }
+        if status is None:
+            return TransientProviderError(f"connection problem: {type(exc.error).__name__}", **common)
+        if status == 429 or status >= 500:
+            retry_after = exc.headers.get("Retry-After")
+            try:
+                seconds = float(retry_after) if retry_after else None
+            except ValueError:
+                seconds = None
+            what = "rate limited" if status == 429 else "server error"
+            return TransientProviderError(f"{what} (HTTP {status})", retry_after=seconds, **common)
+        if status in (401, 403):
+            return TerminalProviderError(
+                f"HTTP {status}: the API key was refused or lacks this data; "
+                "check MASSIVE_API_KEY (or POLYGON_API_KEY)",
+                **common,
+            )
+        return TerminalProviderError(f"HTTP {status} for {symbol}", **common)

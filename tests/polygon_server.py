@@ -1,0 +1,145 @@
+"""A local stand-in for the Polygon/Massive aggregates API on 127.0.0.1, for the real `massive` client.
+
+Speaks /v2/aggs/ticker/{T}/range/{m}/{span}/{from}/{to} (pages of `page_size` results linked by `next_url`)
+and /v3/reference/tickers/{T}. Bars come from the synthetic provider in the vendor's wire format (daily `t` at
+midnight New York); AAPL daily 2005-04-01..2005-04-04 is the recorded vendor response, byte for byte.
+Tests script failures by queueing (status, headers) answers and read the requests it saw.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+
+from candleflow.timeframes import get_timeframe
+from providers import get_provider
+from providers.base import FetchRequest
+from tests.conftest import FIXTURES
+
+KEY = "test-key-5f3a"
+RECORDED = FIXTURES / "massive-client-python/test_rest/mocks/v2/aggs/ticker/AAPL/range/1/day/2005-04-01/2005-04-04.json"
+_SPANS = {
+    ("1", "minute"): "1m",
+    ("5", "minute"): "5m",
+    ("15", "minute"): "15m",
+    ("1", "hour"): "1h",
+    ("1", "day"): "1d",
+}
+
+
+class PolygonStandIn(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, known: set[str], page_size: int = 1000) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.known = known
+        self.page_size = page_size
+        self.scripted: deque[tuple[int, dict[str, str]]] = deque()
+        self.delay_seconds = 0.0
+        self.requests: list[dict[str, str]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def _wire(symbol: str, tf: str, start: str, end: str) -> list[dict[str, float | int]]:
+    timeframe = get_timeframe(tf)
+    if timeframe.intraday:
+        lo, hi = pd.Timestamp(int(start), unit="ms", tz="UTC"), pd.Timestamp(int(end) + 1, unit="ms", tz="UTC")
+    else:
+        lo = pd.Timestamp(start, tz="UTC")
+        hi = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+    bars = get_provider("synthetic").fetch(FetchRequest((symbol,), timeframe, lo, hi))
+    ts = bars["ts"]
+    if not timeframe.intraday:  # the vendor stamps daily bars at midnight New York
+        ts = ts.dt.tz_localize(None).dt.tz_localize("America/New_York").dt.tz_convert("UTC")
+    return [
+        {"v": v, "vw": vw, "o": o, "c": c, "h": h, "l": lo_, "t": int(t.value // 1_000_000), "n": int(n)}
+        for v, vw, o, c, h, lo_, t, n in zip(
+            bars["volume"],
+            bars["vwap"],
+            bars["open"],
+            bars["close"],
+            bars["high"],
+            bars["low"],
+            ts,
+            bars["trades"],
+            strict=True,
+        )
+    ]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: PolygonStandIn
+
+    def log_message(self, *_: object) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Request-Id", f"req-{len(self.server.requests)}")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        srv = self.server
+        srv.requests.append({"path": self.path, "authorization": self.headers.get("Authorization", "")})
+        if srv.delay_seconds:
+            time.sleep(srv.delay_seconds)
+        if srv.scripted:
+            status, headers = srv.scripted.popleft()
+            self._send(status, {"status": "ERROR", "error": f"scripted {status}"}, headers)
+            return
+        if self.headers.get("Authorization") != f"Bearer {KEY}":
+            self._send(401, {"status": "NOT_AUTHORIZED", "message": "Unknown API Key"})
+            return
+        url = urlparse(self.path)
+        parts = url.path.strip("/").split("/")
+        if parts[:3] == ["v3", "reference", "tickers"] and len(parts) == 4:
+            if parts[3] in srv.known:
+                self._send(200, {"status": "OK", "results": {"ticker": parts[3], "active": True}})
+            else:
+                self._send(404, {"status": "NOT_FOUND", "message": "Ticker not found."})
+            return
+        if parts[:3] != ["v2", "aggs", "ticker"] or len(parts) != 9:
+            self._send(404, {"status": "NOT_FOUND"})
+            return
+        symbol, multiplier, span, start, end = parts[3], parts[5], parts[6], parts[7], parts[8]
+        if (symbol, span, start, end) == ("AAPL", "day", "2005-04-01", "2005-04-04"):
+            self._send(200, RECORDED.read_bytes())
+            return
+        results = _wire(symbol, _SPANS[(multiplier, span)], start, end) if symbol in srv.known else []
+        cursor = int(parse_qs(url.query).get("cursor", ["0"])[0])
+        page = results[cursor : cursor + srv.page_size]
+        body: dict[str, object] = {"ticker": symbol, "status": "OK", "resultsCount": len(page), "adjusted": True}
+        if page:
+            body["results"] = page
+        if cursor + srv.page_size < len(results):
+            body["next_url"] = f"{srv.url}{url.path}?cursor={cursor + srv.page_size}"
+        self._send(200, body)
+
+
+@contextmanager
+def polygon_stand_in(known: set[str], page_size: int = 1000) -> Iterator[PolygonStandIn]:
+    server = PolygonStandIn(known, page_size)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
