@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import urllib3
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 from urllib3.util.retry import Retry
 
 from providers.base import FetchRequest, canonical_frame
@@ -37,6 +37,7 @@ class PolygonOptions(BaseModel):
 
     adjusted: bool = True
     base_url: str | None = None
+    api_key: SecretStr | None = None  # else $MASSIVE_API_KEY / $POLYGON_API_KEY
     timeout_seconds: float = 30.0
 
 
@@ -77,7 +78,7 @@ class PolygonProvider:
     def _client(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
         from massive import RESTClient
 
-        key = api_key()
+        key = self.options.api_key.get_secret_value() if self.options.api_key else api_key()
         if not key:
             raise TerminalProviderError(
                 "no API key: set MASSIVE_API_KEY (or POLYGON_API_KEY)", provider=self.name, window=window

@@ -23,6 +23,7 @@ from providers import get_provider
 from providers.base import FetchRequest
 from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
+from tasks.secrets import with_secrets
 from warehouse.engine import get_engine
 from warehouse.loader import load_chunk, reject_chunk
 
@@ -69,7 +70,7 @@ def ingest_chunk(
 ) -> ChunkResult:
     """Fetch one chunk from its provider, validate it with the OHLCV suite, then load it or quarantine it."""
     started = time.perf_counter()
-    provider = get_provider(chunk.provider, provider_options)
+    provider = get_provider(chunk.provider, with_secrets(chunk.provider, provider_options))
     request = FetchRequest((chunk.symbol,), get_timeframe(chunk.timeframe), chunk.window_start, chunk.window_end)
     if limits is not None and limits.provider:
         rate_limit(limits.provider)

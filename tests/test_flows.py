@@ -266,3 +266,54 @@ def test_polygon_provider_backfills_through_the_flow(warehouse_url: str, monkeyp
     expected = synthetic_bars("MSFT", "1h")
     assert np.allclose(stored[stored.symbol == "MSFT"]["close"].to_numpy(), expected["close"].to_numpy())
     assert KEY not in str(stored.to_dict()) and set(stored["provider"]) == {"polygon"}
+
+
+def test_keys_from_a_secret_block_never_leak(sqlite_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from prefect import get_client
+    from prefect.blocks.system import Secret
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    from tests.polygon_server import KEY, polygon_stand_in
+
+    monkeypatch.delenv("MASSIVE_API_KEY", raising=False)
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    Secret(value=KEY).save("candleflow-test-polygon-key", overwrite=True)
+    Secret(value="refused-key-7e2b").save("candleflow-test-bad-key", overwrite=True)
+    with polygon_stand_in({"AAPL"}) as server:
+        args = dict(
+            symbols=["AAPL"],
+            start=D(2024, 3, 1),
+            end=D(2024, 3, 31),
+            provider="polygon",
+            warehouse_url=sqlite_url,
+            provider_options={"base_url": server.url},
+        )
+        monkeypatch.setenv("CANDLEFLOW_POLYGON_API_KEY_BLOCK", "candleflow-test-polygon-key")
+        good = historical_backfill(**args, return_state=True)
+        assert good.is_completed() and good.result().counts()["loaded"] == 1
+        assert server.requests[0]["authorization"] == f"Bearer {KEY}"
+        monkeypatch.setenv("CANDLEFLOW_POLYGON_API_KEY_BLOCK", "candleflow-test-bad-key")
+        bad = historical_backfill(**{**args, "mode": "all"}, return_state=True)
+        assert bad.is_failed()
+        error = bad.result(raise_on_failure=False)
+        assert "HTTP 401" in str(error) and "MASSIVE_API_KEY" in str(error)
+    runs = [good.state_details.flow_run_id, bad.state_details.flow_run_id]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+        artifacts = client.read_artifacts()
+        flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)))
+    with get_engine(sqlite_url).connect() as conn:
+        ledger = pd.read_sql(sa.text("SELECT * FROM ingest_ledger"), conn)
+    seen = " ".join(
+        [
+            str(error),
+            repr(error),
+            " ".join(log.message for log in logs),
+            " ".join(str(a.data) + str(a.description) for a in artifacts),
+            " ".join(str(r.parameters) + str(r.state) for r in flow_runs),
+            ledger.to_csv(),
+        ]
+    )
+    assert logs and "401" in seen
+    for key in (KEY, "refused-key-7e2b"):
+        assert key not in seen
