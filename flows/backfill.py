@@ -9,14 +9,12 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from candleflow.inputs import check_date_range, parse_symbols
+from candleflow.inputs import check_date_range
 from candleflow.planning import parse_mode, plan_chunks, select_chunks
 from candleflow.report import RunSummary
 from candleflow.sessions import DEFAULT_CALENDAR, check_in_range
 from candleflow.settings import run_settings
-from candleflow.timeframes import get_timeframe
-from flows.chunks import run_chunks
-from providers import check_provider_name, get_provider
+from flows.chunks import check_series_request, run_chunks
 from tasks.ingest import OnInvalid
 from tasks.warehouse import prepare_warehouse, read_ledger_task
 
@@ -45,10 +43,7 @@ def historical_backfill(
     entirely; `quarantine_rows` loads its good rows. Either way bad rows go to `quarantine` and the run fails.
     """
     started = time.perf_counter()
-    tf = get_timeframe(timeframe)
-    symbols = parse_symbols(symbols)
-    check_provider_name(provider)
-    get_provider(provider, provider_options)  # reject bad options before anything runs
+    tf, symbols = check_series_request(provider, symbols, timeframe, provider_options)
     check_date_range(start, end)
     check_in_range(start, end, (provider_options or {}).get("calendar", DEFAULT_CALENDAR))
     plan_mode = parse_mode(mode)

@@ -11,14 +11,29 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from candleflow.errors import IncompleteRunError
+from candleflow.inputs import parse_symbols
 from candleflow.model import Chunk, ChunkResult, LedgerStatus
 from candleflow.report import RunSummary
 from candleflow.settings import run_settings
+from candleflow.timeframes import Timeframe, get_timeframe
 from flows import progress
+from providers import check_provider_name, get_provider
 from tasks.ingest import OnInvalid, current_flow_run_id, ingest_chunk
 from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_summary, start_progress
 from tasks.warehouse import record_chunk_failure
+
+
+def check_series_request(
+    provider: str, symbols: list[str], timeframe: str, provider_options: Mapping[str, Any] | None
+) -> tuple[Timeframe, list[str]]:
+    """Check a flow's series inputs before anything runs (they may come from the Prefect UI's run form);
+    raises BadInputError naming the bad input."""
+    tf = get_timeframe(timeframe)
+    checked = parse_symbols(symbols)
+    check_provider_name(provider)
+    get_provider(provider, provider_options)  # the provider's own options model rejects bad options
+    return tf, checked
 
 
 def run_chunks(

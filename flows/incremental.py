@@ -9,14 +9,11 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from candleflow.inputs import parse_symbols
 from candleflow.planning import incremental_start, plan_chunks
 from candleflow.report import RunSummary
 from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, previous_session
 from candleflow.settings import run_settings
-from candleflow.timeframes import get_timeframe
-from flows.chunks import run_chunks
-from providers import check_provider_name, get_provider
+from flows.chunks import check_series_request, run_chunks
 from tasks.ingest import OnInvalid
 from tasks.warehouse import prepare_warehouse, read_watermarks_task
 
@@ -44,10 +41,7 @@ def incremental_update(
     Overlapping chunks are always re-fetched (the ledger is not consulted): that is the point of the overlap.
     """
     started = time.perf_counter()
-    tf = get_timeframe(timeframe)
-    symbols = parse_symbols(symbols)
-    check_provider_name(provider)
-    get_provider(provider, provider_options)
+    tf, symbols = check_series_request(provider, symbols, timeframe, provider_options)
     if lookback_days < 1:
         raise ValueError(f"lookback_days must be at least 1, got {lookback_days}")
     calendar = (provider_options or {}).get("calendar", DEFAULT_CALENDAR)

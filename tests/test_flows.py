@@ -317,3 +317,22 @@ def test_keys_from_a_secret_block_never_leak(sqlite_url: str, monkeypatch) -> No
     assert logs and "401" in seen
     for key in (KEY, "refused-key-7e2b"):
         assert key not in seen
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"symbols": ["AAPL", "NOT OK"]}, "malformed symbol 'NOT OK'"),
+        ({"timeframe": "2h"}, "unknown timeframe '2h'"),
+        ({"provider": "yahoo"}, "unknown provider 'yahoo'"),
+        ({"end": D(2023, 1, 1)}, "is before start date"),
+        ({"mode": "some"}, "unknown mode 'some'"),
+    ],
+)
+def test_flows_reject_bad_input_from_any_caller(sqlite_url: str, tmp_path, changes, message) -> None:  # type: ignore[no-untyped-def]
+    from candleflow.errors import BadInputError
+
+    args = dict(symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 1, 31), warehouse_url=sqlite_url) | changes
+    with pytest.raises(BadInputError, match=message):
+        historical_backfill(**args)
+    assert not (tmp_path / "warehouse.db").exists()  # nothing written
