@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 import pandas as pd
 
@@ -83,8 +82,3 @@ class ChunkResult:
     error: str | None = None
     failed_expectations: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    def as_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row.pop("chunk")
-        return {"chunk": self.chunk.label(), **row, "status": str(self.status)}

@@ -31,10 +31,6 @@ class RunSummary:
         return sum(r.written for r in self.results)
 
     @property
-    def bars_fetched(self) -> int:
-        return sum(r.rows for r in self.results)
-
-    @property
     def bars_per_second(self) -> float:
         return self.bars_written / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 

@@ -11,7 +11,6 @@ class RunSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_", env_file=".env", extra="ignore")
 
-    warehouse_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///candleflow.db")
     retries: int = Field(default=4, ge=0, le=20)
     retry_backoff_seconds: float = Field(default=2.0, ge=0, description="first retry delay; doubles each retry")
     retry_jitter_factor: float = Field(default=0.5, ge=0)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 
-from candleflow.model import BAR_COLUMNS
 from candleflow.timeframes import Timeframe
 
 TS_DTYPE = "datetime64[us, UTC]"
@@ -35,10 +33,6 @@ class Provider(Protocol):
         ...
 
 
-def empty_frame() -> pd.DataFrame:
-    return canonical_frame(pd.DataFrame(columns=list(BAR_COLUMNS)), provider="", timeframe="")
-
-
 def canonical_frame(frame: pd.DataFrame, *, provider: str, timeframe: str) -> pd.DataFrame:
     """Coerce `frame` to the canonical bar schema: columns in order, UTC microsecond ts, float prices,
     nullable integer trades, sorted by (symbol, ts), a fresh RangeIndex. Values are not judged here:
@@ -58,7 +52,3 @@ def canonical_frame(frame: pd.DataFrame, *, provider: str, timeframe: str) -> pd
         }
     )
     return out.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
-
-
-def symbols_label(symbols: Sequence[str]) -> str:
-    return ",".join(symbols)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import BAR_COLUMNS, Chunk, LedgerStatus
+from candleflow.model import Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.schema import bars, ingest_ledger, quarantine
 
@@ -180,4 +180,4 @@ def record_failure(engine: sa.Engine, chunk: Chunk, error: str, *, flow_run_id: 
         dialect_for(engine).upsert(conn, ingest_ledger, [row], ("status", "flow_run_id", "updated_at", "error"))
 
 
-__all__ = ["BAR_COLUMNS", "LoadOutcome", "load_chunk", "record_failure", "reject_chunk"]
+__all__ = ["LoadOutcome", "load_chunk", "record_failure", "reject_chunk"]

@@ -122,23 +122,6 @@ def ledger_counts(
         return pd.DataFrame(conn.execute(query).all(), columns=["provider", "symbol", "timeframe", "status", "chunks"])
 
 
-def bar_timestamps(
-    engine: sa.Engine, provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
-) -> pd.Series:
-    """Every bar's ts for one series in [start, end), as UTC timestamps."""
-    c = bars.c
-    query = sa.select(c.ts).where(
-        c.provider == provider,
-        c.symbol == symbol,
-        c.timeframe == timeframe,
-        c.ts >= start.to_pydatetime(),
-        c.ts < end.to_pydatetime(),
-    )
-    with engine.connect() as conn:
-        values = [row[0] for row in conn.execute(query)]
-    return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[us, UTC]")
-
-
 def bars_per_session(
     engine: sa.Engine, provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
 ) -> dict[dt.date, int]:
