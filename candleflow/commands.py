@@ -206,13 +206,10 @@ def gaps(args: argparse.Namespace) -> int:
     sched = schedule(start, end)
     found = 0
     table = Table("symbol", "session", "expected", "present", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
+    stored = has_schema(engine)
     for symbol in symbols:
-        per_day = (
-            bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end))
-            if has_schema(engine)
-            else {}
-        )
-        ledger = read_ledger(engine, provider, [symbol], tf.name) if has_schema(engine) else []
+        per_day = bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end)) if stored else {}
+        ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
         for gap in find_gaps(sched, tf, per_day, ledger):
             found += 1
             table.add_row(symbol, str(gap.session), str(gap.expected), str(gap.present), gap.reason)

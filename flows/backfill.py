@@ -12,7 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from candleflow.inputs import check_date_range
 from candleflow.planning import parse_mode, plan_chunks, select_chunks
 from candleflow.report import RunSummary
-from candleflow.sessions import DEFAULT_CALENDAR, check_in_range
+from candleflow.sessions import check_in_range
 from candleflow.settings import run_settings
 from flows.chunks import check_series_request, run_chunks
 from tasks.ingest import OnInvalid
@@ -43,9 +43,10 @@ def historical_backfill(
     entirely; `quarantine_rows` loads its good rows. Either way bad rows go to `quarantine` and the run fails.
     """
     started = time.perf_counter()
-    tf, symbols = check_series_request(provider, symbols, timeframe, provider_options)
+    series = check_series_request(provider, symbols, timeframe, provider_options)
+    tf, symbols = series.timeframe, series.symbols
     check_date_range(start, end)
-    check_in_range(start, end, (provider_options or {}).get("calendar", DEFAULT_CALENDAR))
+    check_in_range(start, end, series.calendar)
     plan_mode = parse_mode(mode)
 
     chunks = plan_chunks(provider, symbols, tf, start, end)

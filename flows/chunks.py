@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prefect.futures import as_completed
@@ -14,6 +15,7 @@ from candleflow.errors import IncompleteRunError
 from candleflow.inputs import parse_symbols
 from candleflow.model import Chunk, ChunkResult, LedgerStatus
 from candleflow.report import RunSummary
+from candleflow.sessions import DEFAULT_CALENDAR
 from candleflow.settings import run_settings
 from candleflow.timeframes import Timeframe, get_timeframe
 from flows import progress
@@ -24,16 +26,23 @@ from tasks.reporting import advance_progress, publish_summary, start_progress
 from tasks.warehouse import record_chunk_failure
 
 
+@dataclass(frozen=True)
+class SeriesRequest:
+    timeframe: Timeframe
+    symbols: list[str]
+    calendar: str  # the exchange calendar the provider's sessions follow
+
+
 def check_series_request(
     provider: str, symbols: list[str], timeframe: str, provider_options: Mapping[str, Any] | None
-) -> tuple[Timeframe, list[str]]:
+) -> SeriesRequest:
     """Check a flow's series inputs before anything runs (they may come from the Prefect UI's run form);
     raises BadInputError naming the bad input."""
     tf = get_timeframe(timeframe)
     checked = parse_symbols(symbols)
     check_provider_name(provider)
     get_provider(provider, provider_options)  # the provider's own options model rejects bad options
-    return tf, checked
+    return SeriesRequest(tf, checked, (provider_options or {}).get("calendar", DEFAULT_CALENDAR))
 
 
 def run_chunks(

@@ -9,9 +9,10 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from candleflow.errors import BadInputError
 from candleflow.planning import incremental_start, plan_chunks
 from candleflow.report import RunSummary
-from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, previous_session
+from candleflow.sessions import check_in_range, previous_session
 from candleflow.settings import run_settings
 from flows.chunks import check_series_request, run_chunks
 from tasks.ingest import OnInvalid
@@ -41,10 +42,10 @@ def incremental_update(
     Overlapping chunks are always re-fetched (the ledger is not consulted): that is the point of the overlap.
     """
     started = time.perf_counter()
-    tf, symbols = check_series_request(provider, symbols, timeframe, provider_options)
+    series = check_series_request(provider, symbols, timeframe, provider_options)
+    tf, symbols, calendar = series.timeframe, series.symbols, series.calendar
     if lookback_days < 1:
-        raise ValueError(f"lookback_days must be at least 1, got {lookback_days}")
-    calendar = (provider_options or {}).get("calendar", DEFAULT_CALENDAR)
+        raise BadInputError(f"lookback_days {lookback_days} must be at least 1")
     end = end or dt.datetime.now(dt.UTC).date()
     prepare_warehouse(warehouse_url)
     watermarks = read_watermarks_task(warehouse_url, provider, symbols, tf.name)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from candleflow.model import Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
-from warehouse.schema import bars, ingest_ledger, quarantine
+from warehouse.schema import bars, bars_in_window, ingest_ledger, quarantine
 
 _LEDGER_UPDATE = ("window_end", "status", "rows", "checksum", "flow_run_id", "updated_at", "error")
 _MAX_ERROR = 4000
@@ -44,14 +44,8 @@ def _ledger_row(chunk: Chunk, status: LedgerStatus, **values: object) -> dict[st
     }
 
 
-def _window_filter(table: sa.Table, chunk: Chunk) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        table.c.provider == chunk.provider,
-        table.c.symbol == chunk.symbol,
-        table.c.timeframe == chunk.timeframe,
-        table.c.ts >= chunk.window_start.to_pydatetime(),
-        table.c.ts < chunk.window_end.to_pydatetime(),
-    )
+def _chunk_bars(chunk: Chunk) -> sa.ColumnElement[bool]:
+    return bars_in_window(chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
 
 
 def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str) -> bool:
@@ -60,7 +54,7 @@ def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str) -> bool:
     One round trip: the bars are only counted when the checksum matches (an index range scan of the window).
     """
     led = ingest_ledger.c
-    present = sa.select(sa.func.count()).select_from(bars).where(_window_filter(bars, chunk)).scalar_subquery()
+    present = sa.select(sa.func.count()).select_from(bars).where(_chunk_bars(chunk)).scalar_subquery()
     entry = conn.execute(
         sa.select(
             led.window_end,

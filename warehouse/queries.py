@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from candleflow.model import LedgerEntry, LedgerStatus
 from warehouse.dialects import dialect_for
-from warehouse.schema import bars, ingest_ledger, metadata
+from warehouse.schema import bars, bars_in_window, ingest_ledger, metadata
 
 
 def _utc(value: object) -> pd.Timestamp:
@@ -128,16 +128,6 @@ def bars_per_session(
     """Bar count per UTC date for one series in [start, end) (a session's date for US and European venues)."""
     c = bars.c
     day = dialect_for(engine).utc_date(c.ts).label("day")
-    query = (
-        sa.select(day, sa.func.count())
-        .where(
-            c.provider == provider,
-            c.symbol == symbol,
-            c.timeframe == timeframe,
-            c.ts >= start.to_pydatetime(),
-            c.ts < end.to_pydatetime(),
-        )
-        .group_by(day)
-    )
+    query = sa.select(day, sa.func.count()).where(bars_in_window(provider, symbol, timeframe, start, end)).group_by(day)
     with engine.connect() as conn:
         return {pd.Timestamp(d).date(): int(n) for d, n in conn.execute(query).all()}

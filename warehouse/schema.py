@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -67,6 +68,20 @@ sa.Index(
     quarantine.c.timeframe,
     quarantine.c.window_start,
 )
+
+
+def bars_in_window(
+    provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
+) -> sa.ColumnElement[bool]:
+    """One series' bars with ts in the half-open window [start, end)."""
+    c = bars.c
+    return sa.and_(
+        c.provider == provider,
+        c.symbol == symbol,
+        c.timeframe == timeframe,
+        c.ts >= start.to_pydatetime(),
+        c.ts < end.to_pydatetime(),
+    )
 
 
 def ensure_schema(engine: sa.Engine) -> None:
