@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="provider option, repeatable (synthetic: seed, invalid_chunk_rate, ...)",
         )
+        p.add_argument(
+            "--max-cost-usd",
+            type=float,
+            default=None,
+            help="refuse the run, before downloading, if a charging vendor (databento) quotes more than this",
+        )
         p.add_argument("--verbose", action="store_true", help="show Prefect's log lines on the terminal")
 
     b = sub.add_parser("backfill", help="fill a date range")

@@ -40,7 +40,10 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "on_invalid": args.on_invalid,
         "warehouse_url": resolve_url(args.warehouse),
         "provider_options": options or None,
+        "max_cost_usd": args.max_cost_usd,
     }
+    if args.max_cost_usd is not None and args.max_cost_usd < 0:
+        raise BadInputError(f"--max-cost-usd {args.max_cost_usd} must be 0 or more")
     if args.command == "backfill":
         start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
         check_date_range(start, end)

@@ -24,8 +24,8 @@ class Gap:
 
 def explain(session: dt.date, entries: Iterable[LedgerEntry]) -> str:
     """Why a session lacks bars, from the ledger row whose window holds it (latest outcome wins)."""
-    day = utc_midnight(session)
-    holding = [e for e in entries if e.window_start <= day < e.window_end]
+    noon = utc_midnight(session) + pd.Timedelta(hours=12)  # inside the session's chunk, whatever its windows
+    holding = [e for e in entries if e.window_start <= noon < e.window_end]
     if not holding:
         return "not fetched yet (no ledger row covers it)"
     statuses = {e.status for e in holding}

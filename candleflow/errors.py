@@ -2,6 +2,7 @@
 
 CandleflowError
 ├── BadInputError        a user input is wrong; the message names it and the fix (CLI exit 2)
+│   └── BudgetExceededError  the vendor's quote for a run is above its max_cost_usd; nothing was fetched
 └── IncompleteRunError   a run finished but some chunks ended rejected or failed (CLI exit 1)
 """
 
@@ -16,6 +17,10 @@ class CandleflowError(Exception):
 
 class BadInputError(CandleflowError, ValueError):
     """An input is wrong. The message names the input and what to do about it."""
+
+
+class BudgetExceededError(BadInputError):
+    """A charging vendor quoted more than the run may spend; raised before anything is downloaded."""
 
 
 class IncompleteRunError(CandleflowError):

@@ -12,6 +12,13 @@ BAR_VALUES = ("open", "high", "low", "close", "volume", "vwap", "trades")
 BAR_COLUMNS = BAR_KEY + BAR_VALUES
 
 
+class Adjustment(StrEnum):
+    """What a chunk's prices are, recorded in its ledger row."""
+
+    ADJUSTED = "adjusted"  # split (and for some vendors dividend) adjusted
+    RAW = "raw"  # as traded
+
+
 class LedgerStatus(StrEnum):
     LOADED = "loaded"
     EMPTY = "empty"
@@ -54,6 +61,8 @@ class LedgerEntry:
     status: LedgerStatus
     rows: int | None = None
     checksum: str | None = None
+    adjustment: str | None = None
+    source_version: str | None = None
 
     def covers(self, chunk: Chunk) -> bool:
         return (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -51,12 +51,39 @@ def period_windows(
     return [(a, b) for a, b in itertools.pairwise(cuts) if a < b]
 
 
+def session_windows(
+    sessions: Iterable[dt.date], timeframe: Timeframe, tz: str
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """One window per session date. Daily bars: the date's UTC day (where its session-dated bar sits).
+    Intraday bars: the date's whole local day in the exchange's time zone `tz`, as UTC, so pre- and post-market
+    bars stay with their session's date."""
+    day = dt.timedelta(days=1)
+    if not timeframe.intraday:
+        return [(utc_midnight(d), utc_midnight(d + day)) for d in sessions]
+    return [
+        (pd.Timestamp(d, tz=tz).tz_convert("UTC"), pd.Timestamp(d + day, tz=tz).tz_convert("UTC")) for d in sessions
+    ]
+
+
 def plan_chunks(
-    provider: str, symbols: Sequence[str], timeframe: Timeframe, start: dt.date, end: dt.date
+    provider: str,
+    symbols: Sequence[str],
+    timeframe: Timeframe,
+    start: dt.date,
+    end: dt.date,
+    *,
+    period: ChunkPeriod | None = None,
+    sessions: Sequence[dt.date] = (),
+    tz: str = "UTC",
 ) -> list[Chunk]:
-    """All chunks for the request: one per symbol and calendar period, in symbol then time order."""
-    window_start, window_end = request_window(start, end)
-    windows = period_windows(window_start, window_end, timeframe.chunk_period)
+    """All chunks for the request, in symbol then time order: one per symbol and calendar period (the
+    timeframe's, unless `period` says otherwise), or with `period=SESSION` one per symbol and session date in
+    `sessions` (those within start..end)."""
+    if (period or timeframe.chunk_period) is ChunkPeriod.SESSION:
+        windows = session_windows([d for d in sessions if start <= d <= end], timeframe, tz)
+    else:
+        window_start, window_end = request_window(start, end)
+        windows = period_windows(window_start, window_end, period or timeframe.chunk_period)
     return [Chunk(provider, symbol, timeframe.name, a, b) for symbol in symbols for a, b in windows]
 
 
@@ -66,10 +93,33 @@ class Selection:
     skipped: list[Chunk]
 
 
-def select_chunks(chunks: Iterable[Chunk], ledger: Iterable[LedgerEntry], mode: PlanMode) -> Selection:
+def session_of(chunk: Chunk) -> dt.date:
+    """The session date of a one-session chunk (see `session_windows`)."""
+    return (chunk.window_start + pd.Timedelta(hours=12)).date()
+
+
+def group_chunks(chunks: Iterable[Chunk], max_symbols: int) -> list[list[Chunk]]:
+    """Chunks sharing a window, in groups of at most `max_symbols` (one request each); window order kept."""
+    by_window: dict[tuple[pd.Timestamp, pd.Timestamp], list[Chunk]] = {}
+    for chunk in chunks:
+        by_window.setdefault((chunk.window_start, chunk.window_end), []).append(chunk)
+    size = max(1, max_symbols)
+    return [group[i : i + size] for _, group in sorted(by_window.items()) for i in range(0, len(group), size)]
+
+
+def select_chunks(
+    chunks: Iterable[Chunk],
+    ledger: Iterable[LedgerEntry],
+    mode: PlanMode,
+    *,
+    adjustment: str | None = None,
+    versions: Mapping[dt.date, str | None] | None = None,
+) -> Selection:
     """Keep the chunks `mode` asks for, given the ledger's last outcomes.
 
-    A chunk counts as held when one ledger row says `loaded` or `empty` for a window containing it.
+    A chunk counts as held when one ledger row says `loaded` or `empty` for a window containing it, with the
+    same `adjustment` (rows from before adjustments were recorded count) and, when `versions` of the sources
+    are given (one per session date), the same source version: a republished file is fetched again.
     """
     chunks = list(chunks)
     if mode is PlanMode.ALL:
@@ -81,7 +131,14 @@ def select_chunks(chunks: Iterable[Chunk], ledger: Iterable[LedgerEntry], mode: 
     skipped: list[Chunk] = []
     for chunk in chunks:
         entries = by_series.get((chunk.provider, chunk.symbol, chunk.timeframe), [])
-        held = any(e.status.ok and e.covers(chunk) for e in entries)
+        current = versions.get(session_of(chunk)) if versions is not None else None
+        held = any(
+            e.status.ok
+            and e.covers(chunk)
+            and (adjustment is None or e.adjustment in (None, adjustment))
+            and (versions is None or e.source_version == current)
+            for e in entries
+        )
         if mode is PlanMode.MISSING:
             wanted = not held
         else:

@@ -17,6 +17,8 @@ class RunSummary:
     elapsed_seconds: float = 0.0
     dry_run: bool = False
     todo: list[Chunk] = field(default_factory=list)
+    not_published: list[Chunk] = field(default_factory=list)  # the vendor has no file for their date yet
+    cost_usd: float | None = None  # the vendor's quote for the chunks to fetch, for providers that charge
 
     def counts(self) -> dict[str, int]:
         counter = Counter(str(r.status) for r in self.results)
@@ -41,18 +43,32 @@ class RunSummary:
     def problems(self) -> list[ChunkResult]:
         return [r for r in self.results if not r.status.ok]
 
+    def _extras(self) -> str:
+        extras = []
+        if self.not_published:
+            dates = sorted({c.window_start.date() for c in self.not_published})
+            extras.append(f"{len(self.not_published)} chunks not published yet ({len(dates)} dates, from {dates[0]})")
+        if self.cost_usd is not None:
+            extras.append(f"vendor quote ${self.cost_usd:,.2f}")
+        return "".join(f"; {e}" for e in extras)
+
     def headline(self) -> str:
         c = self.counts()
         if self.dry_run:
             return (
                 f"{self.flow}: dry run, {self.planned} chunks planned, {len(self.todo)} to fetch, {self.skipped} held"
+                + self._extras()
             )
         if not self.results:
-            return f"{self.flow}: nothing to fetch: all {self.skipped} planned chunks are already in the ledger"
+            held = f"all {self.skipped} planned chunks are already in the ledger"
+            if self.not_published:
+                held = f"{self.skipped} planned chunks are already in the ledger"
+            return f"{self.flow}: nothing to fetch: {held}{self._extras()}"
         return (
             f"{self.flow}: {len(self.results)} chunks run ({c['loaded']} loaded, {c['empty']} empty, "
             f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged), {self.skipped} skipped; "
             f"{self.bars_written} bars written in {self.elapsed_seconds:.1f} s ({self.bars_per_second:,.0f} bars/s)"
+            + self._extras()
         )
 
     def failure_message(self) -> str:
@@ -65,11 +81,12 @@ class RunSummary:
     def markdown(self) -> str:
         c = self.counts()
         rows = [
-            "| chunks planned | skipped (held) | loaded | empty | rejected | failed | unchanged | bars written "
-            "| seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {self.planned} | {self.skipped} | {c['loaded']} | {c['empty']} | {c['rejected']} | {c['failed']} "
-            f"| {self.unchanged} | {self.bars_written} | {self.elapsed_seconds:.1f} |",
+            "| chunks planned | skipped (held) | not published | loaded | empty | rejected | failed | unchanged "
+            "| bars written | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {self.planned} | {self.skipped} | {len(self.not_published)} | {c['loaded']} | {c['empty']} "
+            f"| {c['rejected']} | {c['failed']} | {self.unchanged} | {self.bars_written} "
+            f"| {self.elapsed_seconds:.1f} |",
         ]
         if self.problems():
             rows += ["", "| chunk | status | why |", "|---|---|---|"]

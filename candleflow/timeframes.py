@@ -14,6 +14,7 @@ class ChunkPeriod(StrEnum):
     YEAR = "year"
     QUARTER = "quarter"
     MONTH = "month"
+    SESSION = "session"  # one chunk per session date, for providers that publish one file per date
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,18 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from candleflow.errors import BadInputError
-from candleflow.planning import incremental_start, plan_chunks
+from candleflow.planning import incremental_start
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
 from candleflow.settings import run_settings
-from flows.chunks import check_series_request, run_chunks
+from flows.chunks import (
+    check_budget,
+    check_series_request,
+    drop_unpublished,
+    plan_series,
+    published_versions,
+    run_chunks,
+)
 from tasks.ingest import OnInvalid
 from tasks.warehouse import prepare_warehouse, read_watermarks_task
 
@@ -34,12 +41,15 @@ def incremental_update(
     on_invalid: OnInvalid = "reject",
     warehouse_url: str | None = None,
     provider_options: dict[str, Any] | None = None,
+    max_cost_usd: float | None = None,
 ) -> RunSummary:
     """Fetch each series from its watermark (newest loaded bar) minus an overlap up to `end` (default: today,
     UTC), so late provider corrections are picked up. A series with no bars starts `lookback_days` back.
 
     The overlap defaults to one session for daily bars and one day for intraday bars; `overlap_days` sets it.
     Overlapping chunks are always re-fetched (the ledger is not consulted): that is the point of the overlap.
+    Dates whose file is not published yet (flat files) are left for a later run. `max_cost_usd` refuses the run
+    before downloading when a charging vendor's quote is above it.
     """
     started = time.perf_counter()
     series = check_series_request(provider, symbols, timeframe, provider_options)
@@ -58,11 +68,13 @@ def incremental_update(
         if start > end:
             continue
         check_in_range(start, end, calendar)
-        chunks += plan_chunks(provider, [symbol], tf, start, end)
+        chunks += plan_series(series, [symbol], start, end)
     summary = RunSummary(flow="incremental_update", planned=len(chunks))
+    todo = drop_unpublished(summary, chunks, published_versions(series, chunks))
+    check_budget(summary, series, todo, max_cost_usd)
     return run_chunks(
         summary,
-        chunks,
+        todo,
         provider=provider,
         warehouse_url=warehouse_url,
         provider_options=provider_options,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
-from candleflow.timeframes import Timeframe
+from candleflow.model import Adjustment
+from candleflow.timeframes import ChunkPeriod, Timeframe
 
 TS_DTYPE = "datetime64[us, UTC]"
 FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
@@ -24,12 +26,45 @@ class FetchRequest:
     end: pd.Timestamp
 
 
+SOURCE_VERSION = "source_version"  # frame.attrs key: the version of the source the bars came from (an ETag)
+
+
 class Provider(Protocol):
     name: ClassVar[str]
     requests_per_second: ClassVar[float]  # the vendor's request budget: Prefect's rate limit slot decay
+    # How many symbols one request may serve. Above 1, the flow groups chunks sharing a window into one task,
+    # which fetches once and still validates, loads and records each symbol's chunk on its own.
+    max_symbols_per_request: ClassVar[int]
+    # None: chunks follow the timeframe's period. SESSION: one chunk per session date (one file per date).
+    chunk_period: ClassVar[ChunkPeriod | None]
+    # False when the provider cannot tell an unknown symbol from one with no bars in the window.
+    knows_symbols: ClassVar[bool]
+
+    @property
+    def adjustment(self) -> Adjustment:
+        """Whether the bars this provider returns are adjusted or raw, as configured."""
+        ...
 
     def fetch(self, request: FetchRequest) -> pd.DataFrame:
         """Return the request's bars as a canonical frame (see `canonical_frame`), or raise ProviderError."""
+        ...
+
+
+@runtime_checkable
+class VersionedSource(Protocol):
+    """A provider whose sources are published objects with versions (flat files)."""
+
+    def source_versions(self, timeframe: Timeframe, dates: list[dt.date]) -> dict[dt.date, str | None]:
+        """The current version of each date's source, None when it is not published (yet)."""
+        ...
+
+
+@runtime_checkable
+class PricedSource(Protocol):
+    """A provider that charges for data and can quote a request before it is made."""
+
+    def estimate_cost(self, requests: list[FetchRequest]) -> float:
+        """The vendor's price in US dollars for all `requests`."""
         ...
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from candleflow.model import Adjustment
+from candleflow.timeframes import ChunkPeriod
 from providers.base import FetchRequest, canonical_frame
 from providers.errors import TerminalProviderError
 
@@ -42,9 +44,16 @@ class CsvOptions(BaseModel):
 class CsvProvider:
     name: ClassVar[str] = "csv"
     requests_per_second: ClassVar[float] = 1000.0
+    max_symbols_per_request: ClassVar[int] = 1
+    chunk_period: ClassVar[ChunkPeriod | None] = None
+    knows_symbols: ClassVar[bool] = True
 
     def __init__(self, options: CsvOptions | None = None, **overrides: object) -> None:
         self.options = options or CsvOptions.model_validate(overrides)
+
+    @property
+    def adjustment(self) -> Adjustment:
+        return Adjustment.ADJUSTED if self.options.adjusted else Adjustment.RAW
 
     def directory(self) -> Path:
         raw = self.options.directory or os.environ.get(DIR_ENV)

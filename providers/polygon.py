@@ -23,6 +23,8 @@ import urllib3
 from pydantic import BaseModel, ConfigDict, SecretStr
 from urllib3.util.retry import Retry
 
+from candleflow.model import Adjustment
+from candleflow.timeframes import ChunkPeriod
 from providers.base import FetchRequest, canonical_frame
 from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
 
@@ -71,9 +73,16 @@ def api_key() -> str | None:
 class PolygonProvider:
     name: ClassVar[str] = "polygon"
     requests_per_second: ClassVar[float] = 5.0
+    max_symbols_per_request: ClassVar[int] = 1
+    chunk_period: ClassVar[ChunkPeriod | None] = None
+    knows_symbols: ClassVar[bool] = True
 
     def __init__(self, options: PolygonOptions | None = None, **overrides: object) -> None:
         self.options = options or PolygonOptions.model_validate(overrides)
+
+    @property
+    def adjustment(self) -> Adjustment:
+        return Adjustment.ADJUSTED if self.options.adjusted else Adjustment.RAW
 
     def _client(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
         from massive import RESTClient

@@ -27,6 +27,8 @@ import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from candleflow import sessions
+from candleflow.model import Adjustment
+from candleflow.timeframes import ChunkPeriod
 from providers.base import FetchRequest, canonical_frame
 from providers.errors import TerminalProviderError, TransientProviderError
 
@@ -129,9 +131,16 @@ def _aggregate(minutes: pd.DataFrame, keys: pd.Series | pd.DatetimeIndex) -> pd.
 class SyntheticProvider:
     name: ClassVar[str] = "synthetic"
     requests_per_second: ClassVar[float] = 50.0
+    max_symbols_per_request: ClassVar[int] = 1
+    chunk_period: ClassVar[ChunkPeriod | None] = None
+    knows_symbols: ClassVar[bool] = True
 
     def __init__(self, options: SyntheticOptions | None = None, **overrides: object) -> None:
         self.options = options or SyntheticOptions.model_validate(overrides)
+
+    @property
+    def adjustment(self) -> Adjustment:
+        return Adjustment.RAW  # generated prices have no corporate actions
 
     def fetch(self, request: FetchRequest) -> pd.DataFrame:
         opts = self.options

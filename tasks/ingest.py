@@ -20,7 +20,7 @@ from candleflow.model import Chunk, ChunkResult
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
 from providers import get_provider
-from providers.base import FetchRequest
+from providers.base import SOURCE_VERSION, FetchRequest
 from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
@@ -54,6 +54,79 @@ def current_flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
+def request_for(chunks: list[Chunk]) -> FetchRequest:
+    """One provider request for chunks that share a window."""
+    first = chunks[0]
+    symbols = tuple(c.symbol for c in chunks)
+    return FetchRequest(symbols, get_timeframe(first.timeframe), first.window_start, first.window_end)
+
+
+def _ingest(
+    chunks: list[Chunk],
+    warehouse_url: str | None,
+    provider_options: Mapping[str, Any] | None,
+    on_invalid: OnInvalid,
+    limits: LimitNames | None,
+) -> list[ChunkResult]:
+    """Fetch chunks that share one window in one request, validate them in one suite call, then load or
+    quarantine each chunk in its own transaction."""
+    started = time.perf_counter()
+    first = chunks[0]
+    provider = get_provider(first.provider, with_secrets(first.provider, provider_options))
+    request = request_for(chunks)
+    if limits is not None and limits.provider:
+        rate_limit(limits.provider)
+    fetched = provider.fetch(request)
+    described = {"adjustment": str(provider.adjustment), "source_version": fetched.attrs.get(SOURCE_VERSION)}
+    if len(chunks) == 1:
+        parts = [(first, fetched)]
+    else:
+        by_symbol = dict(tuple(fetched.groupby("symbol", sort=False)))
+        parts = [(c, by_symbol.get(c.symbol, fetched.iloc[0:0]).reset_index(drop=True)) for c in chunks]
+    verdicts = validate_bars(parts).verdicts
+    engine = get_engine(warehouse_url)
+    run_id = current_flow_run_id()
+    results = []
+    for (chunk, frame), verdict in zip(parts, verdicts, strict=True):
+        checksum = frame_checksum(frame) if verdict.ok else None
+        with concurrency(limits.warehouse, occupy=1) if limits and limits.warehouse else nullcontext():
+            if verdict.ok:
+                assert checksum is not None
+                outcome = load_chunk(engine, chunk, frame, checksum=checksum, flow_run_id=run_id, **described)
+            else:
+                outcome = reject_chunk(
+                    engine,
+                    chunk,
+                    frame,
+                    verdict.bad_rows,
+                    verdict.failed_rules,
+                    flow_run_id=run_id,
+                    load_good_rows=on_invalid == "quarantine_rows",
+                    **described,
+                )
+        error = None
+        if not verdict.ok:
+            rules = "; ".join(verdict.failed_rules)
+            if on_invalid == "quarantine_rows":
+                error = f"{len(verdict.bad_rows)} bad row(s) quarantined, {outcome.rows} loaded: {rules}"
+            else:
+                error = f"{len(verdict.bad_rows)} bad row(s); all {len(frame)} quarantined, none loaded: {rules}"
+        results.append(
+            ChunkResult(
+                chunk=chunk,
+                status=outcome.status,
+                rows=len(frame),
+                written=outcome.written,
+                unchanged=outcome.unchanged,
+                error=error,
+                failed_expectations=list(verdict.failed_rules),
+            )
+        )
+    for result in results:
+        result.seconds = (time.perf_counter() - started) / len(results)
+    return results
+
+
 @task(
     name="ingest_chunk",
     task_run_name="ingest {chunk.provider}:{chunk.symbol}:{chunk.timeframe}:{chunk.window_start:%Y-%m-%d}",
@@ -69,44 +142,24 @@ def ingest_chunk(
     limits: LimitNames | None = None,
 ) -> ChunkResult:
     """Fetch one chunk from its provider, validate it with the OHLCV suite, then load it or quarantine it."""
-    started = time.perf_counter()
-    provider = get_provider(chunk.provider, with_secrets(chunk.provider, provider_options))
-    request = FetchRequest((chunk.symbol,), get_timeframe(chunk.timeframe), chunk.window_start, chunk.window_end)
-    if limits is not None and limits.provider:
-        rate_limit(limits.provider)
-    frame = provider.fetch(request)
-    verdict = validate_bars([(chunk, frame)]).verdicts[0]
-    engine = get_engine(warehouse_url)
-    run_id = current_flow_run_id()
-    checksum = frame_checksum(frame) if verdict.ok else None
-    with concurrency(limits.warehouse, occupy=1) if limits and limits.warehouse else nullcontext():
-        if verdict.ok:
-            assert checksum is not None
-            outcome = load_chunk(engine, chunk, frame, checksum=checksum, flow_run_id=run_id)
-        else:
-            outcome = reject_chunk(
-                engine,
-                chunk,
-                frame,
-                verdict.bad_rows,
-                verdict.failed_rules,
-                flow_run_id=run_id,
-                load_good_rows=on_invalid == "quarantine_rows",
-            )
-    error = None
-    if not verdict.ok:
-        rules = "; ".join(verdict.failed_rules)
-        if on_invalid == "quarantine_rows":
-            error = f"{len(verdict.bad_rows)} bad row(s) quarantined, {outcome.rows} loaded: {rules}"
-        else:
-            error = f"{len(verdict.bad_rows)} bad row(s); all {len(frame)} quarantined, none loaded: {rules}"
-    return ChunkResult(
-        chunk=chunk,
-        status=outcome.status,
-        rows=len(frame),
-        written=outcome.written,
-        unchanged=outcome.unchanged,
-        error=error,
-        failed_expectations=list(verdict.failed_rules),
-        seconds=time.perf_counter() - started,
-    )
+    return _ingest([chunk], warehouse_url, provider_options, on_invalid, limits)[0]
+
+
+@task(
+    name="ingest_chunk_group",
+    task_run_name="ingest {label}",
+    retry_condition_fn=retry_only_transient,
+    cache_policy=NO_CACHE,
+    log_prints=False,
+)
+def ingest_chunk_group(
+    chunks: list[Chunk],
+    label: str,
+    warehouse_url: str | None,
+    provider_options: Mapping[str, Any] | None,
+    on_invalid: OnInvalid,
+    limits: LimitNames | None = None,
+) -> list[ChunkResult]:
+    """Chunks of many symbols sharing one window (one flat file, one multi-symbol request): one fetch and one
+    validation call for all of them; each symbol's bars and ledger row still commit on their own."""
+    return _ingest(chunks, warehouse_url, provider_options, on_invalid, limits)

@@ -131,13 +131,47 @@ def test_a_failure_after_the_bars_are_written_rolls_them_back(engine: sa.Engine,
             sa.text(
                 "CREATE TABLE ingest_ledger (provider varchar(32), symbol varchar(32), timeframe varchar(8), "
                 "window_start timestamp, window_end timestamp, status varchar(16), rows bigint, checksum varchar(64), "
-                "flow_run_id varchar(64), updated_at timestamp, error text, "
-                "PRIMARY KEY (provider, symbol, timeframe, window_start), CHECK (status = 'never'))"
+                "flow_run_id varchar(64), updated_at timestamp, error text, adjustment varchar(16), "
+                "source_version varchar(128), PRIMARY KEY (provider, symbol, timeframe, window_start), CHECK (status = 'never'))"
             )
         )
     with pytest.raises(sa.exc.IntegrityError):
         load(engine, minutes)  # bars go in first, then the ledger row violates its CHECK
     assert read_bars(engine).empty
+
+
+def test_an_older_ledger_gains_the_new_columns_and_keeps_its_rows(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    load(engine, minutes)
+    with engine.begin() as conn:  # the ledger as the first release created it
+        conn.execute(sa.text("CREATE TABLE old_ledger AS SELECT * FROM ingest_ledger"))
+        conn.execute(sa.text("DROP TABLE ingest_ledger"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE ingest_ledger (provider varchar(32), symbol varchar(32), timeframe varchar(8), "
+                "window_start timestamp, window_end timestamp, status varchar(16), rows bigint, checksum varchar(64), "
+                "flow_run_id varchar(64), updated_at timestamp, error text, "
+                "PRIMARY KEY (provider, symbol, timeframe, window_start))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingest_ledger SELECT provider, symbol, timeframe, window_start, window_end, status, rows, "
+                "checksum, flow_run_id, updated_at, error FROM old_ledger"
+            )
+        )
+    ensure_schema(engine)
+    ensure_schema(engine)
+    (entry,) = read_ledger(engine)
+    assert entry.status is LedgerStatus.LOADED and entry.rows == len(minutes)
+    assert entry.adjustment is None and entry.source_version is None
+    outcome = load(engine, minutes)  # the same bars again: unchanged, and now described
+    assert outcome.unchanged
+    outcome = load_chunk(
+        engine, CHUNK, minutes, checksum=frame_checksum(minutes), flow_run_id="r", adjustment="raw", source_version="e1"
+    )
+    assert outcome.unchanged and outcome.written == 0
+    (entry,) = read_ledger(engine)
+    assert (entry.adjustment, entry.source_version) == ("raw", "e1")
 
 
 def test_reject_quarantines_every_row_and_loads_nothing(engine: sa.Engine, minutes: pd.DataFrame) -> None:

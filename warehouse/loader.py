@@ -15,7 +15,17 @@ from candleflow.model import Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.schema import bars, bars_in_window, ingest_ledger, quarantine
 
-_LEDGER_UPDATE = ("window_end", "status", "rows", "checksum", "flow_run_id", "updated_at", "error")
+_LEDGER_UPDATE = (
+    "window_end",
+    "status",
+    "rows",
+    "checksum",
+    "flow_run_id",
+    "updated_at",
+    "error",
+    "adjustment",
+    "source_version",
+)
 _MAX_ERROR = 4000
 
 
@@ -48,10 +58,11 @@ def _chunk_bars(chunk: Chunk) -> sa.ColumnElement[bool]:
     return bars_in_window(chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
 
 
-def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str) -> bool:
+def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str, described: Mapping[str, str | None]) -> bool:
     """True when the ledger already holds this exact chunk as loaded and the bars it claims are all there.
 
     One round trip: the bars are only counted when the checksum matches (an index range scan of the window).
+    Same bars from a newer source version (a republished file) only update the ledger row's description.
     """
     led = ingest_ledger.c
     present = sa.select(sa.func.count()).select_from(bars).where(_chunk_bars(chunk)).scalar_subquery()
@@ -60,6 +71,8 @@ def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str) -> bool:
             led.window_end,
             led.status,
             led.rows,
+            led.adjustment,
+            led.source_version,
             sa.case((led.checksum == checksum, present), else_=sa.null()).label("present"),
         ).where(
             led.provider == chunk.provider,
@@ -72,21 +85,47 @@ def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str) -> bool:
         return False
     if pd.Timestamp(entry.window_end).tz_localize(None) != chunk.window_end.tz_localize(None):
         return False
-    return bool(entry.present == entry.rows)
+    if entry.present != entry.rows:
+        return False
+    if (entry.adjustment, entry.source_version) != (described["adjustment"], described["source_version"]):
+        conn.execute(
+            sa.update(ingest_ledger)
+            .where(
+                led.provider == chunk.provider,
+                led.symbol == chunk.symbol,
+                led.timeframe == chunk.timeframe,
+                led.window_start == chunk.window_start.to_pydatetime(),
+            )
+            .values(**described, updated_at=_now())
+        )
+    return True
 
 
 def load_chunk(
-    engine: sa.Engine, chunk: Chunk, frame: pd.DataFrame, *, checksum: str, flow_run_id: str | None
+    engine: sa.Engine,
+    chunk: Chunk,
+    frame: pd.DataFrame,
+    *,
+    checksum: str,
+    flow_run_id: str | None,
+    adjustment: str | None = None,
+    source_version: str | None = None,
 ) -> LoadOutcome:
     """Upsert a validated chunk's bars and its ledger row (`loaded`, or `empty` when there are no bars) in
-    one transaction. A chunk identical to what the ledger holds writes nothing."""
+    one transaction. A chunk identical to what the ledger holds writes no bars.
+
+    `adjustment` (`adjusted` or `raw`) and `source_version` (e.g. a flat file's ETag) describe the bars in the
+    ledger row."""
     dialect = dialect_for(engine)
     status = LedgerStatus.LOADED if len(frame) else LedgerStatus.EMPTY
+    described = {"adjustment": adjustment, "source_version": source_version}
     with engine.begin() as conn:
-        if _is_unchanged(conn, chunk, checksum):
+        if _is_unchanged(conn, chunk, checksum, described):
             return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)
         written = dialect.write_bars(conn, chunk, frame)
-        row = _ledger_row(chunk, status, rows=len(frame), checksum=checksum, flow_run_id=flow_run_id, error=None)
+        row = _ledger_row(
+            chunk, status, rows=len(frame), checksum=checksum, flow_run_id=flow_run_id, error=None, **described
+        )
         dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
     return LoadOutcome(status, rows=len(frame), written=written)
 
@@ -112,6 +151,8 @@ def reject_chunk(
     flow_run_id: str | None,
     load_good_rows: bool = False,
     checksum: str | None = None,
+    adjustment: str | None = None,
+    source_version: str | None = None,
 ) -> LoadOutcome:
     """Quarantine a chunk that failed validation and mark it `rejected`, in one transaction.
 
@@ -152,6 +193,8 @@ def reject_chunk(
             checksum=checksum,
             flow_run_id=flow_run_id,
             error=error[:_MAX_ERROR],
+            adjustment=adjustment,
+            source_version=source_version,
         )
         dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
     return LoadOutcome(LedgerStatus.REJECTED, rows=len(good), written=written)

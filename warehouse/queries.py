@@ -43,7 +43,18 @@ def read_ledger(
     timeframe: str | None = None,
 ) -> list[LedgerEntry]:
     c = ingest_ledger.c
-    query = sa.select(c.provider, c.symbol, c.timeframe, c.window_start, c.window_end, c.status, c.rows, c.checksum)
+    query = sa.select(
+        c.provider,
+        c.symbol,
+        c.timeframe,
+        c.window_start,
+        c.window_end,
+        c.status,
+        c.rows,
+        c.checksum,
+        c.adjustment,
+        c.source_version,
+    )
     with engine.connect() as conn:
         rows = conn.execute(query.where(_series_filter(ingest_ledger, provider, symbols, timeframe))).all()
     return [
@@ -56,6 +67,8 @@ def read_ledger(
             LedgerStatus(r.status),
             r.rows,
             r.checksum,
+            r.adjustment,
+            r.source_version,
         )
         for r in rows
     ]

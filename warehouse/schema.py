@@ -45,6 +45,10 @@ ingest_ledger = sa.Table(
     sa.Column("flow_run_id", sa.String(64), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # What the bars are, recorded with them: `adjusted` (split/dividend adjusted by the vendor) or `raw`; and the
+    # vendor's version of the source they came from (a flat file's ETag), so a republished source is reloaded.
+    sa.Column("adjustment", sa.String(16), nullable=True),
+    sa.Column("source_version", sa.String(128), nullable=True),
     sa.CheckConstraint(f"status IN {_STATUSES!r}", name="ck_ingest_ledger_status"),
 )
 
@@ -84,6 +88,24 @@ def bars_in_window(
     )
 
 
+# Ledger columns added after the first release; `ensure_schema` adds them to older warehouses.
+_ADDED_LEDGER_COLUMNS = ("adjustment", "source_version")
+
+
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the tables that are missing; leave existing ones alone (idempotent)."""
+    """Create the tables that are missing and add ledger columns newer than the warehouse; leave existing data
+    alone (idempotent)."""
     metadata.create_all(engine, checkfirst=True)
+    present = {c["name"] for c in sa.inspect(engine).get_columns(ingest_ledger.name)}
+    missing = [ingest_ledger.c[name] for name in _ADDED_LEDGER_COLUMNS if name not in present]
+    if not missing:
+        return
+    preparer = engine.dialect.identifier_preparer
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE {preparer.format_table(ingest_ledger)} ADD {preparer.format_column(column)} {kind}"
+                )
+            )
