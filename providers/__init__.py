@@ -10,15 +10,15 @@ from pydantic import ValidationError
 from candleflow.errors import BadInputError
 from providers.base import FetchRequest, Provider
 from providers.csv import CsvOptions, CsvProvider
+from providers.flatfiles import FlatFilesOptions, FlatFilesProvider
 from providers.polygon import PolygonOptions, PolygonProvider
 from providers.synthetic import SyntheticOptions, SyntheticProvider
 
-# Only providers that really work are registered. The other names in DESIGN.md (polygon-flatfiles,
-# databento) arrive with their own modules.
 PROVIDERS: dict[str, tuple[type[Any], type[Any]]] = {
     SyntheticProvider.name: (SyntheticProvider, SyntheticOptions),
     CsvProvider.name: (CsvProvider, CsvOptions),
     PolygonProvider.name: (PolygonProvider, PolygonOptions),
+    FlatFilesProvider.name: (FlatFilesProvider, FlatFilesOptions),
 }
 
 

@@ -68,6 +68,15 @@ class PricedSource(Protocol):
         ...
 
 
+NEW_YORK = "America/New_York"
+
+
+def session_dated(ts: pd.Series, tz: str = NEW_YORK) -> pd.Series:
+    """Daily bars stamped at local midnight (Polygon: midnight New York, 05:00Z or 04:00Z by DST) as their
+    session date at 00:00 UTC, the warehouse's convention for daily bars."""
+    return ts.dt.tz_convert(tz).dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
+
+
 def canonical_frame(frame: pd.DataFrame, *, provider: str, timeframe: str) -> pd.DataFrame:
     """Coerce `frame` to the canonical bar schema: columns in order, UTC microsecond ts, float prices,
     nullable integer trades, sorted by (symbol, ts), a fresh RangeIndex. Values are not judged here:

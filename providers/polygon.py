@@ -25,13 +25,12 @@ from urllib3.util.retry import Retry
 
 from candleflow.model import Adjustment
 from candleflow.timeframes import ChunkPeriod
-from providers.base import FetchRequest, canonical_frame
+from providers.base import FetchRequest, canonical_frame, session_dated
 from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
 
 KEY_ENVS = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 BASE_URL_ENV = "CANDLEFLOW_POLYGON_BASE_URL"
 _TIMESPANS = {"1m": (1, "minute"), "5m": (5, "minute"), "15m": (15, "minute"), "1h": (1, "hour"), "1d": (1, "day")}
-_NEW_YORK = "America/New_York"
 
 
 class PolygonOptions(BaseModel):
@@ -132,7 +131,7 @@ class PolygonProvider:
                 self._check_ticker(client, symbol, window)
             ts = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
             if not request.timeframe.intraday:  # midnight New York -> the session date at 00:00 UTC
-                ts = ts.dt.tz_convert(_NEW_YORK).dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
+                ts = session_dated(ts)
             frame = frame.assign(symbol=symbol, ts=ts, trades=frame["transactions"])
             frames.append(frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)])
         combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "ts"])

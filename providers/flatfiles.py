@@ -1,0 +1,241 @@
+"""`polygon-flatfiles`: Polygon/Massive day and minute aggregate flat files from their S3 bucket, with boto3.
+
+- Files: `{dataset}/day_aggs_v1/YYYY/MM/YYYY-MM-DD.csv.gz` and `{dataset}/minute_aggs_v1/...`, gzip CSV with
+  `ticker,volume,open,close,high,low,window_start,transactions` (`window_start` in ns since the epoch).
+  One file holds every ticker of a date, so the flow plans one chunk per session date and fetches each date's
+  file once for all requested symbols (`max_symbols_per_request`); the ledger still has one row per symbol.
+- Settings (env, or provider options): CANDLEFLOW_FLATFILES_ENDPOINT_URL (default https://files.massive.com),
+  CANDLEFLOW_FLATFILES_BUCKET (default `flatfiles`), CANDLEFLOW_FLATFILES_ACCESS_KEY_ID and
+  CANDLEFLOW_FLATFILES_SECRET_ACCESS_KEY (the flat-file keys from the vendor's dashboard, not the REST key).
+- Prices are as traded: the files are unadjusted, and every ledger row says `raw`.
+- Timeframes: 1d from day files (stamped midnight New York, stored session-dated at 00:00 UTC); 1m from minute
+  files (extended hours included); 5m, 15m and 1h aggregated from the minute files on the UTC grid (open of the
+  first minute, close of the last, high/low extremes, volume and trades summed; no vwap).
+- A date with no file is "not published" (the vendor publishes a day's files the next morning, ~11:00 ET):
+  `source_versions` says so and the flow leaves the date for a later run. Each file's ETag is its version and
+  is recorded in the ledger, so a republished file is fetched and reloaded.
+- A ticker missing from a file has no bars that day (not listed yet, halted, delisted): files cannot tell an
+  unknown ticker apart, so unknown symbols load as `empty` rather than failing (`knows_symbols = False`).
+- Retries are Prefect's: boto3 makes one attempt. Throttling, 5xx and connection trouble are transient;
+  refused keys name the key variables, a missing bucket names CANDLEFLOW_FLATFILES_BUCKET.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import os
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from candleflow.model import Adjustment
+from candleflow.timeframes import ChunkPeriod, Timeframe
+from providers.base import NEW_YORK, SOURCE_VERSION, FetchRequest, canonical_frame, session_dated
+from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
+
+ENDPOINT_ENV = "CANDLEFLOW_FLATFILES_ENDPOINT_URL"
+BUCKET_ENV = "CANDLEFLOW_FLATFILES_BUCKET"
+ACCESS_KEY_ENV = "CANDLEFLOW_FLATFILES_ACCESS_KEY_ID"
+SECRET_KEY_ENV = "CANDLEFLOW_FLATFILES_SECRET_ACCESS_KEY"
+DEFAULT_ENDPOINT = "https://files.massive.com"
+DEFAULT_BUCKET = "flatfiles"
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
+_KEY_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
+
+
+class FlatFilesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None  # else $CANDLEFLOW_FLATFILES_ENDPOINT_URL, else the vendor's
+    bucket: str | None = None  # else $CANDLEFLOW_FLATFILES_BUCKET, else `flatfiles`
+    access_key_id: SecretStr | None = None  # else $CANDLEFLOW_FLATFILES_ACCESS_KEY_ID
+    secret_access_key: SecretStr | None = None  # else $CANDLEFLOW_FLATFILES_SECRET_ACCESS_KEY
+    dataset: str = "us_stocks_sip"
+    timeout_seconds: float = 60.0
+
+
+def _secret(value: SecretStr | None, env: str) -> str | None:
+    return value.get_secret_value() if value is not None else os.environ.get(env) or None
+
+
+class FlatFilesProvider:
+    name: ClassVar[str] = "polygon-flatfiles"
+    requests_per_second: ClassVar[float] = 10.0
+    max_symbols_per_request: ClassVar[int] = 100_000  # a file holds every ticker of its date
+    chunk_period: ClassVar[ChunkPeriod | None] = ChunkPeriod.SESSION
+    knows_symbols: ClassVar[bool] = False
+
+    def __init__(self, options: FlatFilesOptions | None = None, **overrides: object) -> None:
+        self.options = options or FlatFilesOptions.model_validate(overrides)
+
+    @property
+    def adjustment(self) -> Adjustment:
+        return Adjustment.RAW
+
+    @property
+    def bucket(self) -> str:
+        return self.options.bucket or os.environ.get(BUCKET_ENV) or DEFAULT_BUCKET
+
+    def _client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        key_id = _secret(self.options.access_key_id, ACCESS_KEY_ENV)
+        secret = _secret(self.options.secret_access_key, SECRET_KEY_ENV)
+        if not key_id or not secret:
+            raise TerminalProviderError(
+                f"no flat-file keys: set {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}", provider=self.name
+            )
+        config = Config(
+            retries={"total_max_attempts": 1},  # Prefect retries
+            connect_timeout=self.options.timeout_seconds,
+            read_timeout=self.options.timeout_seconds,
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+        )
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.options.endpoint_url or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=config,
+        )
+
+    def key(self, timeframe: Timeframe, date: dt.date) -> str:
+        kind = "minute_aggs_v1" if timeframe.intraday else "day_aggs_v1"
+        return f"{self.options.dataset}/{kind}/{date:%Y}/{date:%m}/{date:%Y-%m-%d}.csv.gz"
+
+    def source_versions(self, timeframe: Timeframe, dates: list[dt.date]) -> dict[dt.date, str | None]:
+        """Each date's file ETag, None when the file is not published; one listing per month."""
+        client = self._client()
+        wanted = {self.key(timeframe, d): d for d in dates}
+        found: dict[str, str] = {}
+        for prefix in sorted({k.rsplit("/", 1)[0] + "/" for k in wanted}):
+            pages = self._call(
+                lambda p=prefix: list(client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=p))
+            )
+            for page in pages:
+                found.update({obj["Key"]: obj["ETag"].strip('"') for obj in page.get("Contents", [])})
+        return {d: found.get(k) for k, d in wanted.items()}
+
+    def fetch(self, request: FetchRequest) -> pd.DataFrame:
+        """Bars of the request's symbols from each date's file in the window; dates without a file add none
+        (the flow has already set unpublished dates aside, see `source_versions`)."""
+        client = self._client()
+        tables, etags = [], []
+        for date in _file_dates(request):
+            key = self.key(request.timeframe, date)
+            response = self._call(lambda k=key: client.get_object(Bucket=self.bucket, Key=k), request, missing_ok=True)
+            if response is None:
+                continue
+            body = self._call(lambda r=response: r["Body"].read(), request)
+            etags.append(response["ETag"].strip('"'))
+            tables.append(_read_symbols(body, request.symbols))
+        frame = _to_bars(tables, request)
+        frame.attrs[SOURCE_VERSION] = _combined(etags)
+        return frame
+
+    def _call(self, fn: Any, request: FetchRequest | None = None, missing_ok: bool = False) -> Any:
+        from botocore import exceptions as bex
+
+        symbols = request.symbols if request else ()
+        window = (request.start, request.end) if request else None
+        common: dict[str, Any] = {"provider": self.name, "symbols": symbols, "window": window}
+        try:
+            return fn()
+        except bex.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            request_id = exc.response.get("ResponseMetadata", {}).get("RequestId")
+            common.update(http_status=status, request_id=request_id)
+            if missing_ok and code in ("NoSuchKey", "404"):
+                return None
+            raise self._classify(code, status, common) from None
+        except (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError) as exc:
+            raise TransientProviderError(f"connection problem: {type(exc).__name__}", **common) from None
+        except (bex.ConnectionClosedError, bex.ResponseStreamingError) as exc:
+            raise TransientProviderError(f"connection dropped: {type(exc).__name__}", **common) from None
+
+    def _classify(self, code: str, status: int | None, common: dict[str, Any]) -> ProviderError:
+        if code in _TRANSIENT_CODES or status == 429 or (status or 0) >= 500:
+            return TransientProviderError(f"{code or 'server error'} (HTTP {status})", **common)
+        if code == "NoSuchBucket":
+            return TerminalProviderError(f"no bucket {self.bucket!r}: check {BUCKET_ENV}", **common)
+        if code in _KEY_CODES or status in (401, 403):
+            return TerminalProviderError(
+                f"{code or 'access refused'} (HTTP {status}): check {ACCESS_KEY_ENV} and {SECRET_KEY_ENV} "
+                "(the flat-file keys, not the REST API key)",
+                **common,
+            )
+        return TerminalProviderError(f"{code} (HTTP {status})", **common)
+
+
+def _file_dates(request: FetchRequest) -> list[dt.date]:
+    """The dates whose file can hold bars in the request's window (local New York dates for minute files)."""
+    last = request.end - pd.Timedelta(microseconds=1)
+    if request.timeframe.intraday:
+        first_day, last_day = request.start.tz_convert(NEW_YORK).date(), last.tz_convert(NEW_YORK).date()
+    else:
+        first_day, last_day = request.start.date(), last.date()
+    days = pd.date_range(first_day, last_day, freq="D")
+    return [d.date() for d in days if d.day_of_week < 5]  # the vendor publishes no weekend files
+
+
+def _read_symbols(body: bytes, symbols: Iterable[str]) -> pa.Table:
+    stream = pa.input_stream(io.BytesIO(body), compression="gzip")
+    table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(column_types={"ticker": pa.string()}))
+    return table.filter(pc.is_in(table["ticker"], value_set=pa.array(sorted(set(symbols)), pa.string())))
+
+
+def _to_bars(tables: list[pa.Table], request: FetchRequest) -> pd.DataFrame:
+    name, tf = FlatFilesProvider.name, request.timeframe.name
+    if not tables:
+        return canonical_frame(pd.DataFrame({"symbol": [], "ts": []}), provider=name, timeframe=tf)
+    raw = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    ts = pd.to_datetime(raw["window_start"], unit="ns", utc=True)
+    frame = pd.DataFrame(
+        {
+            "symbol": raw["ticker"],
+            "ts": session_dated(ts) if not request.timeframe.intraday else ts,
+            "open": raw["open"],
+            "high": raw["high"],
+            "low": raw["low"],
+            "close": raw["close"],
+            "volume": raw["volume"],
+            "trades": raw["transactions"],
+        }
+    )
+    if request.timeframe.intraday and request.timeframe.step > pd.Timedelta(minutes=1):
+        frame = _aggregate_minutes(frame, request.timeframe.step)
+    frame = frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)]
+    return canonical_frame(frame, provider=name, timeframe=tf)
+
+
+def _aggregate_minutes(minutes: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
+    minutes = minutes.sort_values(["symbol", "ts"], kind="stable").assign(bucket=minutes["ts"].dt.floor(step))
+    grouped = minutes.groupby(["symbol", "bucket"], sort=True)
+    out = grouped.agg(
+        open=("open", "first"),
+        high=("high", "max"),
+        low=("low", "min"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
+        trades=("trades", "sum"),
+    ).reset_index()
+    return out.rename(columns={"bucket": "ts"})
+
+
+def _combined(etags: list[str]) -> str | None:
+    """One file's ETag, or a digest of several (a window spanning dates); None when no file was read."""
+    if len(etags) <= 1:
+        return etags[0] if etags else None
+    return "multi:" + hashlib.blake2b(",".join(etags).encode(), digest_size=16).hexdigest()
