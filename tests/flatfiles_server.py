@@ -97,7 +97,11 @@ def flatfiles_stand_in() -> Iterator[FlatFilesStandIn]:
         # moto keeps one store per process, whatever the server: start every stand-in empty
         urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
         client = boto3.session.Session().client(
-            "s3", endpoint_url=url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
         )
         client.create_bucket(Bucket=BUCKET)
         yield FlatFilesStandIn(url, client)

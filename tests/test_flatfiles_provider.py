@@ -54,7 +54,8 @@ def test_one_file_serves_many_symbols_and_only_those(files: FlatFilesStandIn) ->
     assert set(frame["symbol"]) == {"AAPL", "MSFT"}  # the file's other tickers are left out
     for symbol in ("AAPL", "MSFT"):
         mine = frame[frame["symbol"] == symbol].reset_index(drop=True)
-        expected = synthetic_bars(symbol, "15m", pd.Timestamp("2024-01-08", tz="UTC"), pd.Timestamp("2024-01-09", tz="UTC"))
+        day = pd.Timestamp("2024-01-08", tz="UTC")
+        expected = synthetic_bars(symbol, "15m", day, day + pd.Timedelta(days=1))
         cols = ["ts", "open", "high", "low", "close", "volume"]
         pd.testing.assert_frame_equal(mine[cols], expected[cols])
     head = files.client.head_object(Bucket="flatfiles", Key=files.keys[-1])
