@@ -167,7 +167,7 @@ def status(args: argparse.Namespace) -> int:
         sched = schedule(first, last)
         per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *request_window(first, last))
         ledger = read_ledger(engine, row.provider, [row.symbol], row.timeframe)
-        gaps = find_gaps(sched, tf, per_day, ledger)
+        gaps = find_gaps(sched, tf, per_day, ledger, partial=_counts_partial(row.provider))
         missing = sum(g.present == 0 for g in gaps)
         mine = counts[
             (counts.provider == row.provider) & (counts.symbol == row.symbol) & (counts.timeframe == row.timeframe)
@@ -192,6 +192,13 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counts_partial(provider: str) -> bool:
+    """Whether fewer bars than a full session is a gap for `provider`'s bars."""
+    from providers import PROVIDERS
+
+    return provider not in PROVIDERS or not PROVIDERS[provider][0].bars_only_when_traded
+
+
 def gaps(args: argparse.Namespace) -> int:
     """List sessions in [start, end] without bars (or with fewer than a full session has), with the reason."""
     from candleflow.coverage import find_gaps
@@ -213,10 +220,13 @@ def gaps(args: argparse.Namespace) -> int:
     for symbol in symbols:
         per_day = bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end)) if stored else {}
         ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
-        for gap in find_gaps(sched, tf, per_day, ledger):
+        for gap in find_gaps(sched, tf, per_day, ledger, partial=_counts_partial(provider)):
             found += 1
             table.add_row(symbol, str(gap.session), str(gap.expected), str(gap.present), gap.reason)
     if found:
         out.print(table)
-    out.print(f"{found} session(s) with missing or partial bars out of {len(sched) * len(symbols)} expected")
+    what = "missing or partial bars" if _counts_partial(provider) else "no bars"
+    out.print(f"{found} session(s) with {what} out of {len(sched) * len(symbols)} expected")
+    if not _counts_partial(provider):
+        out.print(f"({provider} has no bar for an interval without trades, so short sessions are not gaps)")
     return 0 if found == 0 else 1

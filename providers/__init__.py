@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from candleflow.errors import BadInputError
 from providers.base import FetchRequest, Provider
 from providers.csv import CsvOptions, CsvProvider
+from providers.databento import DatabentoOptions, DatabentoProvider
 from providers.flatfiles import FlatFilesOptions, FlatFilesProvider
 from providers.polygon import PolygonOptions, PolygonProvider
 from providers.synthetic import SyntheticOptions, SyntheticProvider
@@ -19,6 +20,7 @@ PROVIDERS: dict[str, tuple[type[Any], type[Any]]] = {
     CsvProvider.name: (CsvProvider, CsvOptions),
     PolygonProvider.name: (PolygonProvider, PolygonOptions),
     FlatFilesProvider.name: (FlatFilesProvider, FlatFilesOptions),
+    DatabentoProvider.name: (DatabentoProvider, DatabentoOptions),
 }
 
 

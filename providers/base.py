@@ -27,6 +27,9 @@ class FetchRequest:
 
 
 SOURCE_VERSION = "source_version"  # frame.attrs key: the version of the source the bars came from (an ETag)
+# frame.attrs key: requested symbols the vendor does not know, when it answered for the others of a
+# many-symbol request (their chunks fail as terminal errors; the others load)
+UNKNOWN_SYMBOLS = "unknown_symbols"
 
 
 class Provider(Protocol):
@@ -39,6 +42,8 @@ class Provider(Protocol):
     chunk_period: ClassVar[ChunkPeriod | None]
     # False when the provider cannot tell an unknown symbol from one with no bars in the window.
     knows_symbols: ClassVar[bool]
+    # True when an interval without trades has no bar (vendors' aggregates): a short session is not a gap then.
+    bars_only_when_traded: ClassVar[bool]
 
     @property
     def adjustment(self) -> Adjustment:
@@ -75,6 +80,18 @@ def session_dated(ts: pd.Series, tz: str = NEW_YORK) -> pd.Series:
     """Daily bars stamped at local midnight (Polygon: midnight New York, 05:00Z or 04:00Z by DST) as their
     session date at 00:00 UTC, the warehouse's convention for daily bars."""
     return ts.dt.tz_convert(tz).dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
+
+
+def aggregate_bars(bars: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
+    """Finer bars (symbol, ts, open, high, low, close, volume[, trades]) as bars of `step` on the UTC grid: open of
+    the first, close of the last, high/low extremes, volume and trades summed. Buckets with no bar have none."""
+    bars = bars.sort_values(["symbol", "ts"], kind="stable")
+    bars = bars.assign(bucket=bars["ts"].dt.floor(step))
+    how = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    if "trades" in bars.columns:
+        how["trades"] = "sum"
+    out = bars.groupby(["symbol", "bucket"], sort=True).agg(how).reset_index()
+    return out.rename(columns={"bucket": "ts"})
 
 
 def canonical_frame(frame: pd.DataFrame, *, provider: str, timeframe: str) -> pd.DataFrame:

@@ -47,6 +47,7 @@ class CsvProvider:
     max_symbols_per_request: ClassVar[int] = 1
     chunk_period: ClassVar[ChunkPeriod | None] = None
     knows_symbols: ClassVar[bool] = True
+    bars_only_when_traded: ClassVar[bool] = False
 
     def __init__(self, options: CsvOptions | None = None, **overrides: object) -> None:
         self.options = options or CsvOptions.model_validate(overrides)

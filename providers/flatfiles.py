@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from candleflow.model import Adjustment
 from candleflow.timeframes import ChunkPeriod, Timeframe
-from providers.base import NEW_YORK, SOURCE_VERSION, FetchRequest, canonical_frame, session_dated
+from providers.base import NEW_YORK, SOURCE_VERSION, FetchRequest, aggregate_bars, canonical_frame, session_dated
 from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
 
 ENDPOINT_ENV = "CANDLEFLOW_FLATFILES_ENDPOINT_URL"
@@ -71,6 +71,7 @@ class FlatFilesProvider:
     max_symbols_per_request: ClassVar[int] = 100_000  # a file holds every ticker of its date
     chunk_period: ClassVar[ChunkPeriod | None] = ChunkPeriod.SESSION
     knows_symbols: ClassVar[bool] = False
+    bars_only_when_traded: ClassVar[bool] = True
 
     def __init__(self, options: FlatFilesOptions | None = None, **overrides: object) -> None:
         self.options = options or FlatFilesOptions.model_validate(overrides)
@@ -215,23 +216,9 @@ def _to_bars(tables: list[pa.Table], request: FetchRequest) -> pd.DataFrame:
         }
     )
     if request.timeframe.intraday and request.timeframe.step > pd.Timedelta(minutes=1):
-        frame = _aggregate_minutes(frame, request.timeframe.step)
+        frame = aggregate_bars(frame, request.timeframe.step)
     frame = frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)]
     return canonical_frame(frame, provider=name, timeframe=tf)
-
-
-def _aggregate_minutes(minutes: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
-    minutes = minutes.sort_values(["symbol", "ts"], kind="stable").assign(bucket=minutes["ts"].dt.floor(step))
-    grouped = minutes.groupby(["symbol", "bucket"], sort=True)
-    out = grouped.agg(
-        open=("open", "first"),
-        high=("high", "max"),
-        low=("low", "min"),
-        close=("close", "last"),
-        volume=("volume", "sum"),
-        trades=("trades", "sum"),
-    ).reset_index()
-    return out.rename(columns={"bucket": "ts"})
 
 
 def _combined(etags: list[str]) -> str | None:

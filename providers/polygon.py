@@ -75,6 +75,7 @@ class PolygonProvider:
     max_symbols_per_request: ClassVar[int] = 1
     chunk_period: ClassVar[ChunkPeriod | None] = None
     knows_symbols: ClassVar[bool] = True
+    bars_only_when_traded: ClassVar[bool] = True
 
     def __init__(self, options: PolygonOptions | None = None, **overrides: object) -> None:
         self.options = options or PolygonOptions.model_validate(overrides)

@@ -134,6 +134,7 @@ class SyntheticProvider:
     max_symbols_per_request: ClassVar[int] = 1
     chunk_period: ClassVar[ChunkPeriod | None] = None
     knows_symbols: ClassVar[bool] = True
+    bars_only_when_traded: ClassVar[bool] = False
 
     def __init__(self, options: SyntheticOptions | None = None, **overrides: object) -> None:
         self.options = options or SyntheticOptions.model_validate(overrides)

@@ -12,20 +12,22 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency, rate_limit
+from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 from prefect.states import State
 
 from candleflow.checksum import frame_checksum
-from candleflow.model import Chunk, ChunkResult
+from candleflow.model import Chunk, ChunkResult, LedgerStatus
+from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
 from providers import get_provider
-from providers.base import SOURCE_VERSION, FetchRequest
+from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, FetchRequest
 from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
 from warehouse.engine import get_engine
-from warehouse.loader import load_chunk, reject_chunk
+from warehouse.loader import load_chunk, record_failure, reject_chunk
 
 OnInvalid = Literal["reject", "quarantine_rows"]
 
@@ -54,6 +56,16 @@ def current_flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
+def honour_retry_after(error: TransientProviderError) -> None:
+    """When the vendor said how long to wait (Retry-After) and Prefect will retry this task, hold the task that
+    long (capped by CANDLEFLOW_MAX_RETRY_AFTER_SECONDS) before failing it; Prefect's own backoff adds to it.
+    Prefect's retry delays are fixed per task, so this is where a per-response delay can be honoured."""
+    context = TaskRunContext.get()
+    if not error.retry_after or context is None or context.task_run.run_count > context.task.retries:
+        return
+    time.sleep(min(error.retry_after, run_settings().max_retry_after_seconds))
+
+
 def request_for(chunks: list[Chunk]) -> FetchRequest:
     """One provider request for chunks that share a window."""
     first = chunks[0]
@@ -76,17 +88,27 @@ def _ingest(
     request = request_for(chunks)
     if limits is not None and limits.provider:
         rate_limit(limits.provider)
-    fetched = provider.fetch(request)
+    try:
+        fetched = provider.fetch(request)
+    except TransientProviderError as exc:
+        honour_retry_after(exc)
+        raise
     described = {"adjustment": str(provider.adjustment), "source_version": fetched.attrs.get(SOURCE_VERSION)}
     if len(chunks) == 1:
         parts = [(first, fetched)]
     else:
         by_symbol = dict(tuple(fetched.groupby("symbol", sort=False)))
         parts = [(c, by_symbol.get(c.symbol, fetched.iloc[0:0]).reset_index(drop=True)) for c in chunks]
-    verdicts = validate_bars(parts).verdicts
     engine = get_engine(warehouse_url)
     run_id = current_flow_run_id()
     results = []
+    unknown = set(fetched.attrs.get(UNKNOWN_SYMBOLS, ()))
+    for chunk, _ in [p for p in parts if p[0].symbol in unknown]:  # the vendor answered for the others only
+        unknown_error = f"TerminalProviderError: {chunk.provider}: unknown symbol {chunk.symbol}: check the symbol"
+        record_failure(engine, chunk, unknown_error, flow_run_id=run_id)
+        results.append(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=unknown_error))
+    parts = [p for p in parts if p[0].symbol not in unknown]
+    verdicts = validate_bars(parts).verdicts
     for (chunk, frame), verdict in zip(parts, verdicts, strict=True):
         checksum = frame_checksum(frame) if verdict.ok else None
         with concurrency(limits.warehouse, occupy=1) if limits and limits.warehouse else nullcontext():
@@ -104,7 +126,7 @@ def _ingest(
                     load_good_rows=on_invalid == "quarantine_rows",
                     **described,
                 )
-        error = None
+        error: str | None = None
         if not verdict.ok:
             rules = "; ".join(verdict.failed_rules)
             if on_invalid == "quarantine_rows":

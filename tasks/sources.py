@@ -14,7 +14,8 @@ from candleflow.model import Chunk
 from candleflow.timeframes import get_timeframe
 from providers import get_provider
 from providers.base import PricedSource, VersionedSource
-from tasks.ingest import request_for, retry_only_transient
+from providers.errors import TransientProviderError
+from tasks.ingest import honour_retry_after, request_for, retry_only_transient
 from tasks.secrets import with_secrets
 
 
@@ -25,7 +26,11 @@ def source_versions_task(
     """Each date's source version (None: not published yet), for providers that publish versioned files."""
     source = get_provider(provider, with_secrets(provider, provider_options))
     assert isinstance(source, VersionedSource)
-    return source.source_versions(get_timeframe(timeframe), dates)
+    try:
+        return source.source_versions(get_timeframe(timeframe), dates)
+    except TransientProviderError as exc:
+        honour_retry_after(exc)
+        raise
 
 
 @task(name="estimate_cost", cache_policy=NO_CACHE, retry_condition_fn=retry_only_transient)
@@ -33,4 +38,8 @@ def estimate_cost_task(provider: str, provider_options: Mapping[str, Any] | None
     """The vendor's quote in US dollars for fetching `groups` (one request per group), before any download."""
     source = get_provider(provider, with_secrets(provider, provider_options))
     assert isinstance(source, PricedSource)
-    return source.estimate_cost([request_for(group) for group in groups])
+    try:
+        return source.estimate_cost([request_for(group) for group in groups])
+    except TransientProviderError as exc:
+        honour_retry_after(exc)
+        raise

@@ -12,6 +12,8 @@ from candleflow.timeframes import get_timeframe
 from providers import PROVIDERS, get_provider
 from providers.base import FetchRequest
 from providers.errors import TerminalProviderError
+from tests.databento_server import KEY as DATABENTO_KEY
+from tests.databento_server import databento_stand_in
 from tests.flatfiles_server import flatfiles_stand_in
 from tests.polygon_server import KEY, polygon_stand_in
 from tests.providers_support import SYMBOLS, provider_factories
@@ -24,9 +26,12 @@ def factories(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
     with (
         polygon_stand_in({"AAPL", "MSFT"}, page_size=700) as server,
         flatfiles_stand_in() as files,
+        databento_stand_in({"AAPL", "MSFT"}, tmp_path_factory.mktemp("ca")) as gateway,
         pytest.MonkeyPatch.context() as env,
     ):
         env.setenv("MASSIVE_API_KEY", KEY)
+        env.setenv("DATABENTO_API_KEY", DATABENTO_KEY)
+        env.setenv("REQUESTS_CA_BUNDLE", str(gateway.ca_bundle))
         for name, value in files.env().items():
             env.setenv(name, value)
         files.publish(SYMBOLS, dt.date(2024, 1, 1), dt.date(2024, 3, 31))
@@ -34,6 +39,7 @@ def factories(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
             **provider_factories(tmp_path_factory.mktemp("providers")),
             "polygon": lambda: get_provider("polygon", {"base_url": server.url}),
             "polygon-flatfiles": lambda: get_provider("polygon-flatfiles"),
+            "databento": lambda: get_provider("databento", {"dataset": "XNAS.ITCH", "gateway": gateway.url}),
         }
 
 

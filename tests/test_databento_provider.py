@@ -1,0 +1,169 @@
+"""databento: the real `databento` client against a local https stand-in gateway, and recorded DBN files."""
+
+import datetime as dt
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import databento
+import pandas as pd
+import pytest
+
+from candleflow.errors import BadInputError, BudgetExceededError, IncompleteRunError
+from candleflow.model import Chunk, LedgerStatus
+from candleflow.timeframes import get_timeframe
+from expectations import validate_bars
+from flows.backfill import historical_backfill
+from providers import get_provider
+from providers.base import UNKNOWN_SYMBOLS, FetchRequest
+from providers.errors import TerminalProviderError, TransientProviderError
+from tests.conftest import count
+from tests.databento_server import KEY, RECORDED_DIR, USD_PER_SYMBOL_DAY, DatabentoStandIn, databento_stand_in
+from tests.providers_support import synthetic_bars
+from warehouse.engine import get_engine
+from warehouse.queries import has_schema, read_ledger
+
+D = dt.date
+OPTION = "AAPL  250221C00250000"
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DatabentoStandIn]:
+    with databento_stand_in({"AAPL", "MSFT"}, tmp_path) as server:
+        monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+        monkeypatch.setenv("CANDLEFLOW_DATABENTO_GATEWAY", server.url)
+        monkeypatch.setenv("CANDLEFLOW_DATABENTO_DATASET", "XNAS.ITCH")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_bundle))
+        yield server
+
+
+def fetch(symbols: tuple[str, ...], tf: str, start: str, end: str, **options: object) -> pd.DataFrame:
+    request = FetchRequest(symbols, get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
+    return get_provider("databento", options).fetch(request)
+
+
+@pytest.mark.parametrize("tf", ["1m", "1h", "1d"])
+def test_recorded_bars_arrive_as_recorded(gateway: DatabentoStandIn, tf: str) -> None:
+    frame = fetch(("NVDA",), tf, "2020-12-28", "2020-12-29")
+    recorded = databento.DBNStore.from_file(RECORDED_DIR / "XNAS.ITCH" / f"test_data.ohlcv-{tf}.dbn.zst").to_df()
+    assert frame["ts"].tolist() == recorded.index.tolist()
+    assert (
+        frame[["open", "high", "low", "close"]].to_numpy().tolist()
+        == recorded[["open", "high", "low", "close"]].to_numpy().tolist()
+    )
+    assert frame["volume"].tolist() == recorded["volume"].astype(float).tolist()
+    chunk = Chunk("databento", "NVDA", tf, pd.Timestamp("2020-12-01", tz="UTC"), pd.Timestamp("2021-01-01", tz="UTC"))
+    assert validate_bars([(chunk, frame)]).ok
+
+
+def test_many_venues_become_one_bar_per_minute(gateway: DatabentoStandIn) -> None:
+    raw = databento.DBNStore.from_file(RECORDED_DIR / "OPRA.PILLAR" / "test_data.ohlcv-1m.dbn.zst").to_df()
+    assert raw.index.duplicated().any()  # the recorded file has several venues at one timestamp
+    frame = fetch((OPTION,), "1m", "2025-02-20", "2025-02-21", dataset="OPRA.PILLAR")
+    assert not frame.duplicated(["symbol", "ts"]).any()
+    for ts, venues in raw.groupby(level=0):
+        (bar,) = frame[frame["ts"] == ts].itertuples()
+        leader = venues.sort_values(["volume", "publisher_id"], ascending=[False, True]).iloc[0]
+        assert (bar.high, bar.low, bar.volume) == (venues["high"].max(), venues["low"].min(), venues["volume"].sum())
+        assert (bar.open, bar.close) == (leader["open"], leader["close"])
+    chunk = Chunk("databento", OPTION, "1m", pd.Timestamp("2025-02-01", tz="UTC"), pd.Timestamp("2025-03-01", tz="UTC"))
+    assert validate_bars([(chunk, frame)]).ok
+    one_venue = fetch((OPTION,), "1m", "2025-02-20", "2025-02-21", dataset="OPRA.PILLAR", publisher_id=31)
+    expected = raw[raw["publisher_id"] == 31]
+    assert one_venue["close"].tolist() == expected["close"].tolist()
+
+
+def test_five_minute_bars_are_aggregated_from_minutes(gateway: DatabentoStandIn) -> None:
+    frame = fetch(("MSFT",), "5m", "2024-03-08", "2024-03-12")
+    expected = synthetic_bars("MSFT", "5m", pd.Timestamp("2024-03-08", tz="UTC"), pd.Timestamp("2024-03-12", tz="UTC"))
+    cols = ["ts", "open", "high", "low", "close", "volume"]
+    pd.testing.assert_frame_equal(frame[cols], expected[cols])
+    assert {r["form"]["schema"] for r in gateway.paths("get_range")} == {"ohlcv-1m"}
+
+
+def test_an_unknown_symbol_among_known_ones_is_named(gateway: DatabentoStandIn) -> None:
+    frame = fetch(("AAPL", "NOPE"), "1d", "2024-01-02", "2024-01-10")
+    assert set(frame["symbol"]) == {"AAPL"} and frame.attrs[UNKNOWN_SYMBOLS] == ["NOPE"]
+
+
+def test_a_refused_key_is_terminal_and_never_shown(gateway: DatabentoStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = "db-wrong-key-4411aa9c0d"
+    monkeypatch.setenv("DATABENTO_API_KEY", wrong)
+    with pytest.raises(TerminalProviderError, match="DATABENTO_API_KEY") as info:
+        fetch(("AAPL",), "1d", "2024-01-02", "2024-01-10")
+    assert info.value.http_status == 401 and wrong not in str(info.value) and KEY not in str(info.value)
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(429, 3.0), (500, None), (503, None)])
+def test_rate_limits_and_server_errors_are_transient(
+    gateway: DatabentoStandIn, status: int, retry_after: float | None
+) -> None:
+    gateway.scripted.append((status, {"Retry-After": "3"} if retry_after else {}))
+    with pytest.raises(TransientProviderError) as info:
+        fetch(("AAPL",), "1d", "2024-01-02", "2024-01-10")
+    assert info.value.http_status == status and info.value.retry_after == retry_after
+    assert len(gateway.requests) == 1  # the client did not retry by itself
+
+
+def test_a_dataset_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CANDLEFLOW_DATABENTO_DATASET", raising=False)
+    with pytest.raises(BadInputError, match="CANDLEFLOW_DATABENTO_DATASET"):
+        get_provider("databento")
+    with pytest.raises(BadInputError, match="stype_in"):
+        get_provider("databento", {"dataset": "GLBX.MDP3", "stype_in": "parent"})
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_quote_comes_first_and_a_budget_refuses_before_any_download(
+    gateway: DatabentoStandIn, sqlite_url: str
+) -> None:
+    args = dict(symbols=["AAPL", "MSFT"], start=D(2024, 1, 1), end=D(2024, 3, 31), timeframe="1h", provider="databento")
+    plan = historical_backfill(**args, warehouse_url=sqlite_url, dry_run=True)
+    expected = 2 * 91 * USD_PER_SYMBOL_DAY["ohlcv-1h"]  # the stand-in's price list: per symbol and day
+    assert plan.cost_usd == pytest.approx(expected) and f"vendor quote ${expected:,.2f}" in plan.headline()
+    with pytest.raises(BudgetExceededError, match=r"max_cost_usd \$5.00"):
+        historical_backfill(**args, warehouse_url=sqlite_url, max_cost_usd=5.0)
+    assert gateway.paths("get_range") == [] and len(gateway.paths("get_cost")) == 2
+    assert not has_schema(get_engine(sqlite_url))  # refused before the warehouse was touched
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_backfill_fetches_symbols_together_and_records_them_apart(
+    gateway: DatabentoStandIn, warehouse_url: str
+) -> None:
+    for endpoint in ("metadata.get_cost", "timeseries.get_range"):  # the quote, then one download: rate limited
+        gateway.scripted_for[endpoint] = deque([(429, {"Retry-After": "1"})])
+    with pytest.raises(IncompleteRunError) as info:
+        historical_backfill(
+            symbols=["AAPL", "MSFT", "NOPE"],
+            start=D(2024, 1, 1),
+            end=D(2024, 6, 30),
+            timeframe="1h",
+            provider="databento",
+            warehouse_url=warehouse_url,
+            max_cost_usd=100.0,
+        )
+    summary = info.value.summary
+    assert summary.counts() == {"loaded": 4, "empty": 0, "rejected": 0, "failed": 2}
+    calls = gateway.paths("get_range")
+    assert [sorted(c["form"]["symbols"].split(",")) for c in calls] == [["AAPL", "MSFT", "NOPE"]] * 3  # 2 quarters
+    for endpoint in ("get_cost", "get_range"):  # each retry waited for Retry-After
+        seen = gateway.paths(endpoint)
+        (limited,) = [c for c in seen if c.get("scripted")]
+        retry = [c for c in seen if not c.get("scripted") and c["form"]["start"] == limited["form"]["start"]]
+        assert retry and retry[0]["at"] - limited["at"] >= 1.0
+    expected = sum(
+        len(synthetic_bars(s, "1h", pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-07-01", tz="UTC")))
+        for s in ("AAPL", "MSFT")
+    )
+    assert count(warehouse_url, "SELECT count(*) FROM bars") == expected
+    ledger = read_ledger(get_engine(warehouse_url), "databento")
+    assert {(e.symbol, e.status) for e in ledger} == {
+        ("AAPL", LedgerStatus.LOADED),
+        ("MSFT", LedgerStatus.LOADED),
+        ("NOPE", LedgerStatus.FAILED),
+    }
+    assert {e.adjustment for e in ledger if e.status is LedgerStatus.LOADED} == {"raw"}
+    assert all("unknown symbol NOPE" in r.error for r in summary.problems())
