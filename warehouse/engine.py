@@ -9,9 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from candleflow.errors import BadInputError
+from warehouse import oracle_connect
 
 DEFAULT_URL = "sqlite:///candleflow.db"
 URL_ENV = "CANDLEFLOW_WAREHOUSE_URL"
@@ -36,10 +37,12 @@ def parse_url(url: str) -> URL:
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+    if parsed.drivername == "oracle":
+        parsed = parsed.set(drivername="oracle+oracledb")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "oracle"):
         raise BadInputError(
             f"warehouse URL {safe_url(parsed)}: {parsed.get_backend_name()!r} is not supported; "
-            f"use sqlite or postgresql ({_HINT})"
+            f"use sqlite, postgresql or oracle ({_HINT})"
         )
     return parsed
 
@@ -80,12 +83,17 @@ def get_engine(url: str | None = None) -> sa.Engine:
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
+            oracle = parsed.get_backend_name() == "oracle"
             try:
-                engine = sa.create_engine(parsed, pool_pre_ping=True)
+                engine = sa.create_engine(
+                    parsed, pool_pre_ping=True, **(oracle_connect.engine_arguments() if oracle else {})
+                )
             except NoSuchModuleError as exc:
                 raise BadInputError(f"warehouse URL {safe_url(parsed)}: no driver ({exc}); {_HINT}") from None
             if parsed.get_backend_name() == "sqlite":
                 _configure_sqlite(engine)
+            if oracle:
+                oracle_connect.configure(engine)
             _engines[key] = engine
     return engine
 
@@ -105,7 +113,12 @@ def check_reachable(url: str | None = None) -> sa.Engine:
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        fix = oracle_connect.explain(exc) if parsed.get_backend_name() == "oracle" else None
+        if fix is not None:
+            raise BadInputError(f"cannot use warehouse {safe_url(parsed)}: {fix}") from None
+        if not isinstance(exc, OperationalError):
+            raise
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise BadInputError(f"cannot reach warehouse {safe_url(parsed)}: {reason}; {_HINT}") from None
     return engine

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from candleflow.model import LedgerEntry, LedgerStatus
 from warehouse.dialects import dialect_for
+from warehouse.dialects.oracle import IN_LIST_MAX
 from warehouse.schema import bars, bars_in_window, ingest_ledger, metadata
 
 
@@ -30,7 +31,11 @@ def _series_filter(
     if provider:
         clauses.append(table.c.provider == provider)
     if symbols:
-        clauses.append(table.c.symbol.in_(list(symbols)))
+        wanted = list(symbols)
+        # at most IN_LIST_MAX items per IN-list (Oracle refuses more: ORA-01795)
+        clauses.append(
+            sa.or_(*(table.c.symbol.in_(wanted[i : i + IN_LIST_MAX]) for i in range(0, len(wanted), IN_LIST_MAX)))
+        )
     if timeframe:
         clauses.append(table.c.timeframe == timeframe)
     return sa.and_(sa.true(), *clauses)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import oracle
+
+from warehouse.dialects import dialect_for
 
 metadata = sa.MetaData()
+
+# Oracle: TIMESTAMP holding UTC (TIMESTAMP WITH TIME ZONE cannot be part of a primary key there, and sa.DateTime
+# would be DATE, without fractions of a second); BINARY_DOUBLE for prices (an IEEE double, like the frames').
+# See warehouse/dialects/oracle.py.
+UTC_TIMESTAMP = sa.DateTime(timezone=True).with_variant(oracle.TIMESTAMP(), "oracle")
+PRICE: sa.types.TypeEngine[float] = sa.Double().with_variant(oracle.BINARY_DOUBLE(), "oracle")
 
 _STATUSES = ("loaded", "empty", "rejected", "failed")
 
@@ -23,13 +32,13 @@ bars = sa.Table(
     "bars",
     metadata,
     *_series_key(primary_key=True),
-    sa.Column("ts", sa.DateTime(timezone=True), primary_key=True, comment="bar open time, UTC"),
-    sa.Column("open", sa.Double, nullable=False),
-    sa.Column("high", sa.Double, nullable=False),
-    sa.Column("low", sa.Double, nullable=False),
-    sa.Column("close", sa.Double, nullable=False),
-    sa.Column("volume", sa.Double, nullable=False),
-    sa.Column("vwap", sa.Double, nullable=True),
+    sa.Column("ts", UTC_TIMESTAMP, primary_key=True, comment="bar open time, UTC"),
+    sa.Column("open", PRICE, nullable=False),
+    sa.Column("high", PRICE, nullable=False),
+    sa.Column("low", PRICE, nullable=False),
+    sa.Column("close", PRICE, nullable=False),
+    sa.Column("volume", PRICE, nullable=False),
+    sa.Column("vwap", PRICE, nullable=True),
     sa.Column("trades", sa.BigInteger, nullable=True),
 )
 
@@ -37,13 +46,13 @@ ingest_ledger = sa.Table(
     "ingest_ledger",
     metadata,
     *_series_key(primary_key=True),
-    sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
-    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_start", UTC_TIMESTAMP, primary_key=True),
+    sa.Column("window_end", UTC_TIMESTAMP, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("rows", sa.BigInteger, nullable=True),
+    sa.Column("rows", sa.BigInteger, nullable=True, quote=True),  # ROWS is reserved in Oracle
     sa.Column("checksum", sa.String(64), nullable=True),
     sa.Column("flow_run_id", sa.String(64), nullable=True),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", UTC_TIMESTAMP, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
     # What the bars are, recorded with them: `adjusted` (split/dividend adjusted by the vendor) or `raw`; and the
     # vendor's version of the source they came from (a flat file's ETag), so a republished source is reloaded.
@@ -55,15 +64,17 @@ ingest_ledger = sa.Table(
 quarantine = sa.Table(
     "quarantine",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), sa.Identity(), primary_key=True, autoincrement=True
+    ),
     *_series_key(primary_key=False),
-    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("ts", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("window_start", UTC_TIMESTAMP, nullable=False),
+    sa.Column("window_end", UTC_TIMESTAMP, nullable=False),
+    sa.Column("ts", UTC_TIMESTAMP, nullable=True),
     sa.Column("row_data", sa.Text, nullable=False, comment="the bar as the provider sent it, JSON"),
     sa.Column("failed_expectations", sa.Text, nullable=False, comment="rules this row broke, or why its chunk was"),
     sa.Column("flow_run_id", sa.String(64), nullable=True),
-    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("quarantined_at", UTC_TIMESTAMP, nullable=False),
 )
 sa.Index(
     "ix_quarantine_chunk",
@@ -96,6 +107,8 @@ def ensure_schema(engine: sa.Engine) -> None:
     """Create the tables that are missing and add ledger columns newer than the warehouse; leave existing data
     alone (idempotent)."""
     metadata.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:
+        dialect_for(engine).create_support_tables(conn)
     present = {c["name"] for c in sa.inspect(engine).get_columns(ingest_ledger.name)}
     missing = [ingest_ledger.c[name] for name in _ADDED_LEDGER_COLUMNS if name not in present]
     if not missing:

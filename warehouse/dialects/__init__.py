@@ -5,6 +5,8 @@
 | sqlite     | executemany `INSERT ... ON CONFLICT DO UPDATE`                   | ON CONFLICT         |
 | postgresql | binary COPY; straight into `bars` when the window holds no bar,  | ON CONFLICT         |
 |            | else into a temp staging table, then `INSERT ... ON CONFLICT`   |                     |
+| oracle     | array-bound executemany into a global temporary staging table, | MERGE from dual     |
+|            | then one MERGE (see oracle.py)                                  |                     |
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from warehouse.dialects.base import Dialect
+from warehouse.dialects.oracle import OracleDialect
 from warehouse.dialects.postgres import PostgresDialect
 from warehouse.dialects.sqlite import SqliteDialect
 
-DIALECTS: dict[str, type[Dialect]] = {"sqlite": SqliteDialect, "postgresql": PostgresDialect}
+DIALECTS: dict[str, type[Dialect]] = {
+    "sqlite": SqliteDialect,
+    "postgresql": PostgresDialect,
+    "oracle": OracleDialect,
+}
 
 
 def dialect_for(engine: sa.Engine | sa.Connection) -> Dialect:

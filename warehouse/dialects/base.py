@@ -28,6 +28,10 @@ class Dialect(Protocol):
         """Insert `rows`, updating `update` columns where the primary key exists."""
         ...
 
+    def create_support_tables(self, conn: sa.Connection) -> None:
+        """Create what the bulk path needs besides the tables in schema.py (idempotent)."""
+        ...
+
 
 def upsert_on_conflict(
     insert: Callable[[sa.Table], Any],

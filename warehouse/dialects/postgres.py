@@ -90,3 +90,6 @@ class PostgresDialect:
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:
         upsert_on_conflict(pg_insert, conn, table, rows, update)
+
+    def create_support_tables(self, conn: sa.Connection) -> None:
+        """Nothing beyond the tables in schema.py (staging tables here are per transaction)."""

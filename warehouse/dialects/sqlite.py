@@ -53,3 +53,6 @@ class SqliteDialect:
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:
         upsert_on_conflict(sqlite_insert, conn, table, rows, update)
+
+    def create_support_tables(self, conn: sa.Connection) -> None:
+        """Nothing beyond the tables in schema.py (staging tables here are per transaction)."""
