@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import pandas as pd
 import zstandard
 
 from tests.conftest import FIXTURES
+from tests.polygon_server import serving
 from tests.providers_support import synthetic_bars
 
 KEY = "db-test-key-0c4d9a71e2b8f3a5d6e7f8a9b"
@@ -209,11 +209,5 @@ def databento_stand_in(known: set[str], tmp_dir: Path) -> Iterator[DatabentoStan
     ca.cert_pem.write_to_path(str(ca_bundle))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1").configure_cert(context)
-    server = DatabentoStandIn(known, ca_bundle, context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(DatabentoStandIn(known, ca_bundle, context)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
@@ -24,6 +25,7 @@ from providers import get_provider
 from providers.base import FetchRequest
 from tests.conftest import FIXTURES
 
+S = TypeVar("S", bound=ThreadingHTTPServer)
 KEY = "test-key-5f3a"
 RECORDED = FIXTURES / "massive-client-python/test_rest/mocks/v2/aggs/ticker/AAPL/range/1/day/2005-04-01/2005-04-04.json"
 _SPANS = {
@@ -134,8 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def polygon_stand_in(known: set[str], page_size: int = 1000) -> Iterator[PolygonStandIn]:
-    server = PolygonStandIn(known, page_size)
+def serving(server: S) -> Iterator[S]:
+    """Run a stand-in server on a thread for the block, then shut it down and free its port."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -143,3 +145,9 @@ def polygon_stand_in(known: set[str], page_size: int = 1000) -> Iterator[Polygon
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def polygon_stand_in(known: set[str], page_size: int = 1000) -> Iterator[PolygonStandIn]:
+    with serving(PolygonStandIn(known, page_size)) as server:
+        yield server

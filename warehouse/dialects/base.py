@@ -5,10 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.model import BAR_KEY, BAR_VALUES, Chunk
+
+
+def value_columns(frame: pd.DataFrame) -> list[list[Any]]:
+    """The frame's value columns (BAR_VALUES order) as Python lists for a driver: NaN and NA become None."""
+
+    def nullable(values: np.ndarray, nulls: np.ndarray) -> list[Any]:
+        out = values.tolist()
+        for i in np.flatnonzero(nulls):
+            out[i] = None
+        return out
+
+    columns = []
+    for name in ("open", "high", "low", "close", "volume", "vwap"):
+        values = frame[name].to_numpy(dtype="float64")
+        columns.append(nullable(values, np.isnan(values)))
+    trades = frame["trades"]
+    columns.append(nullable(trades.fillna(0).to_numpy(dtype="int64"), trades.isna().to_numpy()))
+    return columns
 
 
 class Dialect(Protocol):

@@ -20,12 +20,12 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.oracle.base import OracleDialect as OracleBaseDialect
 
 from candleflow.model import BAR_COLUMNS, BAR_KEY, BAR_VALUES, Chunk
+from warehouse.dialects.base import value_columns
 
 STAGE_TABLE = "candleflow_bars_stage"
 ARRAY_ROWS = 10_000  # rows per executemany round trip: ~1 MB of binds, well inside the driver's buffers
@@ -91,14 +91,7 @@ def bind_rows(chunk: Chunk, frame: pd.DataFrame) -> list[tuple[Any, ...]]:
     n = len(frame)
     ts = frame["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_pydatetime().tolist()
     columns: list[list[Any]] = [[chunk.provider] * n, [chunk.symbol] * n, [chunk.timeframe] * n, ts]
-    for name in ("open", "high", "low", "close", "volume", "vwap"):
-        values = frame[name].to_numpy(dtype="float64")
-        out = values.tolist()
-        for i in np.flatnonzero(np.isnan(values)):
-            out[i] = None
-        columns.append(out)
-    trades = frame["trades"]
-    columns.append([None if pd.isna(v) else int(v) for v in trades.tolist()])
+    columns += value_columns(frame)
     return list(zip(*columns, strict=True))
 
 

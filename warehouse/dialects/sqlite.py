@@ -5,23 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from candleflow.model import BAR_COLUMNS, Chunk
-from warehouse.dialects.base import upsert_bars_sql, upsert_on_conflict
+from warehouse.dialects.base import upsert_bars_sql, upsert_on_conflict, value_columns
 
 # SQLAlchemy's own storage format for DateTime on SQLite, so its readers parse what we write.
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-
-
-def _nullable(values: np.ndarray, nulls: np.ndarray) -> list[Any]:
-    out = values.tolist()
-    for i in np.flatnonzero(nulls):
-        out[i] = None
-    return out
 
 
 class SqliteDialect:
@@ -37,10 +29,7 @@ class SqliteDialect:
             [chunk.timeframe] * n,
             frame["ts"].dt.tz_convert("UTC").dt.strftime(SQLITE_TS_FORMAT).tolist(),
         ]
-        for name in ("open", "high", "low", "close", "volume", "vwap"):
-            values = frame[name].to_numpy(dtype="float64")
-            columns.append(_nullable(values, np.isnan(values)))
-        columns.append(_nullable(frame["trades"].fillna(0).to_numpy(dtype="int64"), frame["trades"].isna().to_numpy()))
+        columns += value_columns(frame)
         placeholders = ", ".join("?" for _ in BAR_COLUMNS)
         sql = f"INSERT INTO bars ({', '.join(BAR_COLUMNS)}) VALUES ({placeholders}) {upsert_bars_sql()}"
         result = conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
