@@ -213,3 +213,19 @@ def test_failure_is_recorded_and_keeps_earlier_bars(engine: sa.Engine, minutes: 
         "AAPL": LedgerStatus.FAILED,
         "MSFT": LedgerStatus.FAILED,
     }
+
+
+def test_a_relative_sqlite_url_means_the_file_in_the_current_directory(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # One engine per URL per process must not carry `sqlite:///candleflow.db` from one directory into another
+    # (a long-lived worker, or a test that changed directory, would read and write the wrong warehouse).
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        engine = get_engine("sqlite:///candleflow.db")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS marker (name TEXT)")
+            conn.exec_driver_sql("INSERT INTO marker VALUES (?)", (name,))
+    for name in ("one", "two"):
+        monkeypatch.chdir(tmp_path / name)
+        with get_engine("sqlite:///candleflow.db").connect() as conn:
+            assert conn.exec_driver_sql("SELECT name FROM marker").scalars().all() == [name]

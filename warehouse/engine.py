@@ -79,6 +79,11 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 def get_engine(url: str | None = None) -> sa.Engine:
     """One engine per warehouse URL per process (engines are thread-safe and pool connections)."""
     parsed = parse_url(resolve_url(url))
+    path = _sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None and not path.is_absolute():
+        # `sqlite:///candleflow.db` means the file in the working directory *now*: pin it, so an engine made in
+        # another directory (a long-lived worker, a test that changed directory) is never reused for this one.
+        parsed = parsed.set(database=str(path.resolve()))
     key = parsed.render_as_string(hide_password=False)
     with _engines_lock:
         engine = _engines.get(key)
