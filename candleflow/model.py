@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 import pandas as pd
 
 BAR_KEY = ("provider", "symbol", "timeframe", "ts")
 BAR_VALUES = ("open", "high", "low", "close", "volume", "vwap", "trades")
 BAR_COLUMNS = BAR_KEY + BAR_VALUES
+
+
+# What to do with a chunk that fails validation: keep all of it out, or load its good rows. Bad rows go to
+# `quarantine` either way.
+OnInvalid = Literal["reject", "quarantine_rows"]
 
 
 class Adjustment(StrEnum):
@@ -47,6 +53,29 @@ class Chunk:
     def label(self) -> str:
         end = (self.window_end - pd.Timedelta(days=1)).date()
         return f"{self.provider}:{self.symbol}:{self.timeframe}:{self.window_start.date()}..{end}"
+
+    def period(self) -> str:
+        """The window in calendar words: `2024`, `2024-Q1`, `2024-03`, `2024-03-05`, else `first..last` date."""
+        return window_period(self.window_start, self.window_end)
+
+    def task_name(self) -> str:
+        """What its task run is called in the Prefect UI, e.g. `ingest AAPL 1m 2024-03`."""
+        return f"ingest {self.symbol} {self.timeframe} {self.period()}"
+
+
+def window_period(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    """A half-open UTC window [start, end) named as the calendar period it is. A window of one local day (an
+    intraday chunk of one session in its exchange's time zone) is named by that day."""
+    midnight = start == start.normalize() and end == end.normalize()
+    if midnight and start.month == 1 and start.day == 1 and end == start + pd.DateOffset(years=1):
+        return f"{start.year}"
+    if midnight and start.day == 1 and start.month % 3 == 1 and end == start + pd.DateOffset(months=3):
+        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+    if midnight and start.day == 1 and end == start + pd.DateOffset(months=1):
+        return f"{start:%Y-%m}"
+    if end - start <= pd.Timedelta(hours=25):  # a day, or a local day across a DST change
+        return f"{(start + pd.Timedelta(hours=12)).date()}"
+    return f"{start.date()}..{(end - pd.Timedelta(days=1)).date()}"
 
 
 @dataclass(frozen=True)

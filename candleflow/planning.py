@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 import pandas as pd
 
@@ -21,6 +22,9 @@ class PlanMode(StrEnum):
     MISSING = "missing"  # everything the ledger does not hold as loaded or empty
     FAILED = "failed"  # only chunks whose last outcome was failed or rejected
     ALL = "all"  # everything, whatever the ledger says
+
+
+PlanModeName = Literal["missing", "failed", "all"]  # as a type, for the Prefect UI's run form
 
 
 def parse_mode(value: str) -> PlanMode:
@@ -99,10 +103,11 @@ def session_of(chunk: Chunk) -> dt.date:
 
 
 def group_chunks(chunks: Iterable[Chunk], max_symbols: int) -> list[list[Chunk]]:
-    """Chunks sharing a window, in groups of at most `max_symbols` (one request each); window order kept."""
-    by_window: dict[tuple[pd.Timestamp, pd.Timestamp], list[Chunk]] = {}
+    """Chunks sharing a timeframe and window, in groups of at most `max_symbols` (one request each), in
+    timeframe then window order."""
+    by_window: dict[tuple[str, pd.Timestamp, pd.Timestamp], list[Chunk]] = {}
     for chunk in chunks:
-        by_window.setdefault((chunk.window_start, chunk.window_end), []).append(chunk)
+        by_window.setdefault((chunk.timeframe, chunk.window_start, chunk.window_end), []).append(chunk)
     size = max(1, max_symbols)
     return [group[i : i + size] for _, group in sorted(by_window.items()) for i in range(0, len(group), size)]
 

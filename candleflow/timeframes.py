@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal, get_args
 
 import pandas as pd
 
@@ -40,10 +41,15 @@ TIMEFRAMES: dict[str, Timeframe] = {
 }
 
 
+# The names as a type: the Prefect UI's run form shows a Literal as a dropdown.
+TimeframeName = Literal["1m", "5m", "15m", "1h", "1d"]
+assert set(get_args(TimeframeName)) == set(TIMEFRAMES), "TimeframeName must list every timeframe"
+
+
 def get_timeframe(name: str) -> Timeframe:
     """Return the timeframe called `name`, or raise BadInputError listing the valid ones."""
     try:
-        return TIMEFRAMES[name.strip()]
+        return TIMEFRAMES[str(name).strip()]
     except KeyError:
         valid = ", ".join(TIMEFRAMES)
         raise BadInputError(f"unknown timeframe {name!r}: use one of {valid}") from None

@@ -4,80 +4,102 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
-from candleflow.inputs import check_date_range
-from candleflow.planning import parse_mode, select_chunks
+from candleflow.model import OnInvalid
+from candleflow.planning import PlanModeName, select_chunks
 from candleflow.report import RunSummary
-from candleflow.sessions import check_in_range
 from candleflow.settings import run_settings
+from candleflow.timeframes import TimeframeName
 from flows.chunks import (
     check_budget,
-    check_series_request,
     drop_unpublished,
+    finish,
     plan_series,
     published_versions,
+    report_coverage,
     run_chunks,
 )
-from tasks.ingest import OnInvalid
+from flows.inputs import check_backfill
+from flows.runs import notify_on_completion, notify_on_failure, run_name
+from providers import ProviderName
 from tasks.warehouse import prepare_warehouse, read_ledger_task
 
 
 @flow(
     name="historical_backfill",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),  # type: ignore[arg-type]
-    validate_parameters=True,
+    validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
+    on_failure=[notify_on_failure],
+    on_crashed=[notify_on_failure],
+    on_completion=[notify_on_completion],
 )
 def historical_backfill(
-    symbols: list[str],
+    symbols: Annotated[list[str], Field(min_length=1)],
     start: dt.date,
     end: dt.date,
-    provider: str = "synthetic",
-    timeframe: str = "1d",
-    mode: str = "missing",
+    provider: ProviderName = "synthetic",
+    timeframe: TimeframeName = "1d",
+    mode: PlanModeName = "missing",
     on_invalid: OnInvalid = "reject",
     dry_run: bool = False,
+    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
     warehouse_url: str | None = None,
-    provider_options: dict[str, Any] | None = None,
-    max_cost_usd: float | None = None,
 ) -> RunSummary:
-    """Backfill bars for `symbols` at `timeframe` for the inclusive session dates `start`..`end`.
+    """Backfill bars for the symbols at one timeframe over the session dates start..end.
 
-    mode: `missing` (default) fetches chunks the ledger does not hold as loaded or empty; `failed` only
-    chunks that ended failed or rejected; `all` everything. on_invalid: `reject` keeps a failing chunk out
-    entirely; `quarantine_rows` loads its good rows. Either way bad rows go to `quarantine` and the run fails.
-    max_cost_usd: for vendors that charge per request (databento), refuse the run before downloading anything
-    when their quote for the chunks to fetch is above this many US dollars. A dry run prints the quote.
+    Args:
+        symbols: Tickers to backfill, e.g. AAPL, MSFT, BRK.B (1-32 characters of A-Z 0-9 . - / ^ =).
+        start: First session date to fill (inclusive).
+        end: Last session date to fill (inclusive); on or after start.
+        provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.
+        timeframe: Bar size: 1m, 5m, 15m, 1h or 1d.
+        mode: missing fetches what the ledger does not hold as loaded or empty; failed only chunks that ended
+            failed or rejected; all everything, rewriting only bars that changed.
+        on_invalid: A chunk failing validation: reject keeps all of it out; quarantine_rows loads its good rows.
+            Bad rows go to the quarantine table either way, and the run ends Failed.
+        dry_run: Plan only: say which chunks would be fetched (and a paid vendor's quote); fetch and write nothing.
+        max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is
+            above this many US dollars. Empty for no limit.
+        provider_options: Options for the provider, e.g. {"seed": 7} for synthetic or {"dataset": "XNAS.ITCH"}
+            for databento. Keys do not belong here: they come from the worker's environment or Secret blocks.
+        warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
+            sqlite:///candleflow.db in its working directory.
     """
     started = time.perf_counter()
-    series = check_series_request(provider, symbols, timeframe, provider_options)
-    tf, symbols = series.timeframe, series.symbols
-    check_date_range(start, end)
-    check_in_range(start, end, series.calendar)
-    plan_mode = parse_mode(mode)
-
-    chunks = plan_series(series, symbols, start, end)
-    summary = RunSummary(flow="historical_backfill", planned=len(chunks), dry_run=dry_run)
+    inputs = check_backfill(
+        provider=provider,
+        symbols=symbols,
+        timeframes=[timeframe],
+        start=start,
+        end=end,
+        mode=mode,
+        on_invalid=on_invalid,
+        dry_run=dry_run,
+        max_cost_usd=max_cost_usd,
+        provider_options=provider_options,
+        warehouse_url=warehouse_url,
+    )
+    series = inputs.series(inputs.timeframes[0])
+    chunks = plan_series(series, series.symbols, inputs.start, inputs.end)
+    summary = RunSummary(flow="historical_backfill", planned=len(chunks), dry_run=inputs.dry_run)
     versions = published_versions(series, chunks)
     published = drop_unpublished(summary, chunks, versions)
-    ledger = read_ledger_task(warehouse_url, provider, symbols, tf.name)
+    ledger = read_ledger_task(inputs.warehouse_url, inputs.provider, series.symbols, series.timeframe.name)
     adjustment = str(series.provider.adjustment)
-    selection = select_chunks(published, ledger, plan_mode, adjustment=adjustment, versions=versions)
+    selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions)
     summary.skipped, summary.todo = len(selection.skipped), selection.todo
-    check_budget(summary, series, selection.todo, max_cost_usd)
-    if dry_run:
+    check_budget(summary, series, selection.todo, inputs.max_cost_usd)
+    if inputs.dry_run:
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
-    prepare_warehouse(warehouse_url)
-    return run_chunks(
-        summary,
-        selection.todo,
-        provider=provider,
-        warehouse_url=warehouse_url,
-        provider_options=provider_options,
-        on_invalid=on_invalid,
-        started=started,
-    )
+    prepare_warehouse(inputs.warehouse_url)
+    run_chunks(summary, selection.todo, inputs, started=started)
+    report_coverage(summary, inputs, inputs.start, inputs.end)
+    return finish(summary)

@@ -4,80 +4,107 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
-from candleflow.errors import BadInputError
+from candleflow.model import Chunk, OnInvalid
 from candleflow.planning import incremental_start
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
 from candleflow.settings import run_settings
+from candleflow.timeframes import TimeframeName
 from flows.chunks import (
     check_budget,
-    check_series_request,
     drop_unpublished,
+    finish,
     plan_series,
     published_versions,
+    report_coverage,
     run_chunks,
 )
-from tasks.ingest import OnInvalid
+from flows.inputs import check_update
+from flows.runs import notify_on_completion, notify_on_failure, run_name
+from providers import ProviderName
 from tasks.warehouse import prepare_warehouse, read_watermarks_task
 
 
 @flow(
     name="incremental_update",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),  # type: ignore[arg-type]
-    validate_parameters=True,
+    validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
+    on_failure=[notify_on_failure],
+    on_crashed=[notify_on_failure],
+    on_completion=[notify_on_completion],
 )
 def incremental_update(
-    symbols: list[str],
-    provider: str = "synthetic",
-    timeframe: str = "1d",
-    lookback_days: int = 30,
-    overlap_days: int | None = None,
+    symbols: Annotated[list[str], Field(min_length=1)],
+    timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
+    provider: ProviderName = "synthetic",
+    lookback_days: Annotated[int, Field(ge=1)] = 30,
+    overlap_days: Annotated[int | None, Field(ge=0)] = None,
     end: dt.date | None = None,
     on_invalid: OnInvalid = "reject",
+    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
     warehouse_url: str | None = None,
-    provider_options: dict[str, Any] | None = None,
-    max_cost_usd: float | None = None,
 ) -> RunSummary:
-    """Fetch each series from its watermark (newest loaded bar) minus an overlap up to `end` (default: today,
-    UTC), so late provider corrections are picked up. A series with no bars starts `lookback_days` back.
+    """Fetch each series from its watermark (its newest loaded bar) minus an overlap, up to end, so late vendor
+    corrections are picked up. Overlapping chunks are always fetched again: that is the point of the overlap.
 
-    The overlap defaults to one session for daily bars and one day for intraday bars; `overlap_days` sets it.
-    Overlapping chunks are always re-fetched (the ledger is not consulted): that is the point of the overlap.
-    Dates whose file is not published yet (flat files) are left for a later run. `max_cost_usd` refuses the run
-    before downloading when a charging vendor's quote is above it.
+    Args:
+        symbols: The universe to keep current, e.g. AAPL, MSFT, SPY.
+        timeframes: Bar sizes to keep current, each of 1m, 5m, 15m, 1h, 1d.
+        provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.
+        lookback_days: How far back a series with no bars yet starts, in days.
+        overlap_days: How many days before the watermark to fetch again. Empty: one session for daily bars, one
+            day for intraday bars.
+        end: Last session date to fetch (inclusive). Empty: today (UTC).
+        on_invalid: A chunk failing validation: reject keeps all of it out; quarantine_rows loads its good rows.
+        max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is
+            above this many US dollars. Empty for no limit.
+        provider_options: Options for the provider, e.g. {"seed": 7} for synthetic. Keys do not belong here.
+        warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
+            sqlite:///candleflow.db in its working directory.
     """
     started = time.perf_counter()
-    series = check_series_request(provider, symbols, timeframe, provider_options)
-    tf, symbols, calendar = series.timeframe, series.symbols, series.calendar
-    if lookback_days < 1:
-        raise BadInputError(f"lookback_days {lookback_days} must be at least 1")
-    end = end or dt.datetime.now(dt.UTC).date()
-    prepare_warehouse(warehouse_url)
-    watermarks = read_watermarks_task(warehouse_url, provider, symbols, tf.name)
-    overlap = dt.timedelta(days=overlap_days) if overlap_days is not None else None
-    chunks = []
-    for symbol in symbols:
-        mark = watermarks.get(symbol)
-        before = previous_session(mark.date(), calendar) if mark is not None else None
-        start = incremental_start(mark, tf, end, lookback_days, overlap, before)
-        if start > end:
-            continue
-        check_in_range(start, end, calendar)
-        chunks += plan_series(series, [symbol], start, end)
-    summary = RunSummary(flow="incremental_update", planned=len(chunks))
-    todo = drop_unpublished(summary, chunks, published_versions(series, chunks))
-    check_budget(summary, series, todo, max_cost_usd)
-    return run_chunks(
-        summary,
-        todo,
+    inputs = check_update(
         provider=provider,
-        warehouse_url=warehouse_url,
-        provider_options=provider_options,
+        symbols=symbols,
+        timeframes=timeframes,
+        lookback_days=lookback_days,
+        overlap_days=overlap_days,
+        end=end,
         on_invalid=on_invalid,
-        started=started,
+        max_cost_usd=max_cost_usd,
+        provider_options=provider_options,
+        warehouse_url=warehouse_url,
     )
+    last = inputs.end or dt.datetime.now(dt.UTC).date()
+    prepare_warehouse(inputs.warehouse_url)
+    overlap = dt.timedelta(days=inputs.overlap_days) if inputs.overlap_days is not None else None
+    summary = RunSummary(flow="incremental_update")
+    todo: list[Chunk] = []
+    first = last
+    for timeframe in inputs.timeframes:
+        series = inputs.series(timeframe)
+        marks = read_watermarks_task(inputs.warehouse_url, inputs.provider, series.symbols, timeframe.name)
+        chunks: list[Chunk] = []
+        for symbol in series.symbols:
+            mark = marks.get(symbol)
+            before = previous_session(mark.date(), inputs.calendar) if mark is not None else None
+            start = incremental_start(mark, timeframe, last, inputs.lookback_days, overlap, before)
+            if start > last:
+                continue
+            check_in_range(start, last, inputs.calendar)
+            first = min(first, start)
+            chunks += plan_series(series, [symbol], start, last)
+        summary.planned += len(chunks)
+        todo += drop_unpublished(summary, chunks, published_versions(series, chunks))
+    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd)  # one quote for all
+    run_chunks(summary, todo, inputs, started=started)
+    report_coverage(summary, inputs, first, last)
+    return finish(summary)

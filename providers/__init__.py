@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
@@ -24,8 +24,13 @@ PROVIDERS: dict[str, tuple[type[Any], type[Any]]] = {
 }
 
 
+# The names as a type: the Prefect UI's run form shows a Literal as a dropdown.
+ProviderName = Literal["synthetic", "csv", "polygon", "polygon-flatfiles", "databento"]
+assert set(get_args(ProviderName)) == set(PROVIDERS), "ProviderName must list every registered provider"
+
+
 def check_provider_name(name: str) -> str:
-    if name not in PROVIDERS:
+    if not isinstance(name, str) or name not in PROVIDERS:
         valid = ", ".join(sorted(PROVIDERS))
         raise BadInputError(f"unknown provider {name!r}: use one of {valid}")
     return name
@@ -43,4 +48,4 @@ def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provide
     return provider
 
 
-__all__ = ["PROVIDERS", "FetchRequest", "Provider", "check_provider_name", "get_provider"]
+__all__ = ["PROVIDERS", "FetchRequest", "Provider", "ProviderName", "check_provider_name", "get_provider"]

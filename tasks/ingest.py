@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from prefect import Task, task
@@ -13,11 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.context import TaskRunContext
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 from prefect.states import State
 
 from candleflow.checksum import frame_checksum
-from candleflow.model import Chunk, ChunkResult, LedgerStatus
+from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
 from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
@@ -29,7 +29,7 @@ from tasks.secrets import with_secrets
 from warehouse.engine import get_engine
 from warehouse.loader import load_chunk, record_failure, reject_chunk
 
-OnInvalid = Literal["reject", "quarantine_rows"]
+__all__ = ["OnInvalid", "ingest_chunk", "ingest_chunk_group"]
 
 
 def is_transient(error: BaseException) -> bool:
@@ -149,9 +149,25 @@ def _ingest(
     return results
 
 
+def group_task_name(chunks: list[Chunk]) -> str:
+    """`ingest AAPL 1m 2024-03` for one chunk; `ingest AAPL,MSFT 1d 2024-03-05` or `ingest 40 symbols 1d
+    2024-03-05` for chunks of many symbols sharing a window."""
+    first = chunks[0]
+    if len(chunks) == 1:
+        return first.task_name()
+    who = ",".join(c.symbol for c in chunks) if len(chunks) <= 3 else f"{len(chunks)} symbols"
+    return f"ingest {who} {first.timeframe} {first.period()}"
+
+
+def _task_run_name() -> str:
+    parameters = task_run.parameters
+    chunks = parameters.get("chunks") or [parameters["chunk"]]
+    return group_task_name(list(chunks))
+
+
 @task(
     name="ingest_chunk",
-    task_run_name="ingest {chunk.provider}:{chunk.symbol}:{chunk.timeframe}:{chunk.window_start:%Y-%m-%d}",
+    task_run_name=_task_run_name,
     retry_condition_fn=retry_only_transient,
     cache_policy=NO_CACHE,
     log_prints=False,
@@ -169,14 +185,13 @@ def ingest_chunk(
 
 @task(
     name="ingest_chunk_group",
-    task_run_name="ingest {label}",
+    task_run_name=_task_run_name,
     retry_condition_fn=retry_only_transient,
     cache_policy=NO_CACHE,
     log_prints=False,
 )
 def ingest_chunk_group(
     chunks: list[Chunk],
-    label: str,
     warehouse_url: str | None,
     provider_options: Mapping[str, Any] | None,
     on_invalid: OnInvalid,

@@ -13,7 +13,7 @@ from rich.table import Table
 from candleflow.errors import BadInputError, IncompleteRunError
 from candleflow.inputs import check_date_range, parse_date, parse_options, parse_symbols
 from candleflow.model import ChunkResult
-from candleflow.planning import parse_mode, request_window
+from candleflow.planning import request_window
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, schedule
 from candleflow.timeframes import get_timeframe
@@ -24,41 +24,56 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    """Check every input of backfill/update and return the flow's parameters; raises BadInputError."""
-    from providers import check_provider_name, get_provider
+    """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
+    warehouse answers, and return the flow's parameters; raises BadInputError naming the input."""
+    from flows.inputs import check_backfill, check_repair, check_update, flag_name
     from warehouse.engine import check_reachable, resolve_url
 
-    provider = check_provider_name(args.provider)
-    timeframe = get_timeframe(args.timeframe).name
-    symbols = parse_symbols(args.symbols)
-    options = parse_options(args.option)
-    get_provider(provider, options)
-    params: dict[str, Any] = {
-        "provider": provider,
-        "symbols": symbols,
-        "timeframe": timeframe,
+    run: dict[str, Any] = {
+        "provider": args.provider,
+        "symbols": args.symbols,
+        "timeframes": args.timeframe,
+        "provider_options": parse_options(args.option) or None,
         "on_invalid": args.on_invalid,
-        "warehouse_url": resolve_url(args.warehouse),
-        "provider_options": options or None,
         "max_cost_usd": args.max_cost_usd,
+        "warehouse_url": resolve_url(args.warehouse),
+        "name": flag_name,
     }
-    if args.max_cost_usd is not None and args.max_cost_usd < 0:
-        raise BadInputError(f"--max-cost-usd {args.max_cost_usd} must be 0 or more")
+    params: dict[str, Any] = {
+        "provider": args.provider,
+        "on_invalid": args.on_invalid,
+        "provider_options": run["provider_options"],
+        "warehouse_url": run["warehouse_url"],
+    }
     if args.command == "backfill":
-        start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
-        check_date_range(start, end)
-        check_in_range(start, end)
-        params.update(start=start, end=end, mode=str(parse_mode(args.mode)), dry_run=args.dry_run)
-    else:
-        if args.lookback_days < 1:
-            raise BadInputError(f"--lookback-days {args.lookback_days} must be at least 1")
-        if args.overlap_days is not None and args.overlap_days < 0:
-            raise BadInputError(f"--overlap-days {args.overlap_days} must be 0 or more")
+        backfill = check_backfill(**run, start=args.start, end=args.end, mode=args.mode, dry_run=args.dry_run)
+        checked: Any = backfill
         params.update(
-            lookback_days=args.lookback_days,
-            overlap_days=args.overlap_days,
-            end=parse_date(args.end, "end") if args.end else None,
+            timeframe=backfill.timeframes[0].name,
+            start=backfill.start,
+            end=backfill.end,
+            mode=str(backfill.mode),
+            dry_run=backfill.dry_run,
         )
+    elif args.command == "update":
+        update = check_update(**run, lookback_days=args.lookback_days, overlap_days=args.overlap_days, end=args.end)
+        checked = update
+        params.update(
+            timeframes=[tf.name for tf in update.timeframes],
+            lookback_days=update.lookback_days,
+            overlap_days=update.overlap_days,
+            end=update.end,
+        )
+    else:
+        repair = check_repair(**run, lookback_days=args.lookback_days, end=args.end, dry_run=args.dry_run)
+        checked = repair
+        params.update(
+            timeframes=[tf.name for tf in repair.timeframes],
+            lookback_days=repair.lookback_days,
+            end=repair.end,
+            dry_run=repair.dry_run,
+        )
+    params.update(symbols=checked.symbols, max_cost_usd=checked.max_cost_usd)
     check_reachable(params["warehouse_url"])
     return params
 
@@ -83,8 +98,9 @@ def run_with_progress(command: str, params: dict[str, Any]) -> tuple[RunSummary 
     from flows import progress as flow_progress
     from flows.backfill import historical_backfill
     from flows.incremental import incremental_update
+    from flows.repair import repair_gaps
 
-    flow: Any = historical_backfill if command == "backfill" else incremental_update
+    flow: Any = {"backfill": historical_backfill, "update": incremental_update, "repair": repair_gaps}[command]
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -1,13 +1,18 @@
-"""The `candleflow` command: backfill, update, status, gaps.
+"""The `candleflow` command.
+
+Runs: backfill, update, repair (each a Prefect flow run; see prefect_api for which server).
+Coverage: status, gaps. A team's Prefect: server, worker, setup (see deployments/).
 
 Exit codes: 0 every chunk ended loaded or empty; 1 some chunk ended rejected or failed (or the run broke);
-2 bad input (the message names the input and the fix; nothing is written).
+2 bad input (the message names the input and the fix; nothing is written); 128 + N when stopped by signal N
+(the run is marked Crashed; what committed stays committed).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,9 +26,11 @@ _QUIET_PREFECT = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
     "GX_ANALYTICS_ENABLED": "false",
-    # Without PREFECT_API_URL Prefect starts a temporary server; on a 2-core machine that takes 10-20 s
-    # (longer on its first database migration), past Prefect's default 20 s timeout.
+    # Without PREFECT_API_URL a temporary server starts; on a 2-core machine that takes 10-20 s (longer on its
+    # first database migration), past Prefect's default 20 s timeout.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # Runs tell a lasting server they are alive; its Automation crashes runs whose heartbeats stop.
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
 }
 _QUIET_CONSOLE = {
     # Prefect 3.8 logs everything through one `console` handler. Its lines would tear through the live progress
@@ -31,6 +38,7 @@ _QUIET_CONSOLE = {
     # every chunk that did not load. --verbose shows them all.
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
 }
+RUNS = ("backfill", "update", "repair")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="candleflow", description="Keep a SQL warehouse of OHLCV bars complete and current.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(p: argparse.ArgumentParser, series: bool = True) -> None:
+    def common(p: argparse.ArgumentParser, series: bool = True, timeframes: bool = False) -> None:
         p.add_argument(
             "--warehouse",
             help="SQLAlchemy URL (env CANDLEFLOW_WAREHOUSE_URL; default sqlite:///candleflow.db)",
@@ -50,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         if series:
             p.add_argument("--provider", default="synthetic", help="provider name (default synthetic)")
             p.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. AAPL,MSFT")
-            p.add_argument("--timeframe", default="1d", help="1m, 5m, 15m, 1h or 1d (default 1d)")
+            what = "comma-separated timeframes of 1m, 5m, 15m, 1h, 1d" if timeframes else "1m, 5m, 15m, 1h or 1d"
+            p.add_argument("--timeframe", default="1d", help=f"{what} (default 1d)")
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -68,7 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--max-cost-usd",
-            type=float,
             default=None,
             help="refuse the run, before downloading, if a charging vendor (databento) quotes more than this",
         )
@@ -83,11 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(b)
 
     u = sub.add_parser("update", help="bring series up to date from their watermark")
-    common(u)
-    u.add_argument("--lookback-days", type=int, default=30, help="how far back a new series starts (default 30)")
-    u.add_argument("--overlap-days", type=int, default=None, help="re-fetch this many days before the watermark")
+    common(u, timeframes=True)
+    u.add_argument("--lookback-days", default="30", help="how far back a new series starts (default 30)")
+    u.add_argument("--overlap-days", default=None, help="re-fetch this many days before the watermark")
     u.add_argument("--end", default=None, help="last session date (default today, UTC)")
     run_options(u)
+
+    r = sub.add_parser("repair", help="fetch again what `gaps` reports missing over a lookback, nothing else")
+    common(r, timeframes=True)
+    r.add_argument("--lookback-days", default="30", help="how many days back to look for gaps (default 30)")
+    r.add_argument("--end", default=None, help="last session date (default today, UTC)")
+    r.add_argument("--dry-run", action="store_true", help="print what would be fetched; fetch and write nothing")
+    run_options(r)
 
     s = sub.add_parser("status", help="coverage per symbol and timeframe")
     common(s, series=False)
@@ -99,36 +114,55 @@ def build_parser() -> argparse.ArgumentParser:
     common(g)
     g.add_argument("--start", required=True)
     g.add_argument("--end", required=True)
+
+    from deployments.cli import add_team_commands
+
+    add_team_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("backfill", "update"):
+        if args.command in RUNS:
             return _run(args)
         if args.command == "status":
-            from candleflow.commands import status
+            from candleflow.cli.commands import status
 
             return status(args)
-        from candleflow.commands import gaps
+        if args.command == "gaps":
+            from candleflow.cli.commands import gaps
 
-        return gaps(args)
+            return gaps(args)
+        return int(args.team_command(args))
     except BadInputError as exc:
         print(f"candleflow: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_BAD_INPUT
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candleflow.commands import check_run_inputs, print_summary, run_with_progress
+    from deployments import prefect_api
 
-    params = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
     for key, value in _QUIET_PREFECT.items():
         os.environ.setdefault(key, value)
     if not args.verbose:
         for key, value in _QUIET_CONSOLE.items():
             os.environ.setdefault(key, value)
-    summary, error = run_with_progress(args.command, params)
+    from candleflow.cli.commands import check_run_inputs, err, print_summary, run_with_progress
+
+    params = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
+    try:
+        with prefect_api.signals_unwind(), prefect_api.prefect_server(lambda line: err.print(line, markup=False)):
+            summary, error = run_with_progress(args.command, params)
+    except (KeyboardInterrupt, prefect_api.Interrupted) as stop:
+        signum = stop.signum if isinstance(stop, prefect_api.Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        err.print(
+            f"candleflow: stopped by {name}: the run was marked Crashed; chunks committed before it stay, "
+            "and the same command fetches the rest",
+            markup=False,
+        )
+        return 128 + int(signum)
     print_summary(summary, error)
     if error is not None and not isinstance(error, IncompleteRunError):
         return EXIT_INCOMPLETE

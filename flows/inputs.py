@@ -1,0 +1,249 @@
+"""One input contract for every way a run starts: the command line, the Prefect UI's run form, a deployment's
+parameters, Python. Each flow checks its own inputs with these functions before it fetches anything, and the
+command line calls the same functions first, so a bad input is refused the same way everywhere: a
+BadInputError of one line naming the input and the fix (exit 2 on the command line, a Failed run elsewhere).
+
+The values may arrive as Python objects or as JSON from the Prefect API (dates as "YYYY-MM-DD", numbers as
+numbers or text): the flows do not let Prefect validate their parameters, because its message spans many lines
+and names no fix. Nothing here imports Prefect, so the command line refuses bad input without starting it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+from candleflow.errors import BadInputError
+from candleflow.inputs import check_date_range, parse_date, parse_symbols
+from candleflow.model import OnInvalid
+from candleflow.planning import PlanMode, parse_mode
+from candleflow.sessions import DEFAULT_CALENDAR, check_in_range
+from candleflow.timeframes import Timeframe, get_timeframe
+from providers import check_provider_name, get_provider
+from providers.base import Provider
+from warehouse.engine import parse_url, resolve_url
+
+NameStyle = Callable[[str], str]
+
+
+def param_name(name: str) -> str:
+    """How a flow names its input: the parameter, `overlap_days`."""
+    return name
+
+
+def flag_name(name: str) -> str:
+    """How the command line names an input: the option, `--overlap-days`."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class SeriesRequest:
+    """One provider and timeframe for a list of symbols, checked."""
+
+    provider_name: str
+    provider: Provider  # built from the options, holding no key: it only answers what kind of provider it is
+    provider_options: Mapping[str, Any]
+    timeframe: Timeframe
+    symbols: list[str]
+    calendar: str  # the exchange calendar the provider's sessions follow
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What every run needs, checked: which series, what to do with invalid chunks, a budget, a warehouse."""
+
+    provider: str
+    symbols: list[str]
+    timeframes: list[Timeframe]
+    provider_options: dict[str, Any]
+    source: Provider
+    calendar: str
+    on_invalid: OnInvalid
+    max_cost_usd: float | None
+    warehouse_url: str | None
+
+    def series(self, timeframe: Timeframe, symbols: list[str] | None = None) -> SeriesRequest:
+        return SeriesRequest(
+            self.provider,
+            self.source,
+            self.provider_options,
+            timeframe,
+            self.symbols if symbols is None else symbols,
+            self.calendar,
+        )
+
+
+@dataclass(frozen=True)
+class BackfillInputs(RunInputs):
+    start: dt.date = field(default=dt.date.min)
+    end: dt.date = field(default=dt.date.min)
+    mode: PlanMode = PlanMode.MISSING
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class UpdateInputs(RunInputs):
+    lookback_days: int = 30
+    overlap_days: int | None = None
+    end: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class RepairInputs(RunInputs):
+    lookback_days: int = 30
+    end: dt.date | None = None
+    dry_run: bool = False
+
+
+def _integer(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        raise BadInputError(f"{name} {value!r} is not a whole number: give one of {minimum} or more")
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+    except ValueError:
+        number = None
+    if number is None:
+        raise BadInputError(f"{name} {value!r} is not a whole number: give one of {minimum} or more")
+    if number < minimum:
+        raise BadInputError(f"{name} {number} must be {'at least 1' if minimum == 1 else f'{minimum} or more'}")
+    return number
+
+
+def _cost_limit(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if math.isnan(number) or number < 0:
+        raise BadInputError(f"{name} {value!r} must be 0 or more (US dollars), or empty for no limit")
+    return number
+
+
+def _flag(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise BadInputError(f"{name} {value!r} must be true or false")
+
+
+def _timeframes(value: object) -> list[Timeframe]:
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, Iterable):
+        raise BadInputError(f'timeframes {value!r} are not a list: use e.g. ["1d", "1h"]')
+    checked: list[Timeframe] = []
+    for item in names:
+        if isinstance(item, str) and not item.strip():
+            continue
+        timeframe = get_timeframe(str(item))
+        if timeframe not in checked:
+            checked.append(timeframe)
+    if not checked:
+        raise BadInputError("no timeframe given: use one or more of 1m, 5m, 15m, 1h, 1d")
+    return checked
+
+
+def _end_date(value: object) -> dt.date | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return parse_date(value, "end")  # type: ignore[arg-type]
+
+
+def check_run(
+    *,
+    provider: object,
+    symbols: object,
+    timeframes: object,
+    provider_options: object = None,
+    on_invalid: object = "reject",
+    max_cost_usd: object = None,
+    warehouse_url: object = None,
+    name: NameStyle = param_name,
+) -> RunInputs:
+    """Check what every run needs; raises BadInputError naming the first bad input."""
+    provider_name = check_provider_name(provider)  # type: ignore[arg-type]
+    if not isinstance(symbols, str | list | tuple):
+        raise BadInputError(f'{name("symbols")} must be a list of symbols, e.g. ["AAPL", "MSFT"]')
+    checked_symbols = parse_symbols(symbols)
+    checked_timeframes = _timeframes(timeframes)
+    if provider_options is not None and not isinstance(provider_options, Mapping):
+        raise BadInputError(f'{name("provider_options")} must map option names to values, e.g. {{"seed": 7}}')
+    options = dict(provider_options or {})
+    source = get_provider(provider_name, options)  # the provider's own options model rejects bad options
+    if on_invalid not in get_args(OnInvalid):
+        raise BadInputError(f"unknown {name('on_invalid')} {on_invalid!r}: use reject or quarantine_rows")
+    if warehouse_url is not None and not isinstance(warehouse_url, str):
+        raise BadInputError(f"{name('warehouse_url')} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db")
+    parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
+    return RunInputs(
+        provider=provider_name,
+        symbols=checked_symbols,
+        timeframes=checked_timeframes,
+        provider_options=options,
+        source=source,
+        calendar=str(options.get("calendar", DEFAULT_CALENDAR)),
+        on_invalid=on_invalid,  # type: ignore[arg-type]
+        max_cost_usd=_cost_limit(max_cost_usd, name("max_cost_usd")),
+        warehouse_url=warehouse_url or None,
+    )
+
+
+def _common(run: RunInputs) -> dict[str, Any]:
+    return {f: getattr(run, f) for f in RunInputs.__dataclass_fields__}
+
+
+def check_backfill(
+    *, start: object, end: object, mode: object = "missing", dry_run: object = False, **run: Any
+) -> BackfillInputs:
+    """Check a backfill's inputs (one timeframe, inclusive session dates start..end)."""
+    checked = check_run(**run)
+    name: NameStyle = run.get("name", param_name)
+    first, last = parse_date(start, "start"), parse_date(end, "end")  # type: ignore[arg-type]
+    check_date_range(first, last)
+    check_in_range(first, last, checked.calendar)
+    return BackfillInputs(
+        **_common(checked),
+        start=first,
+        end=last,
+        mode=parse_mode(mode),  # type: ignore[arg-type]
+        dry_run=_flag(dry_run, name("dry_run")),
+    )
+
+
+def check_update(
+    *, lookback_days: object = 30, overlap_days: object = None, end: object = None, **run: Any
+) -> UpdateInputs:
+    """Check an incremental update's inputs."""
+    checked = check_run(**run)
+    name: NameStyle = run.get("name", param_name)
+    last = _end_date(end)
+    if last is not None:
+        check_in_range(last, last, checked.calendar)
+    return UpdateInputs(
+        **_common(checked),
+        lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),
+        overlap_days=None if overlap_days is None else _integer(overlap_days, name("overlap_days"), minimum=0),
+        end=last,
+    )
+
+
+def check_repair(
+    *, lookback_days: object = 30, end: object = None, dry_run: object = False, **run: Any
+) -> RepairInputs:
+    """Check a gap repair's inputs."""
+    checked = check_run(**run)
+    name: NameStyle = run.get("name", param_name)
+    last = _end_date(end)
+    if last is not None:
+        check_in_range(last, last, checked.calendar)
+    return RepairInputs(
+        **_common(checked),
+        lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),
+        end=last,
+        dry_run=_flag(dry_run, name("dry_run")),
+    )
