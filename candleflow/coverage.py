@@ -1,10 +1,22 @@
-"""Coverage: which sessions of the exchange calendar have bars, which lack them, and why. Pure."""
+"""Coverage: which sessions of the exchange calendar have bars, which lack them, and why. Pure.
+
+Every session of a series is one of:
+- complete: as many bars as a full session has (or, for vendors that send no bar for an interval without
+  trades, at least one);
+- partial: some bars, fewer than a full session has;
+- explained: no bars, and the ledger says why: the provider had none, or validation rejected them;
+- missing: no bars and nothing explains it: never fetched, the fetch failed, or a loaded chunk lacks it.
+A missing or unexplained partial session is what `repair_gaps` fetches again.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import pandas as pd
 
@@ -12,6 +24,41 @@ from candleflow.model import LedgerEntry, LedgerStatus
 from candleflow.planning import utc_midnight
 from candleflow.sessions import expected_bars_per_session
 from candleflow.timeframes import Timeframe
+
+
+class Reason(StrEnum):
+    """Why a session lacks (enough) bars, from the ledger."""
+
+    NOT_FETCHED = "not fetched yet (no ledger row covers it)"
+    FAILED = "chunk failed (see ingest_ledger.error)"
+    REJECTED = "chunk rejected by validation (see quarantine)"
+    EMPTY = "provider had no bars (ledger: empty)"
+    UNEXPLAINED = "unexplained: chunk loaded but the session has no or too few bars"
+
+
+class SessionState(StrEnum):
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+    EXPLAINED = "explained"
+    MISSING = "missing"
+
+
+# Reasons a fetch may cure: nobody fetched it, the fetch failed, or bars went missing after a load. A rejected
+# chunk needs a person (see quarantine) and an empty one was answered already.
+REPAIRABLE = frozenset({Reason.NOT_FETCHED, Reason.FAILED, Reason.UNEXPLAINED})
+
+
+@dataclass(frozen=True)
+class SessionCoverage:
+    session: dt.date
+    expected: int
+    present: int
+    state: SessionState
+    reason: Reason | None  # None for complete sessions
+
+    @property
+    def repairable(self) -> bool:
+        return self.reason in REPAIRABLE
 
 
 @dataclass(frozen=True)
@@ -22,20 +69,48 @@ class Gap:
     reason: str
 
 
-def explain(session: dt.date, entries: Iterable[LedgerEntry]) -> str:
-    """Why a session lacks bars, from the ledger row whose window holds it (latest outcome wins)."""
+def explain(session: dt.date, entries: Iterable[LedgerEntry]) -> Reason:
+    """Why a session lacks bars, from the ledger rows whose window holds it (a failure anywhere wins)."""
     noon = utc_midnight(session) + pd.Timedelta(hours=12)  # inside the session's chunk, whatever its windows
     holding = [e for e in entries if e.window_start <= noon < e.window_end]
     if not holding:
-        return "not fetched yet (no ledger row covers it)"
+        return Reason.NOT_FETCHED
     statuses = {e.status for e in holding}
     if LedgerStatus.FAILED in statuses:
-        return "chunk failed (see ingest_ledger.error)"
+        return Reason.FAILED
     if LedgerStatus.REJECTED in statuses:
-        return "chunk rejected by validation (see quarantine)"
+        return Reason.REJECTED
     if statuses == {LedgerStatus.EMPTY}:
-        return "provider had no bars (ledger: empty)"
-    return "unexplained: chunk loaded but the session has no or too few bars"
+        return Reason.EMPTY
+    return Reason.UNEXPLAINED
+
+
+def classify_sessions(
+    schedule: pd.DataFrame,
+    timeframe: Timeframe,
+    bars_per_session: Mapping[dt.date, int],
+    ledger: Iterable[LedgerEntry],
+    *,
+    partial: bool = True,
+) -> list[SessionCoverage]:
+    """Each session of `schedule` with its state. `partial=False` for vendors that send no bar for an interval
+    without trades: any bar makes the session complete."""
+    entries = list(ledger)
+    expected = expected_bars_per_session(schedule, timeframe)
+    out = []
+    for session, want in expected.items():
+        day = session.date()
+        have = int(bars_per_session.get(day, 0))
+        if have > 0 and (have >= want or not partial):
+            out.append(SessionCoverage(day, int(want), have, SessionState.COMPLETE, None))
+            continue
+        reason = explain(day, entries)
+        if have > 0:
+            state = SessionState.PARTIAL
+        else:
+            state = SessionState.MISSING if reason in REPAIRABLE else SessionState.EXPLAINED
+        out.append(SessionCoverage(day, int(want), have, state, reason))
+    return out
 
 
 def find_gaps(
@@ -47,12 +122,95 @@ def find_gaps(
     partial: bool = True,
 ) -> list[Gap]:
     """Sessions with no bar, or (with `partial`) fewer bars than a full session at `timeframe` has."""
-    entries = list(ledger)
-    expected = expected_bars_per_session(schedule, timeframe)
-    gaps = []
-    for session, want in expected.items():
-        day = session.date()
-        have = int(bars_per_session.get(day, 0))
-        if have == 0 or (partial and have < want):
-            gaps.append(Gap(day, int(want), have, explain(day, entries)))
-    return gaps
+    return [
+        Gap(c.session, c.expected, c.present, str(c.reason))
+        for c in classify_sessions(schedule, timeframe, bars_per_session, ledger, partial=partial)
+        if c.state is not SessionState.COMPLETE
+    ]
+
+
+def repair_ranges(coverage: Sequence[SessionCoverage]) -> list[tuple[dt.date, dt.date]]:
+    """The sessions a fetch may cure, as inclusive (first, last) ranges of consecutive sessions of `coverage`
+    (consecutive in the calendar: a weekend between two missing sessions does not split them)."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for repairable, run in itertools.groupby(coverage, key=lambda c: c.repairable):
+        if repairable:
+            sessions = [c.session for c in run]
+            ranges.append((sessions[0], sessions[-1]))
+    return ranges
+
+
+# The coverage grid: one glyph per month, the worst state of its sessions wins.
+_GLYPHS = {
+    SessionState.COMPLETE: "■",
+    SessionState.PARTIAL: "◩",
+    SessionState.EXPLAINED: "▨",
+    SessionState.MISSING: "□",
+}
+_WORST_FIRST = (SessionState.MISSING, SessionState.PARTIAL, SessionState.EXPLAINED, SessionState.COMPLETE)
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def month_cell(sessions: Sequence[SessionCoverage]) -> str:
+    """`■ 21` when all 21 sessions are complete, else the worst state's glyph and complete/all, e.g. `□ 19/21`
+    (a no-break space keeps glyph and numbers together in narrow columns)."""
+    if not sessions:
+        return ""
+    states = Counter(c.state for c in sessions)
+    worst = next(s for s in _WORST_FIRST if states[s])
+    done = states[SessionState.COMPLETE]
+    numbers = f"{done}" if done == len(sessions) else f"{done}/{len(sessions)}"
+    return f"{_GLYPHS[worst]}\u00a0{numbers}"
+
+
+@dataclass(frozen=True)
+class CoverageRange:
+    """Consecutive sessions of one series sharing a state and a reason."""
+
+    first: dt.date
+    last: dt.date
+    sessions: int
+    state: SessionState
+    reason: Reason | None
+
+
+def incomplete_ranges(coverage: Sequence[SessionCoverage]) -> list[CoverageRange]:
+    """The series' sessions that are not complete, as ranges of consecutive sessions with one state and reason."""
+    out = []
+    for (state, reason), run in itertools.groupby(coverage, key=lambda c: (c.state, c.reason)):
+        if state is SessionState.COMPLETE:
+            continue
+        days = [c.session for c in run]
+        out.append(CoverageRange(days[0], days[-1], len(days), state, reason))
+    return out
+
+
+def coverage_markdown(title: str, series: Mapping[str, Sequence[SessionCoverage]], *, detail_limit: int = 40) -> str:
+    """A symbol-by-month grid of session coverage (a row per series and year, a column per month), a legend,
+    totals per state, and the incomplete sessions as ranges with their reasons."""
+    lines = [f"## {title}", ""]
+    legend = "■ complete · ◩ partial (fewer bars than the session has) · ▨ explained (no bars; the ledger says why)"
+    lines += [legend + " · □ missing (no bars, nothing explains it). Numbers: complete sessions / sessions.", ""]
+    lines += ["| series | year | " + " | ".join(_MONTHS) + " |", "|---|---:|" + "---|" * 12]
+    totals: Counter[SessionState] = Counter()
+    problems: list[tuple[str, CoverageRange]] = []
+    for name, coverage in series.items():
+        totals.update(c.state for c in coverage)
+        problems += [(name, r) for r in incomplete_ranges(coverage)]
+        by_year: dict[int, dict[int, list[SessionCoverage]]] = {}
+        for c in coverage:
+            by_year.setdefault(c.session.year, {}).setdefault(c.session.month, []).append(c)
+        for year, months in sorted(by_year.items()):
+            cells = [month_cell(months.get(m, [])) for m in range(1, 13)]
+            lines.append(f"| {name} | {year} | " + " | ".join(cells) + " |")
+    if not series:
+        lines.append("| (no series) | | " + " | " * 11 + " |")
+    lines += ["", "Sessions: " + ", ".join(f"{totals[s]} {s}" for s in reversed(_WORST_FIRST)), ""]
+    if problems:
+        lines += ["| series | sessions | state | why |", "|---|---|---|---|"]
+        for name, r in problems[:detail_limit]:
+            when = f"{r.first}" if r.sessions == 1 else f"{r.first}..{r.last} ({r.sessions})"
+            lines.append(f"| {name} | {when} | {r.state} | {r.reason} |")
+        if len(problems) > detail_limit:
+            lines.append(f"| ... | {len(problems) - detail_limit} more ranges | | see `candleflow gaps` |")
+    return "\n".join(lines)

@@ -19,6 +19,7 @@ class RunSummary:
     todo: list[Chunk] = field(default_factory=list)
     not_published: list[Chunk] = field(default_factory=list)  # the vendor has no file for their date yet
     cost_usd: float | None = None  # the vendor's quote for the chunks to fetch, for providers that charge
+    sessions_to_repair: int | None = None  # repair_gaps: the sessions its chunks cover
 
     def counts(self) -> dict[str, int]:
         counter = Counter(str(r.status) for r in self.results)
@@ -45,6 +46,8 @@ class RunSummary:
 
     def _extras(self) -> str:
         extras = []
+        if self.sessions_to_repair:
+            extras.append(f"{self.sessions_to_repair} session(s) to repair")
         if self.not_published:
             dates = sorted({c.window_start.date() for c in self.not_published})
             extras.append(f"{len(self.not_published)} chunks not published yet ({len(dates)} dates, from {dates[0]})")
@@ -59,6 +62,8 @@ class RunSummary:
                 f"{self.flow}: dry run, {self.planned} chunks planned, {len(self.todo)} to fetch, {self.skipped} held"
                 + self._extras()
             )
+        if not self.results and self.sessions_to_repair is not None and not self.todo:
+            return f"{self.flow}: nothing to fetch: no missing sessions{self._extras()}"
         if not self.results:
             held = f"all {self.skipped} planned chunks are already in the ledger"
             if self.not_published:
@@ -71,11 +76,16 @@ class RunSummary:
             + self._extras()
         )
 
-    def failure_message(self) -> str:
-        lines = [f"{len(self.problems())} chunk(s) did not load:"]
-        lines += [f"  {r.chunk.label()} {r.status}: {r.error}" for r in self.problems()[:50]]
-        if len(self.problems()) > 50:
-            lines.append(f"  ... and {len(self.problems()) - 50} more (see the ingest_ledger table)")
+    def failure_message(self, limit: int = 50) -> str:
+        """Which chunks did not load and why, with the counts: the Failed state's message, which notices carry."""
+        c = self.counts()
+        lines = [
+            f"{len(self.problems())} of {len(self.results)} chunk(s) did not load ({c['rejected']} rejected, "
+            f"{c['failed']} failed; {c['loaded']} loaded, {c['empty']} empty):"
+        ]
+        lines += [f"  {r.chunk.label()} {r.status}: {r.error}" for r in self.problems()[:limit]]
+        if len(self.problems()) > limit:
+            lines.append(f"  ... and {len(self.problems()) - limit} more (see the ingest_ledger table)")
         return "\n".join(lines)
 
     def markdown(self) -> str:

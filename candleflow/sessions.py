@@ -76,3 +76,13 @@ def expected_bars_per_session(sched: pd.DataFrame, timeframe: Timeframe) -> pd.S
     first = sched["open"].dt.floor(step)
     last = (sched["close"] - pd.Timedelta(microseconds=1)).dt.floor(step)
     return ((last - first) // step + 1).astype("int64")
+
+
+def closed_sessions(
+    start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR, now: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """`schedule(start, end)` without the sessions that had not closed by `now` (default: the real clock):
+    a session still trading, or in the future, cannot be complete yet."""
+    sched = schedule(start, end, calendar)
+    moment = now if now is not None else pd.Timestamp.now(tz="UTC")
+    return sched[sched["close"] <= moment]

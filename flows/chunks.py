@@ -5,52 +5,29 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
+from candleflow.coverage import SessionCoverage
 from candleflow.errors import BudgetExceededError, IncompleteRunError
-from candleflow.inputs import parse_symbols
 from candleflow.model import Chunk, ChunkResult, LedgerStatus
 from candleflow.planning import group_chunks, plan_chunks, session_of
 from candleflow.report import RunSummary
-from candleflow.sessions import DEFAULT_CALENDAR, get_calendar, schedule
+from candleflow.sessions import get_calendar, schedule
 from candleflow.settings import run_settings
-from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
+from candleflow.timeframes import ChunkPeriod
 from flows import progress
-from providers import check_provider_name, get_provider
-from providers.base import PricedSource, Provider, VersionedSource
-from tasks.ingest import OnInvalid, current_flow_run_id, ingest_chunk, ingest_chunk_group
+from flows.inputs import RunInputs, SeriesRequest
+from providers.base import PricedSource, VersionedSource
+from tasks.coverage import measure_coverage
+from tasks.ingest import current_flow_run_id, ingest_chunk, ingest_chunk_group
 from tasks.limits import configured_limits
-from tasks.reporting import advance_progress, publish_summary, start_progress
+from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
 from tasks.warehouse import record_chunk_failure
-
-
-@dataclass(frozen=True)
-class SeriesRequest:
-    provider_name: str
-    provider: Provider  # built from the options, holding no key: it only answers what kind of provider it is
-    provider_options: Mapping[str, Any]
-    timeframe: Timeframe
-    symbols: list[str]
-    calendar: str  # the exchange calendar the provider's sessions follow
-
-
-def check_series_request(
-    provider: str, symbols: list[str], timeframe: str, provider_options: Mapping[str, Any] | None
-) -> SeriesRequest:
-    """Check a flow's series inputs before anything runs (they may come from the Prefect UI's run form);
-    raises BadInputError naming the bad input."""
-    tf = get_timeframe(timeframe)
-    checked = parse_symbols(symbols)
-    check_provider_name(provider)
-    options = dict(provider_options or {})
-    built = get_provider(provider, options)  # the provider's own options model rejects bad options
-    return SeriesRequest(provider, built, options, tf, checked, options.get("calendar", DEFAULT_CALENDAR))
 
 
 def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: dt.date) -> list[Chunk]:
@@ -82,7 +59,7 @@ def drop_unpublished(
     """Chunks whose date has no file yet are not fetched and not errors: the summary lists them."""
     if versions is None:
         return list(chunks)
-    summary.not_published = [c for c in chunks if versions.get(session_of(c)) is None]
+    summary.not_published += [c for c in chunks if versions.get(session_of(c)) is None]
     return [c for c in chunks if versions.get(session_of(c)) is not None]
 
 
@@ -105,45 +82,36 @@ def check_budget(
         )
 
 
-def run_chunks(
-    summary: RunSummary,
-    chunks: Sequence[Chunk],
-    *,
-    provider: str,
-    warehouse_url: str | None,
-    provider_options: Mapping[str, Any] | None,
-    on_invalid: OnInvalid,
-    started: float,
-) -> RunSummary:
-    """Submit one `ingest_chunk` task per chunk, record failures in the ledger, publish artifacts, and raise
-    IncompleteRunError (the flow run fails, alerts fire) when any chunk ended rejected or failed."""
+def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, *, started: float) -> RunSummary:
+    """Submit one `ingest_chunk` task per chunk (one `ingest_chunk_group` per window for providers that serve
+    many symbols per request), record failures in the ledger, and publish the progress and summary artifacts.
+    The caller ends the run with `finish`."""
     logger = get_run_logger()
     if not chunks:
         summary.elapsed_seconds = time.perf_counter() - started
         publish_summary(summary)
         return summary
     settings = run_settings()
-    names = configured_limits(provider, warehouse_url)
+    warehouse_url, options = inputs.warehouse_url, dict(inputs.provider_options)
+    names = configured_limits(inputs.provider, warehouse_url)
     logger.info("Prefect limits in use: provider rate %s, warehouse %s", names.provider, names.warehouse)
     retry_options: dict[str, Any] = {
         "retries": settings.retries,
         "retry_delay_seconds": exponential_backoff(settings.retry_backoff_seconds)(settings.retries),
         "retry_jitter_factor": settings.retry_jitter_factor,
     }
-    options = dict(provider_options or {})
-    groups = group_chunks(chunks, get_provider(provider, options).max_symbols_per_request)
+    groups = group_chunks(chunks, inputs.source.max_symbols_per_request)
     progress.started(len(chunks))
     artifact = start_progress(len(chunks), summary.flow)
     futures: dict[PrefectFuture[Any], list[Chunk]] = {}
     for group in groups:
         if len(group) == 1:
             future: PrefectFuture[Any] = ingest_chunk.with_options(**retry_options).submit(
-                group[0], warehouse_url, options, on_invalid, names
+                group[0], warehouse_url, options, inputs.on_invalid, names
             )
         else:
-            label = f"{provider}:{len(group)} symbols:{group[0].timeframe}:{group[0].window_start:%Y-%m-%d}"
             future = ingest_chunk_group.with_options(**retry_options).submit(
-                group, label, warehouse_url, options, on_invalid, names
+                group, warehouse_url, options, inputs.on_invalid, names
             )
         futures[future] = group
     run_id = current_flow_run_id()
@@ -170,6 +138,30 @@ def run_chunks(
     summary.elapsed_seconds = time.perf_counter() - started
     publish_summary(summary)
     logger.info("%s", summary.headline())
-    if not summary.ok:
-        raise IncompleteRunError(summary.failure_message(), summary)
     return summary
+
+
+def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end: dt.date) -> None:
+    """Publish the coverage grid of the run's series over the session dates start..end."""
+    grid: dict[str, list[SessionCoverage]] = {}
+    for timeframe in inputs.timeframes:
+        coverage = measure_coverage(
+            inputs.warehouse_url,
+            inputs.provider,
+            inputs.symbols,
+            timeframe.name,
+            start,
+            end,
+            calendar=inputs.calendar,
+            partial=not inputs.source.bars_only_when_traded,
+        )
+        grid |= {f"{symbol} {timeframe.name}": sessions for symbol, sessions in coverage.items()}
+    publish_coverage(summary.flow, f"{inputs.provider} coverage {start}..{end}", grid)
+
+
+def finish(summary: RunSummary) -> RunSummary:
+    """Return the summary of a run whose chunks all ended loaded or empty; otherwise raise IncompleteRunError,
+    whose message (the Failed state's, which notices carry) gives the counts and the chunks that failed and why."""
+    if summary.ok:
+        return summary
+    raise IncompleteRunError(summary.failure_message(), summary)

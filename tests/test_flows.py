@@ -174,7 +174,7 @@ def test_incremental_intraday_overlap_is_one_day(sqlite_url: str) -> None:
     historical_backfill(
         symbols=["SPY"], start=D(2024, 3, 1), end=D(2024, 3, 15), timeframe="5m", warehouse_url=sqlite_url
     )
-    update = incremental_update(symbols=["SPY"], timeframe="5m", end=D(2024, 3, 20), warehouse_url=sqlite_url)
+    update = incremental_update(symbols=["SPY"], timeframes=["5m"], end=D(2024, 3, 20), warehouse_url=sqlite_url)
     assert update.results[0].chunk.window_start == pd.Timestamp("2024-03-14", tz="UTC")
     assert count(sqlite_url, "SELECT count(*) FROM bars") == 78 * 14
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from candleflow.model import LedgerEntry, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.dialects.oracle import IN_LIST_MAX
-from warehouse.schema import bars, bars_in_window, ingest_ledger, metadata
+from warehouse.schema import bars, ingest_ledger, metadata
 
 
 def _utc(value: object) -> pd.Timestamp:
@@ -144,8 +144,27 @@ def bars_per_session(
     engine: sa.Engine, provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
 ) -> dict[dt.date, int]:
     """Bar count per UTC date for one series in [start, end) (a session's date for US and European venues)."""
+    return bars_per_session_of(engine, provider, [symbol], timeframe, start, end).get(symbol, {})
+
+
+def bars_per_session_of(
+    engine: sa.Engine, provider: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp
+) -> dict[str, dict[dt.date, int]]:
+    """Bar count per symbol and UTC date in [start, end), for many series of one provider and timeframe in one
+    query; symbols without bars are absent."""
     c = bars.c
     day = dialect_for(engine).utc_date(c.ts).label("day")
-    query = sa.select(day, sa.func.count()).where(bars_in_window(provider, symbol, timeframe, start, end)).group_by(day)
+    query = (
+        sa.select(c.symbol, day, sa.func.count())
+        .where(
+            _series_filter(bars, provider, symbols, timeframe),
+            c.ts >= start.to_pydatetime(),
+            c.ts < end.to_pydatetime(),
+        )
+        .group_by(c.symbol, day)
+    )
+    out: dict[str, dict[dt.date, int]] = {}
     with engine.connect() as conn:
-        return {pd.Timestamp(d).date(): int(n) for d, n in conn.execute(query).all()}
+        for symbol, d, n in conn.execute(query).all():
+            out.setdefault(symbol, {})[pd.Timestamp(d).date()] = int(n)
+    return out

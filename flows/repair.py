@@ -1,0 +1,121 @@
+"""`repair_gaps`: fetch again exactly what `candleflow gaps` reports as missing over a lookback, nothing else."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated, Any
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from candleflow.coverage import repair_ranges
+from candleflow.model import Chunk, OnInvalid
+from candleflow.report import RunSummary
+from candleflow.sessions import check_in_range
+from candleflow.settings import run_settings
+from candleflow.timeframes import TimeframeName
+from flows.chunks import (
+    check_budget,
+    drop_unpublished,
+    finish,
+    plan_series,
+    published_versions,
+    report_coverage,
+    run_chunks,
+)
+from flows.inputs import check_repair
+from flows.runs import notify_on_completion, notify_on_failure, run_name
+from providers import ProviderName
+from tasks.coverage import measure_coverage
+from tasks.warehouse import prepare_warehouse
+
+
+@flow(
+    name="repair_gaps",
+    flow_run_name=run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),  # type: ignore[arg-type]
+    validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
+    on_failure=[notify_on_failure],
+    on_crashed=[notify_on_failure],
+    on_completion=[notify_on_completion],
+)
+def repair_gaps(
+    symbols: Annotated[list[str], Field(min_length=1)],
+    timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
+    provider: ProviderName = "synthetic",
+    lookback_days: Annotated[int, Field(ge=1)] = 30,
+    end: dt.date | None = None,
+    dry_run: bool = False,
+    on_invalid: OnInvalid = "reject",
+    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
+    warehouse_url: str | None = None,
+) -> RunSummary:
+    """Find the closed sessions of the lookback that have no bars (or fewer than a full session) and that the
+    ledger does not explain (never fetched, failed, or lost after loading), and fetch exactly the chunks that
+    cover them: one per run of consecutive such sessions, cut at the timeframe's calendar periods. Sessions the
+    provider had no bars for, and chunks rejected by validation (see quarantine), are left alone.
+
+    Args:
+        symbols: The universe to repair, e.g. AAPL, MSFT, SPY.
+        timeframes: Bar sizes to repair, each of 1m, 5m, 15m, 1h, 1d.
+        provider: Whose bars to repair. synthetic needs nothing; the others need their keys on the worker.
+        lookback_days: How many days before end to look for gaps.
+        end: Last session date to look at (inclusive). Empty: today (UTC); sessions not closed yet are skipped.
+        dry_run: Only say which chunks would be fetched (and a paid vendor's quote); fetch and write nothing.
+        on_invalid: A chunk failing validation: reject keeps all of it out; quarantine_rows loads its good rows.
+        max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is
+            above this many US dollars. Empty for no limit.
+        provider_options: Options for the provider, e.g. {"seed": 7} for synthetic. Keys do not belong here.
+        warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
+            sqlite:///candleflow.db in its working directory.
+    """
+    started = time.perf_counter()
+    inputs = check_repair(
+        provider=provider,
+        symbols=symbols,
+        timeframes=timeframes,
+        lookback_days=lookback_days,
+        end=end,
+        dry_run=dry_run,
+        on_invalid=on_invalid,
+        max_cost_usd=max_cost_usd,
+        provider_options=provider_options,
+        warehouse_url=warehouse_url,
+    )
+    last = inputs.end or dt.datetime.now(dt.UTC).date()
+    first = last - dt.timedelta(days=inputs.lookback_days)
+    check_in_range(first, last, inputs.calendar)
+    summary = RunSummary(flow="repair_gaps", dry_run=inputs.dry_run, sessions_to_repair=0)
+    todo: list[Chunk] = []
+    for timeframe in inputs.timeframes:
+        series = inputs.series(timeframe)
+        coverage = measure_coverage(
+            inputs.warehouse_url,
+            inputs.provider,
+            series.symbols,
+            timeframe.name,
+            first,
+            last,
+            calendar=inputs.calendar,
+            partial=not inputs.source.bars_only_when_traded,
+        )
+        chunks: list[Chunk] = []
+        for symbol, sessions in coverage.items():
+            summary.sessions_to_repair = (summary.sessions_to_repair or 0) + sum(c.repairable for c in sessions)
+            for range_start, range_end in repair_ranges(sessions):
+                chunks += plan_series(series, [symbol], range_start, range_end)
+        summary.planned += len(chunks)
+        todo += drop_unpublished(summary, chunks, published_versions(series, chunks))
+    summary.todo = todo
+    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd)
+    if inputs.dry_run:
+        summary.elapsed_seconds = time.perf_counter() - started
+        return summary
+    if todo:
+        prepare_warehouse(inputs.warehouse_url)
+    run_chunks(summary, todo, inputs, started=started)
+    report_coverage(summary, inputs, first, last)
+    return finish(summary)
