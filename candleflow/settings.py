@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from candleflow.errors import BadInputError
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read `cls` from the environment (and .env); a bad value is one line naming its variable, never a
+    traceback, and never echoes a secret."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        first = exc.errors()[0]
+        name = (prefix + ".".join(map(str, first["loc"]))).upper()
+        raise BadInputError(f"setting {name}: {first['msg']}; fix or unset {name}") from None
 
 
 class RunSettings(BaseSettings):
@@ -45,3 +63,49 @@ class OracleSettings(BaseSettings):
 
 def oracle_settings() -> OracleSettings:
     return OracleSettings()
+
+
+class NotifySettings(BaseSettings):
+    """Where candleflow tells someone that a run failed or crashed. Any of the three; all that are set are used.
+    URLs are secrets: they are stored in Prefect blocks and never printed."""
+
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_NOTIFY_", env_file=".env", extra="ignore")
+
+    slack_webhook_url: SecretStr | None = Field(default=None, description="a Slack incoming-webhook URL")
+    webhook_url: SecretStr | None = Field(
+        default=None, description="any URL that takes a JSON POST of {source, subject, body}"
+    )
+    block: str | None = Field(
+        default=None, description="the name of an existing Prefect notification block (Teams, email, ...)"
+    )
+    on_success: bool = Field(default=False, description="also send a notice when a run completes")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.slack_webhook_url or self.webhook_url or self.block)
+
+
+def notify_settings() -> NotifySettings:
+    return load_settings(NotifySettings)
+
+
+class TeamServerSettings(BaseSettings):
+    """The team's lasting Prefect server (`candleflow server`) and its worker (`candleflow worker`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_PREFECT_", env_file=".env", extra="ignore")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/prefect"),
+        description="the Prefect server's own database (created if missing); a secret: it may hold a password",
+    )
+    host: str = Field(default="127.0.0.1", description="where the server listens")
+    port: int = Field(default=4200, ge=1, le=65535)
+    pool: str = Field(default="candleflow", description="the work pool of prefect.yaml")
+    heartbeat_seconds: int = Field(default=30, ge=30, description="how often runs tell the server they are alive")
+    crash_after_seconds: int = Field(
+        default=90, ge=35, description="a run silent this long (no heartbeat, no end) is marked Crashed"
+    )
+
+
+def team_server_settings() -> TeamServerSettings:
+    return load_settings(TeamServerSettings)

@@ -4,9 +4,11 @@ session-wide Prefect test harness for the flow tests."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.update(
     PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -88,3 +90,66 @@ def count(url: str, sql: str) -> int:
 
     with get_engine(url).connect() as conn:
         return int(conn.execute(sa.text(sql)).scalar() or 0)
+
+
+@pytest.fixture(scope="session")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real, lasting Prefect server (`candleflow server`) backed by a throwaway PostgreSQL database."""
+    _postgres_or_skip()
+    from tests.team_server import team_server
+
+    with team_server(tmp_path_factory.mktemp("team")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Any]:
+    """A local HTTP receiver standing in for the team's webhook: it keeps every notice POSTed to it."""
+    from tests.team_server import notice_receiver
+
+    with notice_receiver() as notices:
+        yield notices
+
+
+@pytest.fixture(scope="session")
+def team_warehouse() -> Iterator[str]:
+    """A PostgreSQL warehouse (a fresh schema) for the deployed runs, dropped at the end of the session."""
+    _postgres_or_skip()
+    schema = f"t_team_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        from warehouse import engine as engines
+
+        for key in [k for k in engines._engines if schema in k]:
+            engines._engines.pop(key).dispose()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def deployed(team: Any, receiver: Any, team_warehouse: str) -> Iterator[Any]:
+    """`candleflow setup` (twice), `prefect deploy --all` from the repository root, and `candleflow worker`, as the
+    README says, against the team server; notices go to `receiver`, runs write to `team_warehouse`."""
+    from tests.team_server import BIN, Deployed, run_command, stop
+
+    env = team.env(CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url)
+    setup = [str(BIN / "candleflow"), "setup", "--crash-after-seconds", "40"]
+    first, second = run_command(setup, env), run_command(setup, env)
+    deploy = run_command([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    log = team.home / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "candleflow"), "worker"],
+            env=team.env(CANDLEFLOW_WAREHOUSE_URL=team_warehouse, CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Deployed(first, second, deploy, worker, log)
+    finally:
+        stop(worker)

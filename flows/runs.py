@@ -1,0 +1,61 @@
+"""What a flow run looks like from outside: its name in the Prefect UI, and the hooks that tell someone when it
+ends Failed or Crashed (see tasks/notify.py for the channels)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import Flow
+from prefect.client.schemas.objects import FlowRun
+from prefect.runtime import flow_run as current_run
+from prefect.states import State
+
+from candleflow.errors import IncompleteRunError
+from candleflow.report import RunSummary
+from candleflow.settings import notify_settings
+from tasks.notify import notice_for_state, send_notice, server_will_notify
+
+logger = logging.getLogger("candleflow.notify")
+
+
+def run_name() -> str:
+    """`synthetic AAPL,MSFT 1d 2024-01-01..2024-12-31`, from the run's parameters as given (they are not checked
+    yet when Prefect names the run, so nothing here may fail)."""
+    try:
+        p: dict[str, Any] = dict(current_run.parameters or {})
+        symbols = p.get("symbols") or []
+        symbols = symbols.split(",") if isinstance(symbols, str) else list(symbols)
+        who = ",".join(map(str, symbols)) if len(symbols) <= 3 else f"{len(symbols)} symbols"
+        frames = p.get("timeframes") or [p.get("timeframe", "1d")]
+        frames = frames.split(",") if isinstance(frames, str) else list(frames)
+        when = f"{p['start']}..{p['end']}" if "start" in p else f"to {p.get('end') or 'today'}"
+        return f"{p.get('provider', 'synthetic')} {who} {','.join(map(str, frames))} {when}"
+    except Exception:  # a name is not worth failing a run for
+        return str(current_run.flow_name or "candleflow run")
+
+
+def notify_on_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """on_failure / on_crashed hook: send the run's notice (the chunks that failed or were rejected and why,
+    the counts, the run's page) through the configured channels, unless the server's Automation will send it,
+    so a failure is announced once. With no channel configured this does nothing."""
+    try:
+        if not notify_settings().configured or server_will_notify(state):
+            return
+        error = state.result(raise_on_failure=False) if state.is_failed() else None
+        summary = error.summary if isinstance(error, IncompleteRunError) else None
+        send_notice(notice_for_state(flow.name, flow_run, state, summary))
+    except Exception:  # a hook must not hide the run's own outcome
+        logger.exception("could not send the notice for flow run %s", flow_run.name)
+
+
+def notify_on_completion(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """on_completion hook: a notice for runs that succeed, only when CANDLEFLOW_NOTIFY_ON_SUCCESS is set."""
+    try:
+        if not notify_settings().on_success or server_will_notify(state):
+            return
+        result = state.result(raise_on_failure=False)
+        summary = result if isinstance(result, RunSummary) else None
+        send_notice(notice_for_state(flow.name, flow_run, state, summary), success=True)
+    except Exception:
+        logger.exception("could not send the notice for flow run %s", flow_run.name)
