@@ -45,7 +45,7 @@ class RunSettings(BaseSettings):
 
 
 def run_settings() -> RunSettings:
-    return RunSettings()
+    return load_settings(RunSettings)
 
 
 class OracleSettings(BaseSettings):
@@ -62,7 +62,7 @@ class OracleSettings(BaseSettings):
 
 
 def oracle_settings() -> OracleSettings:
-    return OracleSettings()
+    return load_settings(OracleSettings)
 
 
 class NotifySettings(BaseSettings):

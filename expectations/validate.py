@@ -98,10 +98,10 @@ def _with_chunk_columns(parts: Sequence[tuple[Chunk, pd.DataFrame]]) -> pd.DataF
 def validate_bars(parts: Sequence[tuple[Chunk, pd.DataFrame]], suite_name: str = "ohlcv") -> ValidationReport:
     """Validate every (chunk, frame) pair in one Great Expectations call; a verdict per chunk, in order."""
     verdicts = [ChunkVerdict(chunk) for chunk, _ in parts]
-    combined = _with_chunk_columns([(c, f) for c, f in parts if len(f)])
     nonempty = [i for i, (_, f) in enumerate(parts) if len(f)]
-    if combined.empty:
+    if not nonempty:  # a window without bars is valid (it ends `empty`), and there is nothing to check
         return ValidationReport(verdicts)
+    combined = _with_chunk_columns([parts[i] for i in nonempty])
     with _lock:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": combined})
         # BOOLEAN_ONLY costs half of COMPLETE; the row indices are only needed when something failed.

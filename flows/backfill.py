@@ -20,6 +20,7 @@ from flows.chunks import (
     drop_unpublished,
     finish,
     plan_series,
+    prepare,
     published_versions,
     report_coverage,
     run_chunks,
@@ -27,7 +28,7 @@ from flows.chunks import (
 from flows.inputs import check_backfill
 from flows.runs import notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
-from tasks.warehouse import prepare_warehouse, read_ledger_task
+from tasks.warehouse import read_ledger_task
 
 
 @flow(
@@ -99,7 +100,7 @@ def historical_backfill(
     if inputs.dry_run:
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
-    prepare_warehouse(inputs.warehouse_url)
+    prepare(inputs.warehouse_url)
     run_chunks(summary, selection.todo, inputs, started=started)
     report_coverage(summary, inputs, inputs.start, inputs.end)
     return finish(summary)

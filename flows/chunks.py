@@ -27,7 +27,7 @@ from tasks.ingest import current_flow_run_id, ingest_chunk, ingest_chunk_group
 from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
-from tasks.warehouse import record_chunk_failure
+from tasks.warehouse import prepare_warehouse, record_chunk_failure
 
 
 def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: dt.date) -> list[Chunk]:
@@ -82,6 +82,21 @@ def check_budget(
         )
 
 
+def transient_retries() -> dict[str, Any]:
+    """Task options for retrying transient errors (the tasks' retry_condition_fn decides which are)."""
+    settings = run_settings()
+    return {
+        "retries": settings.retries,
+        "retry_delay_seconds": exponential_backoff(settings.retry_backoff_seconds)(settings.retries),
+        "retry_jitter_factor": settings.retry_jitter_factor,
+    }
+
+
+def prepare(warehouse_url: str | None) -> None:
+    """Create missing tables, retrying a dropped or busy connection like a chunk would."""
+    prepare_warehouse.with_options(**transient_retries())(warehouse_url)
+
+
 def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, *, started: float) -> RunSummary:
     """Submit one `ingest_chunk` task per chunk (one `ingest_chunk_group` per window for providers that serve
     many symbols per request), record failures in the ledger, and publish the progress and summary artifacts.
@@ -91,15 +106,10 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
         summary.elapsed_seconds = time.perf_counter() - started
         publish_summary(summary)
         return summary
-    settings = run_settings()
     warehouse_url, options = inputs.warehouse_url, dict(inputs.provider_options)
     names = configured_limits(inputs.provider, warehouse_url)
     logger.info("Prefect limits in use: provider rate %s, warehouse %s", names.provider, names.warehouse)
-    retry_options: dict[str, Any] = {
-        "retries": settings.retries,
-        "retry_delay_seconds": exponential_backoff(settings.retry_backoff_seconds)(settings.retries),
-        "retry_jitter_factor": settings.retry_jitter_factor,
-    }
+    retry_options = transient_retries()
     groups = group_chunks(chunks, inputs.source.max_symbols_per_request)
     progress.started(len(chunks))
     artifact = start_progress(len(chunks), summary.flow)

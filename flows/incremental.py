@@ -21,6 +21,7 @@ from flows.chunks import (
     drop_unpublished,
     finish,
     plan_series,
+    prepare,
     published_versions,
     report_coverage,
     run_chunks,
@@ -28,7 +29,7 @@ from flows.chunks import (
 from flows.inputs import check_update
 from flows.runs import notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
-from tasks.warehouse import prepare_warehouse, read_watermarks_task
+from tasks.warehouse import read_watermarks_task
 
 
 @flow(
@@ -84,7 +85,7 @@ def incremental_update(
         warehouse_url=warehouse_url,
     )
     last = inputs.end or dt.datetime.now(dt.UTC).date()
-    prepare_warehouse(inputs.warehouse_url)
+    prepare(inputs.warehouse_url)
     overlap = dt.timedelta(days=inputs.overlap_days) if inputs.overlap_days is not None else None
     summary = RunSummary(flow="incremental_update")
     todo: list[Chunk] = []

@@ -21,9 +21,10 @@ from candleflow.inputs import check_date_range, parse_date, parse_symbols
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
 from candleflow.sessions import DEFAULT_CALENDAR, check_in_range
+from candleflow.settings import oracle_settings, run_settings
 from candleflow.timeframes import Timeframe, get_timeframe
 from providers import check_provider_name, get_provider
-from providers.base import Provider
+from providers.base import CheckedSource, Provider
 from warehouse.engine import parse_url, resolve_url
 
 NameStyle = Callable[[str], str]
@@ -175,11 +176,16 @@ def check_run(
         raise BadInputError(f'{name("provider_options")} must map option names to values, e.g. {{"seed": 7}}')
     options = dict(provider_options or {})
     source = get_provider(provider_name, options)  # the provider's own options model rejects bad options
+    if isinstance(source, CheckedSource):  # options that depend on this machine: a directory, a file per symbol
+        source.check_inputs(checked_symbols, checked_timeframes)
     if on_invalid not in get_args(OnInvalid):
         raise BadInputError(f"unknown {name('on_invalid')} {on_invalid!r}: use reject or quarantine_rows")
     if warehouse_url is not None and not isinstance(warehouse_url, str):
         raise BadInputError(f"{name('warehouse_url')} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db")
-    parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
+    url = parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
+    run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
+    if url.get_backend_name() == "oracle":
+        oracle_settings()
     return RunInputs(
         provider=provider_name,
         symbols=checked_symbols,

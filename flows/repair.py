@@ -21,6 +21,7 @@ from flows.chunks import (
     drop_unpublished,
     finish,
     plan_series,
+    prepare,
     published_versions,
     report_coverage,
     run_chunks,
@@ -29,7 +30,6 @@ from flows.inputs import check_repair
 from flows.runs import notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
 from tasks.coverage import measure_coverage
-from tasks.warehouse import prepare_warehouse
 
 
 @flow(
@@ -115,7 +115,7 @@ def repair_gaps(
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
     if todo:
-        prepare_warehouse(inputs.warehouse_url)
+        prepare(inputs.warehouse_url)
     run_chunks(summary, todo, inputs, started=started)
     report_coverage(summary, inputs, first, last)
     return finish(summary)

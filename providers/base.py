@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -52,6 +53,16 @@ class Provider(Protocol):
 
     def fetch(self, request: FetchRequest) -> pd.DataFrame:
         """Return the request's bars as a canonical frame (see `canonical_frame`), or raise ProviderError."""
+        ...
+
+
+@runtime_checkable
+class CheckedSource(Protocol):
+    """A provider whose options depend on the machine it runs on (a directory, a file per symbol): it checks
+    them before a run starts, so a bad one is refused as bad input instead of failing every chunk."""
+
+    def check_inputs(self, symbols: Sequence[str], timeframes: Sequence[Timeframe]) -> None:
+        """Raise BadInputError naming the option or symbol and the fix; never fetches bars."""
         ...
 
 

@@ -16,15 +16,18 @@ Adj Close / Close, volume is left as is, and vwap is dropped (it would not be ad
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from candleflow.errors import BadInputError
 from candleflow.model import Adjustment
-from candleflow.timeframes import ChunkPeriod
+from candleflow.timeframes import ChunkPeriod, Timeframe
 from providers.base import FetchRequest, canonical_frame
 from providers.errors import TerminalProviderError
 
@@ -39,6 +42,15 @@ class CsvOptions(BaseModel):
     directory: str | None = None
     timezone: str = "UTC"
     adjusted: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as America/New_York") from None
+        return value
 
 
 class CsvProvider:
@@ -69,15 +81,35 @@ class CsvProvider:
             )
         return path
 
-    def find_file(self, symbol: str, timeframe: str) -> Path | None:
-        root = self.directory()
+    def check_inputs(self, symbols: Sequence[str], timeframes: Sequence[Timeframe]) -> None:
+        """The directory exists and every symbol's files would lie inside it (a symbol may hold `.` and `/`)."""
+        try:
+            for symbol in symbols:
+                for timeframe in timeframes:
+                    self._stems(symbol, timeframe.name)
+        except TerminalProviderError as exc:
+            raise BadInputError(f"csv: {exc.args[0]}") from None
+
+    def _stems(self, symbol: str, timeframe: str) -> list[Path]:
+        """Where `symbol`'s file may be, refusing any path that resolves outside the directory."""
+        root = self.directory().resolve()
         stems = [root / timeframe / symbol, root / f"{symbol}_{timeframe}"]
         if timeframe == "1d":
             stems.append(root / symbol)
         for stem in stems:
+            if not stem.resolve().is_relative_to(root):
+                raise TerminalProviderError(
+                    f"symbol {symbol!r} points outside the directory {root}: use a plain symbol such as AAPL or BRK.B",
+                    provider=self.name,
+                    symbols=[symbol],
+                )
+        return stems
+
+    def find_file(self, symbol: str, timeframe: str) -> Path | None:
+        for stem in self._stems(symbol, timeframe):
             for ext in EXTENSIONS:
                 candidate = stem.with_name(stem.name + ext)
-                if candidate.is_file():
+                if candidate.is_file() and candidate.resolve().is_relative_to(self.directory().resolve()):
                     return candidate
         return None
 

@@ -9,15 +9,17 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from candleflow.model import Chunk, LedgerEntry
+from tasks.ingest import retry_only_transient
 from warehouse.engine import check_reachable, get_engine
 from warehouse.loader import record_failure
 from warehouse.queries import has_schema, read_ledger, read_watermarks
 from warehouse.schema import ensure_schema
 
 
-@task(name="prepare_warehouse", cache_policy=NO_CACHE)
+@task(name="prepare_warehouse", cache_policy=NO_CACHE, retry_condition_fn=retry_only_transient)
 def prepare_warehouse(warehouse_url: str | None) -> None:
-    """Check the warehouse is reachable and create missing tables."""
+    """Check the warehouse is reachable and create missing tables. Idempotent, so a connection dropped halfway
+    is retried like anywhere else (flows.chunks.prepare sets the retries)."""
     ensure_schema(check_reachable(warehouse_url))
 
 

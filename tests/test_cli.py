@@ -52,6 +52,16 @@ BAD_INPUTS = [
     ([*BACKFILL, "--warehouse", "mysql://u:secret@h/db"], "'mysql' is not supported"),
     ([*BACKFILL, "--warehouse", "sqlite:////no/such/folder/x.db"], "folder /no/such/folder does not exist"),
     ([*BACKFILL, "--warehouse", "postgresql://u:hunter2@127.0.0.1:1/db"], "cannot reach warehouse"),
+    ([*BACKFILL, "--warehouse", "postgresql://u:hunter2@127.0.0.1:abc/db"], "the port is not a number"),
+    ([*BACKFILL, "--warehouse", "postgresql//u:hunter2@host/db"], "'postgresql//u:***@host/db' is not a SQLAlchemy"),
+    (
+        [*with_args(BACKFILL, provider="csv"), "--option", "timezone=New_York"],
+        "timezone: Value error, unknown time zone 'New_York': use an IANA name such as America/New_York",
+    ),
+    (
+        [*with_args(BACKFILL, provider="csv"), "--option", "directory=/no/such/dir"],
+        "csv: directory /no/such/dir does not exist: fix CANDLEFLOW_CSV_DIR or --option directory=PATH",
+    ),
     (["update", "--symbols", "AAPL", "--lookback-days", "0"], "--lookback-days 0 must be at least 1"),
     (["gaps", "--symbols", "AAPL", "--start", "x", "--end", "2024-01-01"], "start date 'x' is not a date"),
 ]
@@ -66,6 +76,39 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, message, tmp_p
     assert len(err.splitlines()) == 1, err
     assert "secret" not in err and "hunter2" not in err  # passwords never printed
     assert list(tmp_path.iterdir()) == []  # no candleflow.db, nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CANDLEFLOW_RETRIES", "abc", "setting CANDLEFLOW_RETRIES: Input should be a valid integer"),
+        ("CANDLEFLOW_TASK_WORKERS", "0", "setting CANDLEFLOW_TASK_WORKERS: Input should be greater than or equal to 1"),
+        ("CANDLEFLOW_WAREHOUSE_URL", "postgresql://u:hunter2@h:port/db", "the port is not a number"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line(variable, value, message, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    assert main(BACKFILL) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("candleflow: error: ") and message in err and len(err.splitlines()) == 1, err
+    assert "hunter2" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_symbol_cannot_reach_outside_the_csv_directory(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "SECRET.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n")
+    monkeypatch.chdir(tmp_path)
+    argv = [*with_args(BACKFILL, provider="csv", symbols="../SECRET"), "--option", f"directory={data}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"candleflow: error: csv: symbol '../SECRET' points outside the directory {data}: use a plain symbol such "
+        "as AAPL or BRK.B"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SECRET.csv", "data"]
 
 
 def test_unreachable_postgres_database_is_named(postgres_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -87,7 +130,7 @@ def test_backfill_status_and_gaps_from_the_command_line(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)  # the default warehouse is ./candleflow.db
     assert main([*BACKFILL[:-4], "--start", "2024-01-01", "--end", "2024-06-30", "--dry-run"]) == 0
     assert "dry run, 1 chunks planned, 1 to fetch" in capsys.readouterr().out
-    assert not (tmp_path / "candleflow.db").exists() or count("sqlite:///candleflow.db", "SELECT 0") == 0
+    assert list(tmp_path.iterdir()) == []  # a dry run leaves no empty warehouse file behind
 
     assert main(BACKFILL) == 0
     out = capsys.readouterr().out

@@ -327,6 +327,12 @@ def test_keys_from_a_secret_block_never_leak(sqlite_url: str, monkeypatch) -> No
         ({"provider": "yahoo"}, "unknown provider 'yahoo'"),
         ({"end": D(2023, 1, 1)}, "is before start date"),
         ({"mode": "some"}, "unknown mode 'some'"),
+        ({"provider": "csv", "provider_options": {"timezone": "New_York"}}, "unknown time zone 'New_York'"),
+        ({"provider": "csv", "provider_options": {"directory": "/no/such/dir"}}, "directory /no/such/dir does not"),
+        (
+            {"provider": "csv", "symbols": ["../../etc/SECRET"], "provider_options": {"directory": "/tmp"}},
+            "symbol '../../ETC/SECRET' points outside the directory /tmp",
+        ),
     ],
 )
 def test_flows_reject_bad_input_from_any_caller(sqlite_url: str, tmp_path, changes, message) -> None:  # type: ignore[no-untyped-def]

@@ -32,8 +32,12 @@ def parse_url(url: str) -> URL:
         parsed = make_url(url)
     except ArgumentError:
         raise BadInputError(
-            f"warehouse URL {url!r} is not a SQLAlchemy URL: use e.g. sqlite:///candleflow.db or "
+            f"warehouse URL {masked(url)!r} is not a SQLAlchemy URL: use e.g. sqlite:///candleflow.db or "
             f"postgresql+psycopg://user@host:5432/db ({_HINT})"
+        ) from None
+    except ValueError:  # SQLAlchemy parses the port with int()
+        raise BadInputError(
+            f"warehouse URL {masked(url)!r}: the port is not a number: write host:5432 ({_HINT})"
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -45,6 +49,20 @@ def parse_url(url: str) -> URL:
             f"use sqlite, postgresql or oracle ({_HINT})"
         )
     return parsed
+
+
+def masked(url: str) -> str:
+    """A URL that could not be parsed, with whatever stands in a password's place replaced by ***: everything
+    between the user name's colon and the last @ (a password may hold : / or @)."""
+    if "@" not in url:
+        return url
+    head, host = url.rsplit("@", 1)
+    slashes = head.find("//")
+    start = slashes + 2 if slashes >= 0 else 0
+    if ":" not in head[start:]:
+        return url
+    user = head[start:].split(":", 1)[0]
+    return f"{head[:start]}{user}:***@{host}"
 
 
 def safe_url(url: URL | str) -> str:

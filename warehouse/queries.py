@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -20,6 +21,12 @@ def _utc(value: object) -> pd.Timestamp:
 
 
 def has_schema(engine: sa.Engine) -> bool:
+    """Whether the warehouse holds candleflow's tables. A SQLite file that does not exist yet holds none, and is
+    not created by asking (a dry run or `status` on a new warehouse leaves no empty file behind)."""
+    database = engine.url.database
+    file_based = bool(database) and database != ":memory:" and not str(database).startswith("file:")
+    if engine.dialect.name == "sqlite" and file_based and not Path(str(database)).exists():
+        return False
     names = set(sa.inspect(engine).get_table_names())
     return all(t in names for t in metadata.tables)
 

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from candleflow.errors import BadInputError, IncompleteRunError
 from candleflow.inputs import check_date_range, parse_date, parse_options, parse_symbols
@@ -19,8 +20,15 @@ from candleflow.sessions import check_in_range, schedule
 from candleflow.timeframes import get_timeframe
 
 # Not a terminal (a pipe, a log, CI): rich would assume 80 columns and squash the tables.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: symbols such as CAR or DOG inside `synthetic:CAR:1d` must not print as emoji. User strings in
+# tables go in as Text (never markup), so `[...]` in a symbol, a path or an error prints as written.
+out = Console(highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+def cells(*values: object) -> list[Text]:
+    """Table cells that print exactly as written (no markup, no emoji codes)."""
+    return [Text(str(v)) for v in values]
 
 
 def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,16 +199,18 @@ def status(args: argparse.Namespace) -> int:
         by_status = dict(zip(mine.status, mine.chunks, strict=True))
         chunk_text = "/".join(str(by_status.get(s, 0)) for s in ("loaded", "empty", "rejected", "failed"))
         table.add_row(
-            row.provider,
-            row.symbol,
-            row.timeframe,
-            f"{row.bars:,}",
-            _when(row.first, tf.intraday),
-            _when(row.last, tf.intraday),
-            str(len(sched)),
-            str(missing),
-            str(len(gaps) - missing),
-            chunk_text,
+            *cells(
+                row.provider,
+                row.symbol,
+                row.timeframe,
+                f"{row.bars:,}",
+                _when(row.first, tf.intraday),
+                _when(row.last, tf.intraday),
+                len(sched),
+                missing,
+                len(gaps) - missing,
+                chunk_text,
+            )
         )
     out.print(table)
     if series.empty:
@@ -238,7 +248,7 @@ def gaps(args: argparse.Namespace) -> int:
         ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
         for gap in find_gaps(sched, tf, per_day, ledger, partial=_counts_partial(provider)):
             found += 1
-            table.add_row(symbol, str(gap.session), str(gap.expected), str(gap.present), gap.reason)
+            table.add_row(*cells(symbol, gap.session, gap.expected, gap.present, gap.reason))
     if found:
         out.print(table)
     what = "missing or partial bars" if _counts_partial(provider) else "no bars"
