@@ -4,7 +4,8 @@ Every session of a series is one of:
 - complete: as many bars as a full session has (or, for vendors that send no bar for an interval without
   trades, at least one);
 - partial: some bars, fewer than a full session has;
-- explained: no bars, and the ledger says why: the provider had none, or validation rejected them;
+- explained: no bars, and the ledger says why: the provider had none, or validation rejected them (all, or the
+  session's rows of a `partial` chunk);
 - missing: no bars and nothing explains it: never fetched, the fetch failed, or a loaded chunk lacks it.
 A missing or unexplained partial session is what `repair_gaps` fetches again.
 """
@@ -32,6 +33,7 @@ class Reason(StrEnum):
     NOT_FETCHED = "not fetched yet (no ledger row covers it)"
     FAILED = "chunk failed (see ingest_ledger.error)"
     REJECTED = "chunk rejected by validation (see quarantine)"
+    QUARANTINED = "bad rows quarantined, the rest loaded (ledger: partial; see quarantine)"
     EMPTY = "provider had no bars (ledger: empty)"
     UNEXPLAINED = "unexplained: chunk loaded but the session has no or too few bars"
 
@@ -80,6 +82,8 @@ def explain(session: dt.date, entries: Iterable[LedgerEntry]) -> Reason:
         return Reason.FAILED
     if LedgerStatus.REJECTED in statuses:
         return Reason.REJECTED
+    if LedgerStatus.PARTIAL in statuses:
+        return Reason.QUARANTINED
     if statuses == {LedgerStatus.EMPTY}:
         return Reason.EMPTY
     return Reason.UNEXPLAINED

@@ -26,14 +26,25 @@ class Adjustment(StrEnum):
 
 
 class LedgerStatus(StrEnum):
+    """A chunk's last outcome. `partial`: its good rows loaded and its bad rows quarantined (on_invalid=
+    quarantine_rows), which settles it like `loaded`; `rejected`: validation kept its bars out; `failed`: an
+    error after retries."""
+
     LOADED = "loaded"
     EMPTY = "empty"
+    PARTIAL = "partial"
     REJECTED = "rejected"
     FAILED = "failed"
 
     @property
     def ok(self) -> bool:
+        """The chunk loaded everything the provider sent (a run of such chunks exits 0)."""
         return self in (LedgerStatus.LOADED, LedgerStatus.EMPTY)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to fetch for the chunk until its source changes (`--mode missing` holds it)."""
+        return self in (LedgerStatus.LOADED, LedgerStatus.EMPTY, LedgerStatus.PARTIAL)
 
 
 @dataclass(frozen=True, order=True)

@@ -122,7 +122,7 @@ def select_chunks(
 ) -> Selection:
     """Keep the chunks `mode` asks for, given the ledger's last outcomes.
 
-    A chunk counts as held when one ledger row says `loaded` or `empty` for a window containing it, with the
+    A chunk counts as held when one ledger row says `loaded`, `empty` or `partial` for a window containing it, with the
     same `adjustment` (rows from before adjustments were recorded count) and, when `versions` of the sources
     are given (one per session date), the same source version: a republished file is fetched again.
     """
@@ -138,7 +138,7 @@ def select_chunks(
         entries = by_series.get((chunk.provider, chunk.symbol, chunk.timeframe), [])
         current = versions.get(session_of(chunk)) if versions is not None else None
         held = any(
-            e.status.ok
+            e.status.settled
             and e.covers(chunk)
             and (adjustment is None or e.adjustment in (None, adjustment))
             and (versions is None or e.source_version == current)

@@ -71,7 +71,8 @@ class RunSummary:
             return f"{self.flow}: nothing to fetch: {held}{self._extras()}"
         return (
             f"{self.flow}: {len(self.results)} chunks run ({c['loaded']} loaded, {c['empty']} empty, "
-            f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged), {self.skipped} skipped; "
+            + (f"{c['partial']} partial, " if c["partial"] else "")
+            + f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged), {self.skipped} skipped; "
             f"{self.bars_written} bars written in {self.elapsed_seconds:.1f} s ({self.bars_per_second:,.0f} bars/s)"
             + self._extras()
         )
@@ -80,8 +81,9 @@ class RunSummary:
         """Which chunks did not load and why, with the counts: the Failed state's message, which notices carry."""
         c = self.counts()
         lines = [
-            f"{len(self.problems())} of {len(self.results)} chunk(s) did not load ({c['rejected']} rejected, "
-            f"{c['failed']} failed; {c['loaded']} loaded, {c['empty']} empty):"
+            f"{len(self.problems())} of {len(self.results)} chunk(s) did not load"
+            + (f" everything ({c['partial']} partial, " if c["partial"] else " (")
+            + f"{c['rejected']} rejected, {c['failed']} failed; {c['loaded']} loaded, {c['empty']} empty):"
         ]
         lines += [f"  {r.chunk.label()} {r.status}: {r.error}" for r in self.problems()[:limit]]
         if len(self.problems()) > limit:
@@ -91,11 +93,11 @@ class RunSummary:
     def markdown(self) -> str:
         c = self.counts()
         rows = [
-            "| chunks planned | skipped (held) | not published | loaded | empty | rejected | failed | unchanged "
-            "| bars written | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| chunks planned | skipped (held) | not published | loaded | empty | partial | rejected | failed "
+            "| unchanged | bars written | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {self.planned} | {self.skipped} | {len(self.not_published)} | {c['loaded']} | {c['empty']} "
-            f"| {c['rejected']} | {c['failed']} | {self.unchanged} | {self.bars_written} "
+            f"| {c['partial']} | {c['rejected']} | {c['failed']} | {self.unchanged} | {self.bars_written} "
             f"| {self.elapsed_seconds:.1f} |",
         ]
         if self.problems():

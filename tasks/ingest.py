@@ -110,10 +110,9 @@ def _ingest(
     parts = [p for p in parts if p[0].symbol not in unknown]
     verdicts = validate_bars(parts).verdicts
     for (chunk, frame), verdict in zip(parts, verdicts, strict=True):
-        checksum = frame_checksum(frame) if verdict.ok else None
+        checksum = frame_checksum(frame)  # of what the provider sent, bad rows included: reruns compare it
         with concurrency(limits.warehouse, occupy=1) if limits and limits.warehouse else nullcontext():
             if verdict.ok:
-                assert checksum is not None
                 outcome = load_chunk(engine, chunk, frame, checksum=checksum, flow_run_id=run_id, **described)
             else:
                 outcome = reject_chunk(
@@ -124,13 +123,15 @@ def _ingest(
                     verdict.failed_rules,
                     flow_run_id=run_id,
                     load_good_rows=on_invalid == "quarantine_rows",
+                    checksum=checksum,
                     **described,
                 )
         error: str | None = None
         if not verdict.ok:
             rules = "; ".join(verdict.failed_rules)
             if on_invalid == "quarantine_rows":
-                error = f"{len(verdict.bad_rows)} bad row(s) quarantined, {outcome.rows} loaded: {rules}"
+                good = len(frame) - len(verdict.bad_rows)
+                error = f"{len(verdict.bad_rows)} bad row(s) quarantined, the other {good} loaded: {rules}"
             else:
                 error = f"{len(verdict.bad_rows)} bad row(s); all {len(frame)} quarantined, none loaded: {rules}"
         results.append(

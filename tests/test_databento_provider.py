@@ -146,7 +146,7 @@ def test_backfill_fetches_symbols_together_and_records_them_apart(
             max_cost_usd=100.0,
         )
     summary = info.value.summary
-    assert summary.counts() == {"loaded": 4, "empty": 0, "rejected": 0, "failed": 2}
+    assert summary.counts() == {"loaded": 4, "empty": 0, "partial": 0, "rejected": 0, "failed": 2}
     calls = gateway.paths("get_range")
     assert [sorted(c["form"]["symbols"].split(",")) for c in calls] == [["AAPL", "MSFT", "NOPE"]] * 3  # 2 quarters
     for endpoint in ("get_cost", "get_range"):  # each retry waited for Retry-After

@@ -151,7 +151,7 @@ def test_minute_files_load_per_session_with_extended_hours_windows(files: FlatFi
         provider="polygon-flatfiles",
         warehouse_url=sqlite_url,
     )
-    assert summary.ok and summary.counts() == {"loaded": 6, "empty": 3, "rejected": 0, "failed": 0}
+    assert summary.ok and summary.counts() == {"loaded": 6, "empty": 3, "partial": 0, "rejected": 0, "failed": 0}
     assert count(sqlite_url, "SELECT count(*) FROM bars") == 2 * 3 * 390
     windows = {
         (e.window_start.isoformat(), e.window_end.isoformat())

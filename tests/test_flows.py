@@ -134,21 +134,46 @@ def test_invalid_bars_are_rejected_quarantined_and_reported(warehouse_url: str) 
     assert {r.chunk.symbol for r in again.value.summary.results} == {r.chunk.symbol for r in rejected}
 
 
-def test_quarantine_rows_mode_loads_the_rest(sqlite_url: str) -> None:
-    with pytest.raises(IncompleteRunError) as info:
-        historical_backfill(
-            symbols=["AAPL"],
-            start=D(2024, 1, 1),
-            end=D(2024, 12, 31),
-            warehouse_url=sqlite_url,
-            provider_options={"invalid_chunk_rate": 1.0},
-            on_invalid="quarantine_rows",
-        )
+def test_quarantine_rows_mode_loads_the_rest_and_settles(warehouse_url: str) -> None:
+    args = dict(
+        symbols=["AAPL"],
+        start=D(2024, 1, 1),
+        end=D(2024, 12, 31),
+        warehouse_url=warehouse_url,
+        provider_options={"invalid_chunk_rate": 1.0},
+        on_invalid="quarantine_rows",
+    )
+    with pytest.raises(IncompleteRunError) as info:  # the run that finds bad rows reports them
+        historical_backfill(**args)
     (result,) = info.value.summary.results
-    assert result.status is LedgerStatus.REJECTED
-    assert result.error is not None and result.error.startswith("1 bad row(s) quarantined, 251 loaded: ")
-    assert count(sqlite_url, "SELECT count(*) FROM bars") == 251
-    assert count(sqlite_url, "SELECT count(*) FROM quarantine") == 1
+    assert result.status is LedgerStatus.PARTIAL
+    assert result.error is not None and result.error.startswith("1 bad row(s) quarantined, the other 251 loaded: ")
+    assert "did not load everything (1 partial, 0 rejected" in str(info.value)
+
+    def state() -> tuple[int, int, list[tuple[LedgerStatus, int | None]]]:
+        ledger = [(e.status, e.rows) for e in read_ledger(get_engine(warehouse_url))]
+        return (
+            count(warehouse_url, "SELECT count(*) FROM bars"),
+            count(warehouse_url, "SELECT count(*) FROM quarantine"),
+            ledger,
+        )
+
+    assert state() == (251, 1, [(LedgerStatus.PARTIAL, 251)])
+    # settled: neither missing nor failed fetches it again; all refetches it and, the source unchanged, writes nothing
+    assert historical_backfill(**args, mode="failed").results == []
+    assert historical_backfill(**args).results == []
+    with pytest.raises(IncompleteRunError) as again:
+        historical_backfill(**args, mode="all")
+    (result,) = again.value.summary.results
+    assert result.unchanged and again.value.summary.bars_written == 0
+    assert state() == (251, 1, [(LedgerStatus.PARTIAL, 251)])
+    # the same bad source, rejected whole: the ledger still counts the good bars that stay from before
+    with pytest.raises(IncompleteRunError):
+        historical_backfill(**{**args, "on_invalid": "reject"}, mode="all")
+    assert state() == (251, 252, [(LedgerStatus.REJECTED, 251)])
+    with pytest.raises(IncompleteRunError):
+        historical_backfill(**{**args, "on_invalid": "reject"}, mode="failed")
+    assert state() == (251, 252, [(LedgerStatus.REJECTED, 251)])
 
 
 def test_incremental_resumes_from_the_watermark(warehouse_url: str, reference_url: str) -> None:

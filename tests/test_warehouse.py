@@ -188,17 +188,77 @@ def test_reject_quarantines_every_row_and_loads_nothing(engine: sa.Engine, minut
     assert '"symbol": "AAPL"' in rows.loc[7, "row_data"]
     (entry,) = read_ledger(engine)
     assert entry.status is LedgerStatus.REJECTED and entry.rows == 0
+    reject_chunk(engine, CHUNK, minutes, bad, ["high >= low", "close not null"], flow_run_id="run-10")
+    assert quarantined(engine) == len(minutes)  # each distinct row once, however often it is rejected
 
 
-def test_quarantine_rows_mode_loads_the_good_rows(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+def quarantined(engine: sa.Engine) -> int:
+    return count_rows(engine, "SELECT count(*) FROM quarantine")
+
+
+def count_rows(engine: sa.Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+def test_quarantine_rows_mode_loads_the_good_rows_and_settles(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    def partial_load():  # type: ignore[no-untyped-def]
+        return reject_chunk(
+            engine,
+            CHUNK,
+            minutes,
+            {7: ["high >= low"], 9: ["close not null"]},
+            ["high >= low", "close not null"],
+            flow_run_id="r",
+            load_good_rows=True,
+            checksum=frame_checksum(minutes),
+        )
+
+    outcome = partial_load()
+    assert outcome.status is LedgerStatus.PARTIAL and outcome.rows == len(minutes) - 2
+    assert len(read_bars(engine)) == len(minutes) - 2 and quarantined(engine) == 2
+    (entry,) = read_ledger(engine)
+    assert entry.status is LedgerStatus.PARTIAL and entry.rows == len(minutes) - 2
+    again = partial_load()  # the same source again: settled, nothing written, nothing quarantined again
+    assert again.unchanged and again.written == 0 and quarantined(engine) == 2
+    # the same bad rows seen by a rejecting run: quarantine gains only the rows it did not hold
+    reject_chunk(engine, CHUNK, minutes, {7: ["high >= low"]}, ["high >= low"], flow_run_id="r2")
+    assert quarantined(engine) == len(minutes)
+    reject_chunk(engine, CHUNK, minutes, {7: ["high >= low"]}, ["high >= low"], flow_run_id="r3")
+    assert quarantined(engine) == len(minutes)
+    (entry,) = read_ledger(engine)  # rejected now, and the ledger counts the bars an earlier load left
+    assert entry.status is LedgerStatus.REJECTED and entry.rows == len(read_bars(engine)) == len(minutes) - 2
+
+
+def test_an_older_ledger_accepts_the_partial_status(engine: sa.Engine, minutes: pd.DataFrame) -> None:
+    load(engine, minutes)
+    with engine.begin() as conn:  # the status check as releases before `partial` created it
+        if engine.dialect.name == "sqlite":
+            conn.execute(sa.text("ALTER TABLE ingest_ledger RENAME TO newer"))
+            sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'newer'")).scalar_one()
+            conn.execute(sa.text(sql.replace("'partial', ", "").replace('"newer"', "ingest_ledger")))
+            conn.execute(sa.text("INSERT INTO ingest_ledger SELECT * FROM newer"))
+            conn.execute(sa.text("DROP TABLE newer"))
+        else:
+            conn.execute(sa.text("ALTER TABLE ingest_ledger DROP CONSTRAINT ck_ingest_ledger_status"))
+            conn.execute(
+                sa.text(
+                    "ALTER TABLE ingest_ledger ADD CONSTRAINT ck_ingest_ledger_status "
+                    "CHECK (status IN ('loaded', 'empty', 'rejected', 'failed'))"
+                )
+            )
+        conn.execute(sa.text("ALTER TABLE quarantine DROP COLUMN row_hash"))
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ingest_ledger SET status = 'partial'"))
+    ensure_schema(engine)
+    ensure_schema(engine)
+    (entry,) = read_ledger(engine)
+    assert entry.status is LedgerStatus.LOADED and entry.rows == len(minutes)
     outcome = reject_chunk(
         engine, CHUNK, minutes, {7: ["high >= low"]}, ["high >= low"], flow_run_id="r", load_good_rows=True
     )
-    assert outcome.rows == len(minutes) - 1
-    assert len(read_bars(engine)) == len(minutes) - 1
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM quarantine")).scalar() == 1
-    assert read_ledger(engine)[0].status is LedgerStatus.REJECTED
+    assert outcome.status is LedgerStatus.PARTIAL and read_ledger(engine)[0].status is LedgerStatus.PARTIAL
+    assert quarantined(engine) == 1
 
 
 def test_failure_is_recorded_and_keeps_earlier_bars(engine: sa.Engine, minutes: pd.DataFrame) -> None:

@@ -4,6 +4,7 @@ together, or nothing at all."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,8 +59,15 @@ def _chunk_bars(chunk: Chunk) -> sa.ColumnElement[bool]:
     return bars_in_window(chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
 
 
-def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str, described: Mapping[str, str | None]) -> bool:
-    """True when the ledger already holds this exact chunk as loaded and the bars it claims are all there.
+def _is_unchanged(
+    conn: sa.Connection,
+    chunk: Chunk,
+    checksum: str,
+    described: Mapping[str, str | None],
+    settled: tuple[str, ...] = ("loaded", "empty"),
+) -> bool:
+    """True when the ledger already holds this exact chunk as settled (`loaded` or `empty`; `partial` for a load
+    of good rows) and the bars it claims are all there.
 
     One round trip: the bars are only counted when the checksum matches (an index range scan of the window).
     Same bars from a newer source version (a republished file) only update the ledger row's description.
@@ -81,7 +89,7 @@ def _is_unchanged(conn: sa.Connection, chunk: Chunk, checksum: str, described: M
             led.window_start == chunk.window_start.to_pydatetime(),
         )
     ).first()
-    if entry is None or entry.present is None or entry.status not in ("loaded", "empty"):
+    if entry is None or entry.present is None or entry.status not in settled:
         return False
     if pd.Timestamp(entry.window_end).tz_localize(None) != chunk.window_end.tz_localize(None):
         return False
@@ -141,6 +149,16 @@ def _row_json(record: Mapping[str, object]) -> str:
     return json.dumps({k: plain(v) for k, v in record.items()}, default=str)
 
 
+def row_hash(chunk: Chunk, row_data: str) -> str:
+    """What makes a quarantined row distinct: its series and its content as the provider sent it."""
+    key = f"{chunk.provider}|{chunk.symbol}|{chunk.timeframe}|{row_data}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _bars_present(conn: sa.Connection, chunk: Chunk) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(bars).where(_chunk_bars(chunk))).scalar_one())
+
+
 def reject_chunk(
     engine: sa.Engine,
     chunk: Chunk,
@@ -154,50 +172,106 @@ def reject_chunk(
     adjustment: str | None = None,
     source_version: str | None = None,
 ) -> LoadOutcome:
-    """Quarantine a chunk that failed validation and mark it `rejected`, in one transaction.
+    """Quarantine a chunk that failed validation, in one transaction.
 
-    By default every row is quarantined and no bar is loaded. With `load_good_rows`, only the bad rows are
-    quarantined and the others load; the chunk still ends `rejected` so it is reported and can be re-run.
+    By default (`rejected`) every row is quarantined and none is loaded; bars an earlier load stored in the window
+    stay, and the ledger counts them. With `load_good_rows` (`partial`) only the bad rows are quarantined and the
+    others load; the chunk is then settled like a loaded one, and a rerun of the same source (same `checksum`)
+    writes nothing. The quarantine holds each distinct row once per series, however often it is seen.
     """
     reason = "chunk rejected: " + "; ".join(failed_rules)
-    now = _now()
+    status = LedgerStatus.PARTIAL if load_good_rows else LedgerStatus.REJECTED
     frame = frame.reset_index(drop=True)
     bad_positions = set(bad_rows)
-    quarantined = [
-        {
-            "provider": chunk.provider,
-            "symbol": chunk.symbol,
-            "timeframe": chunk.timeframe,
-            "window_start": chunk.window_start.to_pydatetime(),
-            "window_end": chunk.window_end.to_pydatetime(),
-            "ts": _safe_ts(record.get("ts")),
-            "row_data": _row_json(record),
-            "failed_expectations": "; ".join(bad_rows[i]) if i in bad_positions else reason,
-            "flow_run_id": flow_run_id,
-            "quarantined_at": now,
-        }
-        for i, record in enumerate(frame.to_dict("records"))
-        if not load_good_rows or i in bad_positions
-    ]
     good = frame.drop(index=sorted(bad_positions)) if load_good_rows else frame.iloc[0:0]
+    described = {"adjustment": adjustment, "source_version": source_version}
     dialect = dialect_for(engine)
     with engine.begin() as conn:
-        written = dialect.write_bars(conn, chunk, good) if len(good) else 0
-        if quarantined:
-            conn.execute(sa.insert(quarantine), quarantined)
-        error = f"{len(bad_positions)} bad row(s), {len(quarantined)} quarantined: " + "; ".join(failed_rules)
+        if load_good_rows and checksum and _is_unchanged(conn, chunk, checksum, described, settled=("partial",)):
+            return LoadOutcome(status, rows=len(good), written=0, unchanged=True)
+        error = f"{len(bad_positions)} bad row(s): " + "; ".join(failed_rules)
         row = _ledger_row(
             chunk,
-            LedgerStatus.REJECTED,
-            rows=len(good),
+            status,
+            rows=None,
             checksum=checksum,
             flow_run_id=flow_run_id,
             error=error[:_MAX_ERROR],
-            adjustment=adjustment,
-            source_version=source_version,
+            **described,
         )
+        # The ledger row first: it locks the chunk, so two runs quarantining it at once take turns below.
         dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
-    return LoadOutcome(LedgerStatus.REJECTED, rows=len(good), written=written)
+        written = dialect.write_bars(conn, chunk, good) if len(good) else 0
+        quarantined = _new_quarantine_rows(conn, chunk, frame, bad_rows, reason, flow_run_id, load_good_rows)
+        if quarantined:
+            conn.execute(sa.insert(quarantine), quarantined)
+        present = _bars_present(conn, chunk)
+        conn.execute(
+            sa.update(ingest_ledger)
+            .where(*_ledger_key(chunk))
+            .values(rows=present, error=(error + f"; {len(quarantined)} new row(s) quarantined")[:_MAX_ERROR])
+        )
+    return LoadOutcome(status, rows=present, written=written)
+
+
+def _ledger_key(chunk: Chunk) -> list[sa.ColumnElement[bool]]:
+    led = ingest_ledger.c
+    return [
+        led.provider == chunk.provider,
+        led.symbol == chunk.symbol,
+        led.timeframe == chunk.timeframe,
+        led.window_start == chunk.window_start.to_pydatetime(),
+    ]
+
+
+def _new_quarantine_rows(
+    conn: sa.Connection,
+    chunk: Chunk,
+    frame: pd.DataFrame,
+    bad_rows: Mapping[int, Sequence[str]],
+    reason: str,
+    flow_run_id: str | None,
+    only_bad: bool,
+) -> list[dict[str, object]]:
+    """The rows to quarantine that the quarantine does not hold yet (by content, per series)."""
+    q = quarantine.c
+    held = set(
+        conn.execute(
+            sa.select(q.row_hash).where(
+                q.provider == chunk.provider,
+                q.symbol == chunk.symbol,
+                q.timeframe == chunk.timeframe,
+                q.window_start == chunk.window_start.to_pydatetime(),
+                q.row_hash.is_not(None),
+            )
+        ).scalars()
+    )
+    now = _now()
+    out: list[dict[str, object]] = []
+    for i, record in enumerate(frame.to_dict("records")):
+        if only_bad and i not in bad_rows:
+            continue
+        data = _row_json(record)
+        digest = row_hash(chunk, data)
+        if digest in held:
+            continue
+        held.add(digest)
+        out.append(
+            {
+                "provider": chunk.provider,
+                "symbol": chunk.symbol,
+                "timeframe": chunk.timeframe,
+                "window_start": chunk.window_start.to_pydatetime(),
+                "window_end": chunk.window_end.to_pydatetime(),
+                "ts": _safe_ts(record.get("ts")),
+                "row_data": data,
+                "row_hash": digest,
+                "failed_expectations": "; ".join(bad_rows[i]) if i in bad_rows else reason,
+                "flow_run_id": flow_run_id,
+                "quarantined_at": now,
+            }
+        )
+    return out
 
 
 def _safe_ts(value: object) -> dt.datetime | None:

@@ -16,7 +16,7 @@ metadata = sa.MetaData()
 UTC_TIMESTAMP = sa.DateTime(timezone=True).with_variant(oracle.TIMESTAMP(), "oracle")
 PRICE: sa.types.TypeEngine[float] = sa.Double().with_variant(oracle.BINARY_DOUBLE(), "oracle")
 
-_STATUSES = ("loaded", "empty", "rejected", "failed")
+_STATUSES = ("loaded", "empty", "partial", "rejected", "failed")
 
 
 def _series_key(primary_key: bool) -> list[sa.Column[str]]:
@@ -72,6 +72,7 @@ quarantine = sa.Table(
     sa.Column("window_end", UTC_TIMESTAMP, nullable=False),
     sa.Column("ts", UTC_TIMESTAMP, nullable=True),
     sa.Column("row_data", sa.Text, nullable=False, comment="the bar as the provider sent it, JSON"),
+    sa.Column("row_hash", sa.String(64), nullable=True, comment="sha256 of series and row_data: one copy each"),
     sa.Column("failed_expectations", sa.Text, nullable=False, comment="rules this row broke, or why its chunk was"),
     sa.Column("flow_run_id", sa.String(64), nullable=True),
     sa.Column("quarantined_at", UTC_TIMESTAMP, nullable=False),
@@ -99,26 +100,50 @@ def bars_in_window(
     )
 
 
-# Ledger columns added after the first release; `ensure_schema` adds them to older warehouses.
-_ADDED_LEDGER_COLUMNS = ("adjustment", "source_version")
+# Columns added after the first release; `ensure_schema` adds them to older warehouses.
+_ADDED_COLUMNS = {ingest_ledger: ("adjustment", "source_version"), quarantine: ("row_hash",)}
 
 
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the tables that are missing and add ledger columns newer than the warehouse; leave existing data
-    alone (idempotent)."""
+    """Create the tables that are missing and bring older warehouses up to date (new columns, the ledger's
+    newer statuses); leave existing data alone (idempotent)."""
     metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
         dialect_for(engine).create_support_tables(conn)
-    present = {c["name"] for c in sa.inspect(engine).get_columns(ingest_ledger.name)}
-    missing = [ingest_ledger.c[name] for name in _ADDED_LEDGER_COLUMNS if name not in present]
-    if not missing:
+    inspector = sa.inspect(engine)
+    preparer = engine.dialect.identifier_preparer
+    for table, names in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [table.c[name] for name in names if name not in present]
+        with engine.begin() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(
+                    sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD {preparer.format_column(column)} {kind}")
+                )
+    _allow_every_status(engine)
+
+
+def _allow_every_status(engine: sa.Engine) -> None:
+    """Ledgers created before `partial` existed check status against the older list: widen the check."""
+    checks = sa.inspect(engine).get_check_constraints(ingest_ledger.name)
+    old = [c for c in checks if "status" in str(c.get("sqltext", "")) and "'partial'" not in str(c.get("sqltext"))]
+    if not old:
         return
     preparer = engine.dialect.identifier_preparer
+    table = preparer.format_table(ingest_ledger)
+    allowed = ", ".join(f"'{s}'" for s in _STATUSES)
+    if engine.dialect.name == "sqlite":  # SQLite cannot alter a constraint: rebuild the table, in one transaction
+        columns = ", ".join(preparer.format_column(c) for c in ingest_ledger.columns)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO ingest_ledger_before_partial")
+            ingest_ledger.create(conn)
+            conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM ingest_ledger_before_partial")
+            conn.exec_driver_sql("DROP TABLE ingest_ledger_before_partial")
+        return
     with engine.begin() as conn:
-        for column in missing:
-            kind = column.type.compile(dialect=engine.dialect)
-            conn.execute(
-                sa.text(
-                    f"ALTER TABLE {preparer.format_table(ingest_ledger)} ADD {preparer.format_column(column)} {kind}"
-                )
-            )
+        for check in old:
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {preparer.quote(str(check['name']))}")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {table} ADD CONSTRAINT ck_ingest_ledger_status CHECK (status IN ({allowed}))"
+        )
