@@ -122,3 +122,32 @@ def test_a_connection_dropped_while_preparing_the_warehouse_is_retried(postgres_
         thread.join()
     assert len(killed) == 1
     assert summary.ok and summary.counts()["loaded"] == 1 and summary.bars_written == 61
+
+
+def test_gaps_groups_consecutive_sessions_and_lists_them_all_as_json(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from candleflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run = ["backfill", "--symbols", "MSFT", "--start", "2024-01-01", "--end", "2024-12-31"]
+    assert main([*run, "--option", "invalid_chunk_rate=1"]) == 1
+    capsys.readouterr()
+    gaps = ["gaps", "--symbols", "MSFT", "--start", "2024-01-01", "--end", "2025-01-10"]
+    assert main(gaps) == 1
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "MSFT" in line]
+    assert len(rows) == 2, out  # the rejected year, then the sessions never fetched
+    assert "2024-01-02..2024-12-31 (252)" in rows[0] and "explained" in rows[0] and "0/252" in rows[0]
+    assert "2025-01-02..2025-01-10 (6)" in rows[1] and "missing" in rows[1] and "not fetched yet" in rows[1]
+    assert out.splitlines()[-1] == "258 session(s) with missing or partial bars out of 258 expected"
+    assert main([*gaps, "--json"]) == 1
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 258 and listed[0] == {
+        "symbol": "MSFT",
+        "session": "2024-01-02",
+        "state": "explained",
+        "expected": 1,
+        "present": 0,
+        "reason": "chunk rejected by validation (see quarantine)",
+    }

@@ -112,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gaps", help="sessions without (enough) bars, and why")
     common(g)
-    g.add_argument("--start", required=True)
-    g.add_argument("--end", required=True)
+    g.add_argument("--start", required=True, help="first session date, YYYY-MM-DD (inclusive)")
+    g.add_argument("--end", required=True, help="last session date, YYYY-MM-DD (inclusive)")
+    g.add_argument("--json", action="store_true", help="every incomplete session as JSON, one object each")
 
     from deployments.cli import add_team_commands
 

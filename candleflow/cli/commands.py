@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.text import Text
 
 from candleflow.errors import BadInputError, IncompleteRunError
 from candleflow.inputs import check_date_range, parse_date, parse_options, parse_symbols
-from candleflow.model import ChunkResult
+from candleflow.model import ChunkResult, LedgerStatus
 from candleflow.planning import request_window
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, schedule
@@ -90,7 +91,7 @@ class _LiveProgress:
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task: Any = None
-        self.counts = {"loaded": 0, "empty": 0, "rejected": 0, "failed": 0}
+        self.counts = {str(s): 0 for s in LedgerStatus}
 
     def started(self, total: int) -> None:
         self.task = self.progress.add_task("chunks", total=total, status="")
@@ -182,7 +183,7 @@ def status(args: argparse.Namespace) -> int:
         "sessions",
         "missing",
         "partial",
-        "chunks loaded/empty/rejected/failed",
+        "chunks " + "/".join(LedgerStatus),
         title="candleflow coverage (sessions: XNYS sessions from first to last bar)",
     )
     for row in series.itertuples():
@@ -197,7 +198,7 @@ def status(args: argparse.Namespace) -> int:
             (counts.provider == row.provider) & (counts.symbol == row.symbol) & (counts.timeframe == row.timeframe)
         ]
         by_status = dict(zip(mine.status, mine.chunks, strict=True))
-        chunk_text = "/".join(str(by_status.get(s, 0)) for s in ("loaded", "empty", "rejected", "failed"))
+        chunk_text = "/".join(str(by_status.get(str(s), 0)) for s in LedgerStatus)
         table.add_row(
             *cells(
                 row.provider,
@@ -226,8 +227,9 @@ def _counts_partial(provider: str) -> bool:
 
 
 def gaps(args: argparse.Namespace) -> int:
-    """List sessions in [start, end] without bars (or with fewer than a full session has), with the reason."""
-    from candleflow.coverage import find_gaps
+    """Sessions in [start, end] without bars (or with fewer than a full session has), with the reason: as ranges
+    of consecutive sessions sharing a state and reason, or (--json) every session, one object each."""
+    from candleflow.coverage import SessionState, classify_sessions, incomplete_ranges
     from providers import check_provider_name
     from warehouse.engine import check_reachable
     from warehouse.queries import bars_per_session, has_schema, read_ledger
@@ -240,19 +242,40 @@ def gaps(args: argparse.Namespace) -> int:
     check_in_range(start, end)
     engine = check_reachable(args.warehouse)
     sched = schedule(start, end)
-    found = 0
-    table = Table("symbol", "session", "expected", "present", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
     stored = has_schema(engine)
+    counts_partial = _counts_partial(provider)
+    found: list[dict[str, Any]] = []
+    table = Table("symbol", "sessions", "state", "bars", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
     for symbol in symbols:
         per_day = bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end)) if stored else {}
         ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
-        for gap in find_gaps(sched, tf, per_day, ledger, partial=_counts_partial(provider)):
-            found += 1
-            table.add_row(*cells(symbol, gap.session, gap.expected, gap.present, gap.reason))
+        coverage = classify_sessions(sched, tf, per_day, ledger, partial=counts_partial)
+        by_day = {c.session: c for c in coverage}
+        found += [
+            {
+                "symbol": symbol,
+                "session": str(c.session),
+                "state": str(c.state),
+                "expected": c.expected,
+                "present": c.present,
+                "reason": str(c.reason),
+            }
+            for c in coverage
+            if c.state is not SessionState.COMPLETE
+        ]
+        for r in incomplete_ranges(coverage):
+            when = f"{r.first}" if r.sessions == 1 else f"{r.first}..{r.last} ({r.sessions})"
+            days = [by_day[d] for d in by_day if r.first <= d <= r.last]
+            present = sum(c.present for c in days)
+            expected = sum(c.expected for c in days)
+            table.add_row(*cells(symbol, when, r.state, f"{present}/{expected}", r.reason))
+    if args.json:
+        out.print_json(json.dumps(found))
+        return 0 if not found else 1
     if found:
         out.print(table)
-    what = "missing or partial bars" if _counts_partial(provider) else "no bars"
-    out.print(f"{found} session(s) with {what} out of {len(sched) * len(symbols)} expected")
-    if not _counts_partial(provider):
+    what = "missing or partial bars" if counts_partial else "no bars"
+    out.print(f"{len(found)} session(s) with {what} out of {len(sched) * len(symbols)} expected")
+    if not counts_partial:
         out.print(f"({provider} has no bar for an interval without trades, so short sessions are not gaps)")
-    return 0 if found == 0 else 1
+    return 0 if not found else 1
