@@ -103,6 +103,11 @@ class LedgerEntry:
     checksum: str | None = None
     adjustment: str | None = None
     source_version: str | None = None
+    complete_through: pd.Timestamp | None = None  # None: final for its whole window
+
+    def final_for(self, chunk: Chunk) -> bool:
+        """Every bar of `chunk`'s window was final when this row's chunk was fetched."""
+        return self.complete_through is None or self.complete_through >= chunk.window_end
 
     def covers(self, chunk: Chunk) -> bool:
         return (

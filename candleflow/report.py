@@ -20,6 +20,9 @@ class RunSummary:
     not_published: list[Chunk] = field(default_factory=list)  # the vendor has no file for their date yet
     cost_usd: float | None = None  # the vendor's quote for the chunks to fetch, for providers that charge
     sessions_to_repair: int | None = None  # repair_gaps: the sessions its chunks cover
+    # Why held chunks were skipped, when the reason is not obvious: e.g. another csv collection already loaded
+    # under the same provider key.
+    skip_note: str | None = None
 
     def counts(self) -> dict[str, int]:
         counter = Counter(str(r.status) for r in self.results)
@@ -68,11 +71,14 @@ class RunSummary:
             held = f"all {self.skipped} planned chunks are already in the ledger"
             if self.not_published:
                 held = f"{self.skipped} planned chunks are already in the ledger"
-            return f"{self.flow}: nothing to fetch: {held}{self._extras()}"
+            note = f" {self.skip_note}" if self.skip_note and self.skipped else ""
+            return f"{self.flow}: nothing to fetch: {held}{note}{self._extras()}"
+        note = f" {self.skip_note}" if self.skip_note and self.skipped else ""
         return (
             f"{self.flow}: {len(self.results)} chunks run ({c['loaded']} loaded, {c['empty']} empty, "
             + (f"{c['partial']} partial, " if c["partial"] else "")
-            + f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged), {self.skipped} skipped; "
+            + f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged), "
+            f"{self.skipped} skipped{note}; "
             f"{self.bars_written} bars written in {self.elapsed_seconds:.1f} s ({self.bars_per_second:,.0f} bars/s)"
             + self._extras()
         )

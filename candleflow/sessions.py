@@ -78,6 +78,26 @@ def expected_bars_per_session(sched: pd.DataFrame, timeframe: Timeframe) -> pd.S
     return ((last - first) // step + 1).astype("int64")
 
 
+def final_through(
+    window_start: pd.Timestamp,
+    window_end: pd.Timestamp,
+    intraday: bool,
+    as_of: pd.Timestamp,
+    calendar: str = DEFAULT_CALENDAR,
+) -> pd.Timestamp:
+    """How far the bars of the UTC window [window_start, window_end) were final at `as_of`: up to the first
+    session that had not closed yet (its open for intraday bars, its date's 00:00 UTC for daily bars), else the
+    whole window. A chunk fetched before then is complete only up to this point and is fetched again later."""
+    last_day = (window_end - pd.Timedelta(microseconds=1)).date()
+    sched = schedule(window_start.date(), last_day, calendar)
+    still_open = sched[sched["close"] > as_of]
+    if still_open.empty:
+        return window_end
+    first = still_open.iloc[0]
+    boundary = first["open"] if intraday else pd.Timestamp(still_open.index[0]).tz_localize("UTC")
+    return max(window_start, min(window_end, pd.Timestamp(boundary).tz_convert("UTC")))
+
+
 def closed_sessions(
     start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR, now: pd.Timestamp | None = None
 ) -> pd.DataFrame:

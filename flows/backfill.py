@@ -92,10 +92,15 @@ def historical_backfill(
     summary = RunSummary(flow="historical_backfill", planned=len(chunks), dry_run=inputs.dry_run)
     versions = published_versions(series, chunks)
     published = drop_unpublished(summary, chunks, versions)
-    ledger = read_ledger_task(inputs.warehouse_url, inputs.provider, series.symbols, series.timeframe.name)
+    ledger = read_ledger_task(inputs.warehouse_url, inputs.stored_as, series.symbols, series.timeframe.name)
     adjustment = str(series.provider.adjustment)
     selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions)
     summary.skipped, summary.todo = len(selection.skipped), selection.todo
+    if hasattr(series.provider, "stored_as"):  # collections of files: say which one holds what was skipped
+        summary.skip_note = (
+            f"as {inputs.stored_as} (another set of files for these symbols needs its own --option source=NAME; "
+            "--mode all reloads these)"
+        )
     check_budget(summary, series, selection.todo, inputs.max_cost_usd)
     if inputs.dry_run:
         summary.elapsed_seconds = time.perf_counter() - started

@@ -37,9 +37,7 @@ def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: 
     if period is ChunkPeriod.SESSION:
         sessions = [d.date() for d in schedule(start, end, series.calendar).index]
     tz = str(get_calendar(series.calendar).tz)
-    return plan_chunks(
-        series.provider_name, symbols, series.timeframe, start, end, period=period, sessions=sessions, tz=tz
-    )
+    return plan_chunks(series.key, symbols, series.timeframe, start, end, period=period, sessions=sessions, tz=tz)
 
 
 def published_versions(series: SeriesRequest, chunks: Sequence[Chunk]) -> dict[dt.date, str | None] | None:
@@ -157,7 +155,7 @@ def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end:
     for timeframe in inputs.timeframes:
         coverage = measure_coverage(
             inputs.warehouse_url,
-            inputs.provider,
+            inputs.stored_as,
             inputs.symbols,
             timeframe.name,
             start,
@@ -166,7 +164,7 @@ def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end:
             partial=not inputs.source.bars_only_when_traded,
         )
         grid |= {f"{symbol} {timeframe.name}": sessions for symbol, sessions in coverage.items()}
-    publish_coverage(summary.flow, f"{inputs.provider} coverage {start}..{end}", grid)
+    publish_coverage(summary.flow, f"{inputs.stored_as} coverage {start}..{end}", grid)
 
 
 def finish(summary: RunSummary) -> RunSummary:

@@ -92,7 +92,7 @@ def incremental_update(
     first = last
     for timeframe in inputs.timeframes:
         series = inputs.series(timeframe)
-        marks = read_watermarks_task(inputs.warehouse_url, inputs.provider, series.symbols, timeframe.name)
+        marks = read_watermarks_task(inputs.warehouse_url, inputs.stored_as, series.symbols, timeframe.name)
         chunks: list[Chunk] = []
         for symbol in series.symbols:
             mark = marks.get(symbol)

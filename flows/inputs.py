@@ -50,6 +50,11 @@ class SeriesRequest:
     timeframe: Timeframe
     symbols: list[str]
     calendar: str  # the exchange calendar the provider's sessions follow
+    stored_as: str = ""  # the provider key of its bars and ledger rows: the name, or `csv:<source>`
+
+    @property
+    def key(self) -> str:
+        return self.stored_as or self.provider_name
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class RunInputs:
     on_invalid: OnInvalid
     max_cost_usd: float | None
     warehouse_url: str | None
+    stored_as: str  # the provider key in the warehouse: the provider's name, or `csv:<source>` for a named source
 
     def series(self, timeframe: Timeframe, symbols: list[str] | None = None) -> SeriesRequest:
         return SeriesRequest(
@@ -74,6 +80,7 @@ class RunInputs:
             timeframe,
             self.symbols if symbols is None else symbols,
             self.calendar,
+            self.stored_as,
         )
 
 
@@ -149,6 +156,19 @@ def _timeframes(value: object) -> list[Timeframe]:
     return checked
 
 
+DAYS_AHEAD = 7  # how far past today (UTC) an end date may reach: the rest of this week's sessions, no further
+
+
+def _not_far_ahead(date: dt.date, name: str) -> dt.date:
+    today = dt.datetime.now(dt.UTC).date()
+    if date > today + dt.timedelta(days=DAYS_AHEAD):
+        raise BadInputError(
+            f"{name} {date} is more than {DAYS_AHEAD} days after today ({today}): no bars exist yet; end at "
+            f"{today} or earlier (sessions that have not closed are fetched again by later runs)"
+        )
+    return date
+
+
 def _end_date(value: object) -> dt.date | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -196,6 +216,7 @@ def check_run(
         on_invalid=on_invalid,  # type: ignore[arg-type]
         max_cost_usd=_cost_limit(max_cost_usd, name("max_cost_usd")),
         warehouse_url=warehouse_url or None,
+        stored_as=str(getattr(source, "stored_as", provider_name)),
     )
 
 
@@ -211,6 +232,7 @@ def check_backfill(
     name: NameStyle = run.get("name", param_name)
     first, last = parse_date(start, "start"), parse_date(end, "end")  # type: ignore[arg-type]
     check_date_range(first, last)
+    _not_far_ahead(last, name("end"))
     check_in_range(first, last, checked.calendar)
     return BackfillInputs(
         **_common(checked),
@@ -229,6 +251,7 @@ def check_update(
     name: NameStyle = run.get("name", param_name)
     last = _end_date(end)
     if last is not None:
+        _not_far_ahead(last, name("end"))
         check_in_range(last, last, checked.calendar)
     return UpdateInputs(
         **_common(checked),
@@ -246,6 +269,7 @@ def check_repair(
     name: NameStyle = run.get("name", param_name)
     last = _end_date(end)
     if last is not None:
+        _not_far_ahead(last, name("end"))
         check_in_range(last, last, checked.calendar)
     return RepairInputs(
         **_common(checked),

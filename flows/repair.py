@@ -94,7 +94,7 @@ def repair_gaps(
         series = inputs.series(timeframe)
         coverage = measure_coverage(
             inputs.warehouse_url,
-            inputs.provider,
+            inputs.stored_as,
             series.symbols,
             timeframe.name,
             first,

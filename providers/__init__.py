@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -29,6 +30,29 @@ ProviderName = Literal["synthetic", "csv", "polygon", "polygon-flatfiles", "data
 assert set(get_args(ProviderName)) == set(PROVIDERS), "ProviderName must list every registered provider"
 
 
+SOURCE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,23}")
+
+
+def stored_key(name: str, source: str | None) -> str:
+    """How a provider's bars are keyed in the warehouse: its name, or `name:source` for a named source (two CSV
+    collections of the same symbols are two sources, never mixed or skipped for one another)."""
+    return f"{name}:{source}" if source else name
+
+
+def check_stored_key(key: str) -> tuple[str, str | None]:
+    """`csv:quandl` -> ("csv", "quandl"); a bad name or source is bad input."""
+    name, _, source = str(key).partition(":")
+    check_provider_name(name)
+    if source and not SOURCE_PATTERN.fullmatch(source):
+        raise BadInputError(f"source {source!r} of {key!r}: use 1-24 of a-z 0-9 _ - (for example quandl)")
+    return name, source or None
+
+
+def provider_of(key: str) -> str:
+    """The provider's name in a stored key: `csv:quandl` -> `csv`."""
+    return key.partition(":")[0]
+
+
 def check_provider_name(name: str) -> str:
     if not isinstance(name, str) or name not in PROVIDERS:
         valid = ", ".join(sorted(PROVIDERS))
@@ -48,4 +72,14 @@ def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provide
     return provider
 
 
-__all__ = ["PROVIDERS", "FetchRequest", "Provider", "ProviderName", "check_provider_name", "get_provider"]
+__all__ = [
+    "PROVIDERS",
+    "FetchRequest",
+    "Provider",
+    "ProviderName",
+    "check_provider_name",
+    "check_stored_key",
+    "get_provider",
+    "provider_of",
+    "stored_key",
+]

@@ -67,6 +67,16 @@ class CheckedSource(Protocol):
 
 
 @runtime_checkable
+class ClockedSource(Protocol):
+    """A provider with a clock of its own (the synthetic provider's `now`): which bars had closed is decided by
+    it, not by the machine's clock."""
+
+    def now(self) -> pd.Timestamp:
+        """The moment the provider answers as of (UTC)."""
+        ...
+
+
+@runtime_checkable
 class VersionedSource(Protocol):
     """A provider whose sources are published objects with versions (flat files)."""
 

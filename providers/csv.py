@@ -16,6 +16,7 @@ Adj Close / Close, volume is left as is, and vwap is dropped (it would not be ad
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -42,6 +43,16 @@ class CsvOptions(BaseModel):
     directory: str | None = None
     timezone: str = "UTC"
     adjusted: bool = False
+    # A name for this collection of files: its bars are stored as `csv:<source>`, apart from other collections
+    # of the same symbols (without it, every csv collection shares `csv`).
+    source: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _plain_source(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,23}", value):
+            raise ValueError(f"source {value!r}: use 1-24 of a-z 0-9 _ - (for example quandl)")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -63,6 +74,11 @@ class CsvProvider:
 
     def __init__(self, options: CsvOptions | None = None, **overrides: object) -> None:
         self.options = options or CsvOptions.model_validate(overrides)
+
+    @property
+    def stored_as(self) -> str:
+        """The provider key its bars are stored under: `csv`, or `csv:<source>`."""
+        return f"{self.name}:{self.options.source}" if self.options.source else self.name
 
     @property
     def adjustment(self) -> Adjustment:
@@ -130,7 +146,7 @@ class CsvProvider:
             frame = self._read(path, symbol, request)
             frames.append(frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)])
         combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "ts"])
-        return canonical_frame(combined, provider=self.name, timeframe=request.timeframe.name)
+        return canonical_frame(combined, provider=self.stored_as, timeframe=request.timeframe.name)
 
     def _read(self, path: Path, symbol: str, request: FetchRequest) -> pd.DataFrame:
         try:

@@ -143,6 +143,10 @@ class SyntheticProvider:
     def adjustment(self) -> Adjustment:
         return Adjustment.RAW  # generated prices have no corporate actions
 
+    def now(self) -> pd.Timestamp:
+        """The `now` option, else the real clock: bars closed after it do not exist yet."""
+        return pd.Timestamp(self.options.now) if self.options.now is not None else pd.Timestamp.now(tz="UTC")
+
     def fetch(self, request: FetchRequest) -> pd.DataFrame:
         opts = self.options
         window = (request.start, request.end)
@@ -166,7 +170,7 @@ class SyntheticProvider:
     def _bars(self, symbol: str, request: FetchRequest) -> pd.DataFrame:
         opts = self.options
         tf = request.timeframe
-        now = pd.Timestamp(opts.now) if opts.now is not None else pd.Timestamp.now(tz="UTC")
+        now = self.now()
         first_day = request.start.tz_convert("UTC").date()
         last_day = (request.end - pd.Timedelta(microseconds=1)).tz_convert("UTC").date()
         sched = sessions.schedule(first_day, last_day, opts.calendar)

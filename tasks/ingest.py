@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -18,11 +19,12 @@ from prefect.states import State
 
 from candleflow.checksum import frame_checksum
 from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
+from candleflow.sessions import DEFAULT_CALENDAR, final_through
 from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
-from providers import get_provider
-from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, FetchRequest
+from providers import get_provider, provider_of
+from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, FetchRequest
 from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
@@ -84,8 +86,12 @@ def _ingest(
     quarantine each chunk in its own transaction."""
     started = time.perf_counter()
     first = chunks[0]
-    provider = get_provider(first.provider, with_secrets(first.provider, provider_options))
+    name = provider_of(first.provider)  # `csv:quandl` is the csv provider, its bars stored apart
+    provider = get_provider(name, with_secrets(name, provider_options))
     request = request_for(chunks)
+    # Read the clock before fetching: a session that closes during the fetch is not yet final in what it returns.
+    as_of = provider.now() if isinstance(provider, ClockedSource) else pd.Timestamp.now(tz="UTC")
+    calendar = str((provider_options or {}).get("calendar", DEFAULT_CALENDAR))
     if limits is not None and limits.provider:
         rate_limit(limits.provider)
     try:
@@ -93,7 +99,10 @@ def _ingest(
     except TransientProviderError as exc:
         honour_retry_after(exc)
         raise
-    described = {"adjustment": str(provider.adjustment), "source_version": fetched.attrs.get(SOURCE_VERSION)}
+    described: dict[str, Any] = {
+        "adjustment": str(provider.adjustment),
+        "source_version": fetched.attrs.get(SOURCE_VERSION),
+    }
     if len(chunks) == 1:
         parts = [(first, fetched)]
     else:
@@ -110,6 +119,9 @@ def _ingest(
     parts = [p for p in parts if p[0].symbol not in unknown]
     verdicts = validate_bars(parts).verdicts
     for (chunk, frame), verdict in zip(parts, verdicts, strict=True):
+        described["complete_through"] = final_through(
+            chunk.window_start, chunk.window_end, request.timeframe.intraday, as_of, calendar
+        )
         checksum = frame_checksum(frame)  # of what the provider sent, bad rows included: reruns compare it
         with concurrency(limits.warehouse, occupy=1) if limits and limits.warehouse else nullcontext():
             if verdict.ok:

@@ -55,7 +55,9 @@ BAD = [
     (check_update, {"lookback_days": "ten"}, "{} 'ten' is not a whole number"),
     (check_update, {"overlap_days": -1}, "{} -1 must be 0 or more"),
     (check_update, {"overlap_days": 1.5}, "{} 1.5 is not a whole number"),
-    (check_update, {"end": "2099-01-01"}, "end date 2099-01-01 is after"),
+    (check_update, {"end": "2099-01-01"}, "2099-01-01 is more than 7 days after today"),
+    (check_backfill, {"start": "2024-01-01", "end": "2099-01-01"}, "2099-01-01 is more than 7 days after today"),
+    (check_repair, {"end": "2099-01-01"}, "2099-01-01 is more than 7 days after today"),
     (check_repair, {"lookback_days": -3}, "{} -3 must be at least 1"),
 ]
 

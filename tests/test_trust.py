@@ -151,3 +151,79 @@ def test_gaps_groups_consecutive_sessions_and_lists_them_all_as_json(tmp_path: P
         "present": 0,
         "reason": "chunk rejected by validation (see quarantine)",
     }
+
+
+def test_each_named_csv_source_keeps_its_own_bars(sqlite_url: str, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from candleflow.errors import BadInputError
+
+    first, second = tmp_path / "yahoo", tmp_path / "quandl"
+    first.mkdir(), second.mkdir()
+    yahoo_file(first, "2024-01-01", "2024-04-01")
+    yahoo_file(second, "2024-01-01", "2024-04-01")
+    quandl = pd.read_csv(second / "AAPL.csv")
+    quandl[["Open", "High", "Low", "Close"]] *= 2  # a different vendor's prices for the same symbol
+    quandl.to_csv(second / "AAPL.csv", index=False)
+    args = dict(provider="csv", symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 3, 28), warehouse_url=sqlite_url)
+    assert historical_backfill(**args, provider_options={"directory": str(first)}).counts()["loaded"] == 1
+    unnamed = historical_backfill(**args, provider_options={"directory": str(second)})
+    assert unnamed.results == [] and unnamed.skipped == 1
+    assert unnamed.headline() == (
+        "historical_backfill: nothing to fetch: all 1 planned chunks are already in the ledger as csv (another set "
+        "of files for these symbols needs its own --option source=NAME; --mode all reloads these)"
+    )
+    named = historical_backfill(**args, provider_options={"directory": str(second), "source": "quandl"})
+    assert named.counts()["loaded"] == 1 and named.bars_written == 61
+    with get_engine(sqlite_url).connect() as conn:
+        closes = dict(conn.execute(sa.text("SELECT provider, avg(close) FROM bars GROUP BY provider")).all())
+    ledger = {e.provider for e in read_ledger(get_engine(sqlite_url))}
+    assert set(closes) == ledger == {"csv", "csv:quandl"}
+    assert closes["csv:quandl"] == pytest.approx(2 * closes["csv"])
+    with pytest.raises(BadInputError, match="source 'Quandl Data': use 1-24 of a-z 0-9 _ -"):
+        historical_backfill(**args, provider_options={"directory": str(second), "source": "Quandl Data"})
+
+
+def test_a_window_reaching_past_now_is_complete_only_through_the_last_closed_session(sqlite_url: str) -> None:
+    engine = get_engine(sqlite_url)
+    args = dict(symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 12, 31), warehouse_url=sqlite_url)
+    friday_noon = {"now": "2024-06-14T16:00:00Z"}  # 12:00 in New York: June 14's session is still trading
+    first = historical_backfill(**args, provider_options=friday_noon)
+    assert first.ok and first.bars_written == 114  # the sessions of 2024 that had closed by then
+    (entry,) = read_ledger(engine)
+    assert entry.status is LedgerStatus.LOADED and entry.complete_through == pd.Timestamp("2024-06-14", tz="UTC")
+    again = historical_backfill(**args, provider_options=friday_noon)  # not final: fetched again, nothing new
+    assert len(again.results) == 1 and again.results[0].unchanged and again.bars_written == 0
+    later = historical_backfill(**args, provider_options={"now": "2025-01-03T00:00:00Z"})
+    assert later.ok and later.bars_written == 252 - 114
+    (entry,) = read_ledger(engine)
+    assert entry.rows == 252 and entry.complete_through == pd.Timestamp("2025-01-01", tz="UTC")
+    assert historical_backfill(**args, provider_options={"now": "2025-01-03T00:00:00Z"}).results == []
+
+
+def test_intraday_bars_of_a_session_still_trading_are_fetched_again_after_its_close(sqlite_url: str) -> None:
+    args = dict(symbols=["AAPL"], timeframe="1m", start=D(2024, 6, 14), end=D(2024, 6, 14), warehouse_url=sqlite_url)
+    mid = historical_backfill(**args, provider_options={"now": "2024-06-14T16:00:00Z"})
+    assert mid.ok and mid.bars_written == 150  # 13:30..16:00 UTC
+    (entry,) = read_ledger(get_engine(sqlite_url))
+    assert entry.complete_through == pd.Timestamp("2024-06-14T13:30", tz="UTC")  # the session's open
+    after = historical_backfill(**args, provider_options={"now": "2024-06-14T21:00:00Z"})
+    assert after.ok and after.bars_written == 390 - 150
+    assert historical_backfill(**args, provider_options={"now": "2024-06-14T21:00:00Z"}).results == []
+
+
+def test_weekends_and_windows_in_the_future_end_empty_and_far_dates_are_refused(sqlite_url: str) -> None:
+    from candleflow.errors import BadInputError
+
+    weekend = historical_backfill(
+        symbols=["AAPL"], timeframe="1m", start=D(2024, 6, 15), end=D(2024, 6, 16), warehouse_url=sqlite_url
+    )
+    assert weekend.ok and all(r.status is LedgerStatus.EMPTY for r in weekend.results)
+    future = dict(symbols=["MSFT"], start=D(2024, 6, 10), end=D(2024, 6, 14), warehouse_url=sqlite_url)
+    early = historical_backfill(**future, provider_options={"now": "2024-06-01T00:00:00Z"})
+    assert early.ok and [r.status for r in early.results] == [LedgerStatus.EMPTY]
+    filled = historical_backfill(**future, provider_options={"now": "2024-06-15T00:00:00Z"})
+    assert filled.ok and filled.bars_written == 5
+    far = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=30)
+    with pytest.raises(BadInputError, match=f"end {far} is more than 7 days after today"):
+        historical_backfill(symbols=["AAPL"], start=D(2024, 1, 1), end=far, warehouse_url=sqlite_url)

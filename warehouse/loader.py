@@ -26,6 +26,7 @@ _LEDGER_UPDATE = (
     "error",
     "adjustment",
     "source_version",
+    "complete_through",
 )
 _MAX_ERROR = 4000
 
@@ -59,11 +60,31 @@ def _chunk_bars(chunk: Chunk) -> sa.ColumnElement[bool]:
     return bars_in_window(chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
 
 
+def _naive_utc(value: object) -> pd.Timestamp | None:
+    """A timestamp as naive UTC, whichever way the database returned it (SQLite: naive; others: aware)."""
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def _described(
+    adjustment: str | None, source_version: str | None, complete_through: pd.Timestamp | None
+) -> dict[str, object]:
+    """What the ledger row says about the bars besides their count: their adjustment, the source's version, and
+    how far they were final when fetched."""
+    return {
+        "adjustment": adjustment,
+        "source_version": source_version,
+        "complete_through": None if complete_through is None else complete_through.to_pydatetime(),
+    }
+
+
 def _is_unchanged(
     conn: sa.Connection,
     chunk: Chunk,
     checksum: str,
-    described: Mapping[str, str | None],
+    described: Mapping[str, object],
     settled: tuple[str, ...] = ("loaded", "empty"),
 ) -> bool:
     """True when the ledger already holds this exact chunk as settled (`loaded` or `empty`; `partial` for a load
@@ -81,6 +102,7 @@ def _is_unchanged(
             led.rows,
             led.adjustment,
             led.source_version,
+            led.complete_through,
             sa.case((led.checksum == checksum, present), else_=sa.null()).label("present"),
         ).where(
             led.provider == chunk.provider,
@@ -95,7 +117,8 @@ def _is_unchanged(
         return False
     if entry.present != entry.rows:
         return False
-    if (entry.adjustment, entry.source_version) != (described["adjustment"], described["source_version"]):
+    stored = (entry.adjustment, entry.source_version, _naive_utc(entry.complete_through))
+    if stored != (described["adjustment"], described["source_version"], _naive_utc(described["complete_through"])):
         conn.execute(
             sa.update(ingest_ledger)
             .where(
@@ -118,6 +141,7 @@ def load_chunk(
     flow_run_id: str | None,
     adjustment: str | None = None,
     source_version: str | None = None,
+    complete_through: pd.Timestamp | None = None,
 ) -> LoadOutcome:
     """Upsert a validated chunk's bars and its ledger row (`loaded`, or `empty` when there are no bars) in
     one transaction. A chunk identical to what the ledger holds writes no bars.
@@ -126,7 +150,7 @@ def load_chunk(
     ledger row."""
     dialect = dialect_for(engine)
     status = LedgerStatus.LOADED if len(frame) else LedgerStatus.EMPTY
-    described = {"adjustment": adjustment, "source_version": source_version}
+    described = _described(adjustment, source_version, complete_through)
     with engine.begin() as conn:
         if _is_unchanged(conn, chunk, checksum, described):
             return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)
@@ -171,6 +195,7 @@ def reject_chunk(
     checksum: str | None = None,
     adjustment: str | None = None,
     source_version: str | None = None,
+    complete_through: pd.Timestamp | None = None,
 ) -> LoadOutcome:
     """Quarantine a chunk that failed validation, in one transaction.
 
@@ -184,7 +209,7 @@ def reject_chunk(
     frame = frame.reset_index(drop=True)
     bad_positions = set(bad_rows)
     good = frame.drop(index=sorted(bad_positions)) if load_good_rows else frame.iloc[0:0]
-    described = {"adjustment": adjustment, "source_version": source_version}
+    described = _described(adjustment, source_version, complete_through)
     dialect = dialect_for(engine)
     with engine.begin() as conn:
         if load_good_rows and checksum and _is_unchanged(conn, chunk, checksum, described, settled=("partial",)):

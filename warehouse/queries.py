@@ -66,6 +66,7 @@ def read_ledger(
         c.checksum,
         c.adjustment,
         c.source_version,
+        c.complete_through,
     )
     with engine.connect() as conn:
         rows = conn.execute(query.where(_series_filter(ingest_ledger, provider, symbols, timeframe))).all()
@@ -81,6 +82,7 @@ def read_ledger(
             r.checksum,
             r.adjustment,
             r.source_version,
+            None if r.complete_through is None else _utc(r.complete_through),
         )
         for r in rows
     ]

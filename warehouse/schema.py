@@ -58,6 +58,9 @@ ingest_ledger = sa.Table(
     # vendor's version of the source they came from (a flat file's ETag), so a republished source is reloaded.
     sa.Column("adjustment", sa.String(16), nullable=True),
     sa.Column("source_version", sa.String(128), nullable=True),
+    # Bars before this point were final when the chunk was fetched (every session before it had closed); a chunk
+    # whose window reaches past it is fetched again. NULL: the whole window (rows written before it existed).
+    sa.Column("complete_through", UTC_TIMESTAMP, nullable=True),
     sa.CheckConstraint(f"status IN {_STATUSES!r}", name="ck_ingest_ledger_status"),
 )
 
@@ -101,7 +104,7 @@ def bars_in_window(
 
 
 # Columns added after the first release; `ensure_schema` adds them to older warehouses.
-_ADDED_COLUMNS = {ingest_ledger: ("adjustment", "source_version"), quarantine: ("row_hash",)}
+_ADDED_COLUMNS = {ingest_ledger: ("adjustment", "source_version", "complete_through"), quarantine: ("row_hash",)}
 
 
 def ensure_schema(engine: sa.Engine) -> None:

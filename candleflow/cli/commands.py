@@ -221,20 +221,22 @@ def status(args: argparse.Namespace) -> int:
 
 def _counts_partial(provider: str) -> bool:
     """Whether fewer bars than a full session is a gap for `provider`'s bars."""
-    from providers import PROVIDERS
+    from providers import PROVIDERS, provider_of
 
-    return provider not in PROVIDERS or not PROVIDERS[provider][0].bars_only_when_traded
+    name = provider_of(provider)
+    return name not in PROVIDERS or not PROVIDERS[name][0].bars_only_when_traded
 
 
 def gaps(args: argparse.Namespace) -> int:
     """Sessions in [start, end] without bars (or with fewer than a full session has), with the reason: as ranges
     of consecutive sessions sharing a state and reason, or (--json) every session, one object each."""
     from candleflow.coverage import SessionState, classify_sessions, incomplete_ranges
-    from providers import check_provider_name
+    from providers import check_stored_key
     from warehouse.engine import check_reachable
     from warehouse.queries import bars_per_session, has_schema, read_ledger
 
-    provider = check_provider_name(args.provider)
+    provider = args.provider
+    check_stored_key(provider)  # a provider's name, or `csv:<source>` for a named collection of files
     tf = get_timeframe(args.timeframe)
     symbols = parse_symbols(args.symbols)
     start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
