@@ -1,16 +1,22 @@
-"""`csv`: bars from a directory of per-symbol files the user already holds. No network.
+"""`csv`: bars from a directory of files the user already holds. No network.
 
 Where it looks, for symbol S at timeframe T (first match wins; extensions .csv, .csv.gz, .parquet):
-  DIR/T/S.ext, then DIR/S_T.ext, then (daily bars only) DIR/S.ext
-DIR is the `directory` option, else $CANDLEFLOW_CSV_DIR.
+  DIR/T/S.ext, then DIR/S_T.ext, then (daily bars only) DIR/S.ext; or, with the `file` option, one file in DIR
+  holding every symbol. DIR is the `directory` option, else $CANDLEFLOW_CSV_DIR. A symbol may not resolve
+  outside DIR.
 
-Columns, case-insensitive, any row order:
-- Yahoo style: Date, Open, High, Low, Close, Adj Close, Volume (daily; `Date` is the session date).
-- Plain: one of ts/timestamp/datetime/date/time, then open, high, low, close, volume, optional vwap, trades.
-Timestamps without a zone are read in the `timezone` option (default UTC); daily bars are keyed by their
-session date (in `timezone`) at 00:00 UTC, whatever the time of day written. Prices are as the file has them
-(`adjusted=false`, the default); with `adjusted=true` and an Adj Close column, open/high/low/close are scaled by
-Adj Close / Close, volume is left as is, and vwap is dropped (it would not be adjusted).
+Columns, any case (`_` and `-` read as spaces), any row order; see `_ALIASES` for every accepted name:
+- time: one timestamp column (ts, timestamp, datetime), or Date and Time columns (combined), or a Date alone;
+- open, high, low, close (or Last), volume; optional vwap, trades (or transactions), Adj Close, Adj Volume;
+- a Ticker or Symbol column: the file holds many tickers and the requested symbol's rows are kept.
+Other columns are ignored; when the result cannot be right (rows sharing a timestamp), the error says which
+columns were used and which ignored.
+Timestamps without a zone are read in the `timezone` option (default UTC); `label=end` for intraday bars stamped
+with their end time. Daily bars are keyed by their session date (in `timezone`) at 00:00 UTC, whatever the time
+of day written. Prices are as the file has them (`adjusted=false`, the default); with `adjusted=true` and an
+Adj Close column, open/high/low/close are scaled by Adj Close / Close and vwap is dropped; volume comes from an
+Adj Volume column if there is one, is divided by the same factor with `adjust_volume=true`, and is otherwise
+left as written. `source=NAME` stores the bars as `csv:NAME`, apart from other collections of the same symbols.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -34,7 +41,6 @@ from providers.errors import TerminalProviderError
 
 EXTENSIONS = (".csv", ".csv.gz", ".parquet")
 DIR_ENV = "CANDLEFLOW_CSV_DIR"
-_TIME_COLUMNS = ("ts", "timestamp", "datetime", "date", "time")
 
 
 class CsvOptions(BaseModel):
@@ -43,6 +49,12 @@ class CsvOptions(BaseModel):
     directory: str | None = None
     timezone: str = "UTC"
     adjusted: bool = False
+    # Intraday bars labelled by their end time (09:31 for the bar of 09:30-09:31) instead of their open time.
+    label: Literal["start", "end"] = "start"
+    # adjusted=true and no Adj Volume column: also scale volume by Close / Adj Close (split-adjusted share counts).
+    adjust_volume: bool = False
+    # One file in the directory holding every symbol (with a Ticker or Symbol column), instead of a file each.
+    file: str | None = None
     # A name for this collection of files: its bars are stored as `csv:<source>`, apart from other collections
     # of the same symbols (without it, every csv collection shares `csv`).
     source: str | None = None
@@ -100,6 +112,11 @@ class CsvProvider:
     def check_inputs(self, symbols: Sequence[str], timeframes: Sequence[Timeframe]) -> None:
         """The directory exists and every symbol's files would lie inside it (a symbol may hold `.` and `/`)."""
         try:
+            if self.options.file and self.find_file("", "") is None:
+                raise TerminalProviderError(
+                    f"file {self.options.file!r} does not exist in {self.directory()}: fix --option file=NAME",
+                    provider=self.name,
+                )
             for symbol in symbols:
                 for timeframe in timeframes:
                     self._stems(symbol, timeframe.name)
@@ -122,6 +139,14 @@ class CsvProvider:
         return stems
 
     def find_file(self, symbol: str, timeframe: str) -> Path | None:
+        if self.options.file:
+            root = self.directory().resolve()
+            path = (root / self.options.file).resolve()
+            if not path.is_relative_to(root):
+                raise TerminalProviderError(
+                    f"file {self.options.file!r} lies outside the directory {root}", provider=self.name
+                )
+            return path if path.is_file() else None
         for stem in self._stems(symbol, timeframe):
             for ext in EXTENSIONS:
                 candidate = stem.with_name(stem.name + ext)
@@ -149,39 +174,141 @@ class CsvProvider:
         return canonical_frame(combined, provider=self.stored_as, timeframe=request.timeframe.name)
 
     def _read(self, path: Path, symbol: str, request: FetchRequest) -> pd.DataFrame:
-        try:
-            raw = pd.read_parquet(path) if path.name.endswith(".parquet") else pd.read_csv(path)
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise TerminalProviderError(f"cannot read {path}: {exc}", provider=self.name, symbols=[symbol]) from None
-        columns = {str(c).strip().lower().replace("_", " "): c for c in raw.columns}
-        time_column = next((columns[c] for c in _TIME_COLUMNS if c in columns), None)
-        missing = [c for c in ("open", "high", "low", "close", "volume") if c not in columns]
-        if time_column is None or missing:
-            what = ", ".join(([] if time_column else ["a time column (Date, ts, timestamp, ...)"]) + missing)
-            raise TerminalProviderError(f"{path} lacks {what}", provider=self.name, symbols=[symbol])
-        try:
-            ts = pd.to_datetime(raw[time_column], utc=False, format="mixed")
-        except (ValueError, TypeError) as exc:
+        raw = _load(str(path), *_stamp(path))
+        where = f"{path}"
+        mapped = _map_columns(raw.columns)
+        missing = [c for c in ("open", "high", "low", "close", "volume") if c not in mapped]
+        has_time = any(k in mapped for k in ("ts", "date", "time"))
+        if not has_time or missing:
+            what = ", ".join(([] if has_time else ["a time column (Date, Time, ts, timestamp, ...)"]) + missing)
             raise TerminalProviderError(
-                f"{path}: unreadable {time_column}: {exc}", provider=self.name, symbols=[symbol]
-            ) from None
-        if ts.dt.tz is None:
-            ts = ts.dt.tz_localize(self.options.timezone)
-        if request.timeframe.intraday:
-            ts = ts.dt.tz_convert("UTC")
-        else:  # the session date in the file's zone, at 00:00 UTC, whatever the time of day written
-            ts = ts.dt.tz_convert(self.options.timezone).dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
+                f"{where} lacks {what} ({_used_and_ignored(raw.columns, mapped)})", provider=self.name, symbols=[symbol]
+            )
+        if "symbol" in mapped:  # a file of many tickers: keep the requested one
+            tickers = raw[mapped["symbol"]].astype(str).str.strip().str.upper()
+            if not (tickers == symbol).any():
+                held = ", ".join(sorted(tickers.unique())[:5])
+                raise TerminalProviderError(
+                    f"{where} holds tickers {held}{', ...' if tickers.nunique() > 5 else ''} but not {symbol} "
+                    f"(column {mapped['symbol']})",
+                    provider=self.name,
+                    symbols=[symbol],
+                )
+            raw = raw[(tickers == symbol).to_numpy()].reset_index(drop=True)
+        elif self.options.file:
+            raise TerminalProviderError(
+                f"{where} is read for every symbol (file option) but has no ticker column (Ticker, Symbol): "
+                "without one it cannot tell symbols apart",
+                provider=self.name,
+                symbols=[symbol],
+            )
+        ts = self._timestamps(raw, mapped, where, symbol, request)
         out = pd.DataFrame({"symbol": symbol, "ts": ts})
         for name in ("open", "high", "low", "close", "volume", "vwap", "trades"):
-            if name in columns:
-                out[name] = pd.to_numeric(raw[columns[name]], errors="coerce")
+            if name in mapped:
+                out[name] = pd.to_numeric(raw[mapped[name]], errors="coerce")
         if self.options.adjusted:
-            if "adj close" not in columns:
-                raise TerminalProviderError(
-                    f"{path} has no Adj Close column for adjusted=true", provider=self.name, symbols=[symbol]
-                )
-            factor = pd.to_numeric(raw[columns["adj close"]], errors="coerce") / out["close"]
-            for name in ("open", "high", "low", "close"):
-                out[name] = (out[name] * factor).round(6)
-            out["vwap"] = np.nan  # a vendor vwap is not adjusted with the prices
+            self._adjust(out, raw, mapped, where, symbol)
+        duplicated = int(out.duplicated(["ts"]).sum())
+        if duplicated:
+            raise TerminalProviderError(
+                f"{where}: {duplicated} row(s) share a timestamp with another for {symbol}, so the bars cannot be "
+                f"right ({_used_and_ignored(raw.columns, mapped)}); a file of many tickers needs a Ticker or "
+                "Symbol column, and a file with separate date and time columns needs both named Date and Time",
+                provider=self.name,
+                symbols=[symbol],
+            )
         return out
+
+    def _timestamps(
+        self, raw: pd.DataFrame, mapped: dict[str, str], where: str, symbol: str, request: FetchRequest
+    ) -> pd.Series:
+        if "ts" in mapped:
+            text, used = raw[mapped["ts"]], mapped["ts"]
+        elif "date" in mapped and "time" in mapped:
+            text = raw[mapped["date"]].astype(str).str.strip() + " " + raw[mapped["time"]].astype(str).str.strip()
+            used = f"{mapped['date']} + {mapped['time']}"
+        else:
+            used = mapped.get("date") or mapped["time"]
+            text = raw[used]
+        try:
+            ts = pd.to_datetime(text, utc=False, format="mixed")
+        except (ValueError, TypeError) as exc:
+            raise TerminalProviderError(
+                f"{where}: unreadable {used}: {exc}", provider=self.name, symbols=[symbol]
+            ) from None
+        if ts.dt.tz is None:
+            ts = ts.dt.tz_localize(self.options.timezone, ambiguous="NaT", nonexistent="NaT")
+        tf = request.timeframe
+        if tf.intraday:
+            ts = ts.dt.tz_convert("UTC")
+            if self.options.label == "end":  # a bar labelled 09:31 covers 09:30-09:31: its open time is 09:30
+                ts = ts - tf.step
+            return ts
+        # daily: the session date in the file's zone, at 00:00 UTC, whatever the time of day written
+        return ts.dt.tz_convert(self.options.timezone).dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
+
+    def _adjust(self, out: pd.DataFrame, raw: pd.DataFrame, mapped: dict[str, str], where: str, symbol: str) -> None:
+        """Scale prices by Adj Close / Close; volume from an Adj Volume column, or (adjust_volume=true) by the
+        inverse factor, else as written."""
+        if "adj close" not in mapped:
+            raise TerminalProviderError(
+                f"{where} has no Adj Close column for adjusted=true", provider=self.name, symbols=[symbol]
+            )
+        factor = pd.to_numeric(raw[mapped["adj close"]], errors="coerce") / out["close"]
+        for name in ("open", "high", "low", "close"):
+            out[name] = (out[name] * factor).round(6)
+        out["vwap"] = np.nan  # a vendor vwap is not adjusted with the prices
+        if "adj volume" in mapped:
+            out["volume"] = pd.to_numeric(raw[mapped["adj volume"]], errors="coerce")
+        elif self.options.adjust_volume:
+            out["volume"] = (out["volume"] / factor).round(0)
+
+
+# Accepted column names (compared lower-case, with _ and - read as spaces), first match wins.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "ts": ("ts", "timestamp", "datetime", "date time"),
+    "date": ("date", "day", "session"),
+    "time": ("time",),
+    "symbol": ("ticker", "symbol", "sym"),
+    "open": ("open", "open price", "o"),
+    "high": ("high", "high price", "h"),
+    "low": ("low", "low price", "l"),
+    "close": ("close", "last", "close price", "last price", "c"),
+    "volume": ("volume", "vol", "v"),
+    "vwap": ("vwap", "vw"),
+    "trades": ("trades", "transactions", "number of trades", "n"),
+    "adj close": ("adj close", "adjusted close", "adj. close", "adjclose"),
+    "adj volume": ("adj volume", "adjusted volume", "adj. volume"),
+}
+
+
+def _map_columns(columns: pd.Index) -> dict[str, str]:
+    """candleflow's column -> the file's column, for every column candleflow knows."""
+    normal = {str(c).strip().lower().replace("_", " ").replace("-", " "): str(c) for c in columns}
+    mapped: dict[str, str] = {}
+    for name, aliases in _ALIASES.items():
+        found = next((normal[a] for a in aliases if a in normal and normal[a] not in mapped.values()), None)
+        if found is not None:
+            mapped[name] = found
+    return mapped
+
+
+def _used_and_ignored(columns: pd.Index, mapped: dict[str, str]) -> str:
+    used = ", ".join(f"{column}->{name}" for name, column in mapped.items())
+    ignored = [str(c) for c in columns if str(c) not in mapped.values()]
+    return f"columns used: {used or 'none'}; ignored: {', '.join(ignored) or 'none'}"
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, _mtime_ns: int, _size: int) -> pd.DataFrame:
+    """A file's rows, read once while it is unchanged (a file of many tickers serves every symbol's chunks)."""
+    try:
+        return pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise TerminalProviderError(f"cannot read {path}: {exc}", provider=CsvProvider.name) from None

@@ -62,6 +62,10 @@ BAD_INPUTS = [
         [*with_args(BACKFILL, provider="csv"), "--option", "directory=/no/such/dir"],
         "csv: directory /no/such/dir does not exist: fix CANDLEFLOW_CSV_DIR or --option directory=PATH",
     ),
+    (
+        [*with_args(BACKFILL, provider="csv"), "--option", "directory=/tmp", "--option", "file=no-such-archive.csv"],
+        "csv: file 'no-such-archive.csv' does not exist in /tmp: fix --option file=NAME",
+    ),
     (["update", "--symbols", "AAPL", "--lookback-days", "0"], "--lookback-days 0 must be at least 1"),
     (["gaps", "--symbols", "AAPL", "--start", "x", "--end", "2024-01-01"], "start date 'x' is not a date"),
 ]

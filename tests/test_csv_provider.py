@@ -110,3 +110,71 @@ def test_missing_directory_names_the_setting(tmp_path: Path, monkeypatch: pytest
                 ("A",), get_timeframe("1d"), pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")
             )
         )
+
+
+# Shapes of real files that used to load wrongly or not at all (issue #10, defect 4).
+MINUTES = pd.DataFrame(
+    {
+        "Date": ["03/04/2024"] * 3,
+        "Time": ["09:31", "09:32", "09:33"],  # labelled by their end, in New York time
+        "Open": [10.0, 10.1, 10.2],
+        "High": [10.2, 10.3, 10.4],
+        "Low": [9.9, 10.0, 10.1],
+        "Last": [10.1, 10.2, 10.3],
+        "Volume": [100, 200, 300],
+        "OpenInt": [0, 0, 0],
+    }
+)
+
+
+def test_separate_date_and_time_columns_and_end_labels(tmp_path: Path) -> None:
+    MINUTES.to_csv(tmp_path / "ES_1m.csv", index=False)
+    bars = fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05", timezone="America/New_York", label="end")
+    assert bars["ts"].tolist() == [pd.Timestamp(f"2024-03-04 14:{m}", tz="UTC") for m in (30, 31, 32)]
+    assert bars["close"].tolist() == [10.1, 10.2, 10.3]  # Last is the close
+    start_labelled = fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05", timezone="America/New_York")
+    assert start_labelled["ts"].iloc[0] == pd.Timestamp("2024-03-04 14:31", tz="UTC")
+
+
+def test_a_file_of_many_tickers_serves_each_symbol(tmp_path: Path) -> None:
+    daily = pd.concat(
+        [synthetic_bars(s, "1d").assign(Ticker=s.lower()) for s in ("AAPL", "MSFT")], ignore_index=True
+    ).rename(columns={"ts": "date", "close": "adj_close"})
+    daily["close"] = daily["adj_close"] * 2
+    daily["adj_volume"] = daily["volume"] * 2
+    daily.drop(columns=["provider", "timeframe", "symbol"]).to_csv(tmp_path / "archive.csv", index=False)
+    msft = fetch(tmp_path, "MSFT", "1d", "2024-01-01", "2024-04-01", file="archive.csv", adjusted=True)
+    expected = synthetic_bars("MSFT", "1d")
+    assert len(msft) == len(expected) and set(msft["symbol"]) == {"MSFT"}
+    assert np.allclose(msft["close"], expected["close"]) and np.allclose(msft["volume"], 2 * expected["volume"])
+    with pytest.raises(TerminalProviderError, match="holds tickers AAPL, MSFT but not IBM"):
+        fetch(tmp_path, "IBM", "1d", "2024-01-01", "2024-04-01", file="archive.csv")
+
+
+def test_adjust_volume_divides_by_the_price_factor(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {
+            "Date": ["2024-01-02"],
+            "Open": [10],
+            "High": [10],
+            "Low": [10],
+            "Close": [10],
+            "Adj Close": [5],
+            "Volume": [100],
+        }
+    ).to_csv(tmp_path / "X.csv", index=False)
+    assert fetch(tmp_path, "X", "1d", "2024-01-01", "2024-02-01", adjusted=True)["volume"].tolist() == [100]
+    assert fetch(tmp_path, "X", "1d", "2024-01-01", "2024-02-01", adjusted=True, adjust_volume=True)[
+        "volume"
+    ].tolist() == [200]
+
+
+def test_columns_that_cannot_give_right_bars_are_named(tmp_path: Path) -> None:
+    MINUTES.drop(columns=["Time"]).to_csv(tmp_path / "ES_1m.csv", index=False)  # the time of day is lost
+    with pytest.raises(TerminalProviderError) as info:
+        fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05")
+    assert "2 row(s) share a timestamp with another for ES" in str(info.value)
+    assert (
+        "columns used: Date->date, Open->open, High->high, Low->low, Last->close, Volume->volume; ignored: OpenInt"
+        in str(info.value)
+    )
