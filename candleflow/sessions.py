@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from functools import lru_cache
+from typing import Literal
 
 import exchange_calendars as xcals
+import numpy as np
 import pandas as pd
 
 from candleflow.errors import BadInputError
@@ -76,6 +78,55 @@ def expected_bars_per_session(sched: pd.DataFrame, timeframe: Timeframe) -> pd.S
     first = sched["open"].dt.floor(step)
     last = (sched["close"] - pd.Timedelta(microseconds=1)).dt.floor(step)
     return ((last - first) // step + 1).astype("int64")
+
+
+SessionHours = Literal["regular", "extended"]
+EXTENDED_OPEN, EXTENDED_CLOSE = dt.time(4, 0), dt.time(20, 0)  # US equities' pre- and post-market, local time
+
+
+def session_bounds(
+    start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR, hours: SessionHours = "regular"
+) -> pd.DataFrame:
+    """Each session's trading interval [lo, hi) in UTC: the regular open and close, or with `extended` hours
+    from 04:00 to 20:00 in the calendar's zone (US pre- and post-market), never narrower than regular."""
+    sched = schedule(start, end, calendar)
+    lo, hi = sched["open"], sched["close"]
+    if hours == "extended" and not sched.empty:
+        tz = str(get_calendar(calendar).tz)
+        days = pd.DatetimeIndex(sched.index)
+        ext_lo = pd.Series((days + pd.Timedelta(hours=4)).tz_localize(tz).tz_convert("UTC"), index=sched.index)
+        ext_hi = pd.Series((days + pd.Timedelta(hours=20)).tz_localize(tz).tz_convert("UTC"), index=sched.index)
+        lo, hi = pd.concat([lo, ext_lo], axis=1).min(axis=1), pd.concat([hi, ext_hi], axis=1).max(axis=1)
+    return pd.DataFrame({"lo": lo, "hi": hi}, index=sched.index)
+
+
+def sessions_of(
+    ts: pd.Series, timeframe: Timeframe, calendar: str = DEFAULT_CALENDAR, hours: SessionHours = "regular"
+) -> pd.Series:
+    """The session date each bar belongs to, or NaT for a bar outside every session: a daily bar by its date,
+    an intraday bar [ts, ts + step) by the session interval it overlaps (by time, never by UTC date)."""
+    stamps = pd.to_datetime(ts, utc=True)
+    if stamps.empty:
+        return pd.Series(pd.NaT, index=ts.index, dtype="datetime64[ns]")
+    first = (stamps.min() - pd.Timedelta(days=2)).date()
+    last = (stamps.max() + pd.Timedelta(days=2)).date()
+    if not timeframe.intraday:
+        days = stamps.dt.tz_localize(None).dt.normalize()
+        known = days.isin(pd.DatetimeIndex(schedule(first, last, calendar).index))
+        return days.where(known)
+    bounds = session_bounds(first, last, calendar, hours)
+    lo = bounds["lo"].to_numpy(dtype="datetime64[ns]")
+    hi = bounds["hi"].to_numpy(dtype="datetime64[ns]")
+    start = stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    end = start + np.timedelta64(int(timeframe.step / pd.Timedelta(microseconds=1)), "us")
+    index = np.searchsorted(lo, end, side="left") - 1  # the last session opening before the bar ends
+    valid = index >= 0
+    inside = np.zeros(len(start), dtype=bool)
+    inside[valid] = hi[index[valid]] > start[valid]
+    days = pd.DatetimeIndex(bounds.index).to_numpy(dtype="datetime64[ns]")
+    out = np.full(len(start), np.datetime64("NaT"), dtype="datetime64[ns]")
+    out[inside] = days[index[inside]]
+    return pd.Series(out, index=ts.index)
 
 
 def final_through(

@@ -2,7 +2,8 @@
 
 Validation has a fixed cost of ~0.1 s per call whatever the size (DESIGN.md), so callers hand in every chunk
 they hold at once. The suite file is the one definition of a valid bar; this module only adds, per row, the
-values the suite checks that depend on the row's chunk: `window_start`, `window_end` and `grid_offset_us`.
+values the suite checks that depend on the row's chunk or calendar: `window_start`, `window_end`,
+`grid_offset_us` and `in_session` (the bar lies inside a session of the exchange calendar).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from candleflow.model import Chunk
+from candleflow.sessions import DEFAULT_CALENDAR, SessionHours, sessions_of
 from candleflow.timeframes import get_timeframe
 
 SUITE_DIR = Path(__file__).resolve().parent
@@ -79,14 +81,19 @@ def _suite(name: str) -> Any:
     return load_suite(name)
 
 
-def _with_chunk_columns(parts: Sequence[tuple[Chunk, pd.DataFrame]]) -> pd.DataFrame:
+def _with_chunk_columns(
+    parts: Sequence[tuple[Chunk, pd.DataFrame]], calendar: str, hours: SessionHours
+) -> pd.DataFrame:
     framed = []
     for i, (chunk, frame) in enumerate(parts):
-        step = get_timeframe(chunk.timeframe).step
+        timeframe = get_timeframe(chunk.timeframe)
+        step = timeframe.step
         f = frame.reset_index(drop=True).copy()
         if "ts" in f.columns:
             ts = pd.to_datetime(f["ts"], utc=True)
             f["grid_offset_us"] = ((ts - ts.dt.floor(step)) // pd.Timedelta(microseconds=1)).astype("Int64")
+            # a null ts is its own failure (ts not null); only a known time can be outside every session
+            f["in_session"] = (sessions_of(ts, timeframe, calendar, hours).notna() | ts.isna()).to_numpy()
         f["window_start"] = chunk.window_start
         f["window_end"] = chunk.window_end
         f["_chunk"] = i
@@ -95,13 +102,21 @@ def _with_chunk_columns(parts: Sequence[tuple[Chunk, pd.DataFrame]]) -> pd.DataF
     return pd.concat(framed, ignore_index=True)
 
 
-def validate_bars(parts: Sequence[tuple[Chunk, pd.DataFrame]], suite_name: str = "ohlcv") -> ValidationReport:
-    """Validate every (chunk, frame) pair in one Great Expectations call; a verdict per chunk, in order."""
+def validate_bars(
+    parts: Sequence[tuple[Chunk, pd.DataFrame]],
+    suite_name: str = "ohlcv",
+    *,
+    calendar: str = DEFAULT_CALENDAR,
+    hours: SessionHours = "regular",
+) -> ValidationReport:
+    """Validate every (chunk, frame) pair in one Great Expectations call; a verdict per chunk, in order.
+    Bars are checked against the sessions of `calendar` (regular hours, or `extended` for providers that send
+    pre- and post-market bars)."""
     verdicts = [ChunkVerdict(chunk) for chunk, _ in parts]
     nonempty = [i for i, (_, f) in enumerate(parts) if len(f)]
     if not nonempty:  # a window without bars is valid (it ends `empty`), and there is nothing to check
         return ValidationReport(verdicts)
-    combined = _with_chunk_columns([parts[i] for i in nonempty])
+    combined = _with_chunk_columns([parts[i] for i in nonempty], calendar, hours)
     with _lock:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": combined})
         # BOOLEAN_ONLY costs half of COMPLETE; the row indices are only needed when something failed.

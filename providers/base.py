@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from candleflow.model import Adjustment
+from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe
 
 TS_DTYPE = "datetime64[us, UTC]"
@@ -45,6 +46,8 @@ class Provider(Protocol):
     knows_symbols: ClassVar[bool]
     # True when an interval without trades has no bar (vendors' aggregates): a short session is not a gap then.
     bars_only_when_traded: ClassVar[bool]
+    # Which intraday bars belong to a session: `regular` hours only, or `extended` (pre- and post-market too).
+    session_hours: SessionHours
 
     @property
     def adjustment(self) -> Adjustment:

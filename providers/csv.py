@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from candleflow.errors import BadInputError
 from candleflow.model import Adjustment
+from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe
 from providers.base import FetchRequest, canonical_frame
 from providers.errors import TerminalProviderError
@@ -51,6 +52,8 @@ class CsvOptions(BaseModel):
     adjusted: bool = False
     # Intraday bars labelled by their end time (09:31 for the bar of 09:30-09:31) instead of their open time.
     label: Literal["start", "end"] = "start"
+    # Intraday bars of the regular session only, or also pre- and post-market (04:00-20:00 in the calendar's zone).
+    hours: SessionHours = "regular"
     # adjusted=true and no Adj Volume column: also scale volume by Close / Adj Close (split-adjusted share counts).
     adjust_volume: bool = False
     # One file in the directory holding every symbol (with a Ticker or Symbol column), instead of a file each.
@@ -86,6 +89,10 @@ class CsvProvider:
 
     def __init__(self, options: CsvOptions | None = None, **overrides: object) -> None:
         self.options = options or CsvOptions.model_validate(overrides)
+
+    @property
+    def session_hours(self) -> SessionHours:
+        return self.options.hours
 
     @property
     def stored_as(self) -> str:

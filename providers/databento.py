@@ -31,6 +31,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from candleflow.model import Adjustment
+from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod
 from providers.base import UNKNOWN_SYMBOLS, FetchRequest, aggregate_bars, canonical_frame
 from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
@@ -76,6 +77,7 @@ class DatabentoProvider:
     max_symbols_per_request: ClassVar[int] = 2000
     chunk_period: ClassVar[ChunkPeriod | None] = None
     knows_symbols: ClassVar[bool] = True
+    session_hours: ClassVar[SessionHours] = "extended"
     bars_only_when_traded: ClassVar[bool] = True
 
     def __init__(self, options: DatabentoOptions | None = None, **overrides: object) -> None:

@@ -36,6 +36,7 @@ import pyarrow.csv as pacsv
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from candleflow.model import Adjustment
+from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe
 from providers.base import NEW_YORK, SOURCE_VERSION, FetchRequest, aggregate_bars, canonical_frame, session_dated
 from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
@@ -71,6 +72,7 @@ class FlatFilesProvider:
     max_symbols_per_request: ClassVar[int] = 100_000  # a file holds every ticker of its date
     chunk_period: ClassVar[ChunkPeriod | None] = ChunkPeriod.SESSION
     knows_symbols: ClassVar[bool] = False
+    session_hours: ClassVar[SessionHours] = "extended"
     bars_only_when_traded: ClassVar[bool] = True
 
     def __init__(self, options: FlatFilesOptions | None = None, **overrides: object) -> None:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from urllib3.util.retry import Retry
 
 from candleflow.model import Adjustment
+from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod
 from providers.base import FetchRequest, canonical_frame, session_dated
 from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
@@ -75,6 +76,7 @@ class PolygonProvider:
     max_symbols_per_request: ClassVar[int] = 1
     chunk_period: ClassVar[ChunkPeriod | None] = None
     knows_symbols: ClassVar[bool] = True
+    session_hours: ClassVar[SessionHours] = "extended"
     bars_only_when_traded: ClassVar[bool] = True
 
     def __init__(self, options: PolygonOptions | None = None, **overrides: object) -> None:

@@ -28,6 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from candleflow import sessions
 from candleflow.model import Adjustment
+from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod
 from providers.base import FetchRequest, canonical_frame
 from providers.errors import TerminalProviderError, TransientProviderError
@@ -134,6 +135,7 @@ class SyntheticProvider:
     max_symbols_per_request: ClassVar[int] = 1
     chunk_period: ClassVar[ChunkPeriod | None] = None
     knows_symbols: ClassVar[bool] = True
+    session_hours: ClassVar[SessionHours] = "regular"
     bars_only_when_traded: ClassVar[bool] = False
 
     def __init__(self, options: SyntheticOptions | None = None, **overrides: object) -> None:

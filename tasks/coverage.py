@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -35,7 +36,10 @@ def measure_coverage(
     engine = check_reachable(warehouse_url)
     stored = has_schema(engine)
     tf = get_timeframe(timeframe)
-    counts = bars_per_session_of(engine, provider, symbols, tf.name, *request_window(start, end)) if stored else {}
+    window = request_window(start, end)
+    # a session may start the UTC day before its date (futures, Asian venues): look a day further back
+    span = (window[0] - pd.Timedelta(days=1), window[1])
+    counts = bars_per_session_of(engine, provider, symbols, tf.name, *span, calendar) if stored else {}
     ledger = read_ledger(engine, provider, symbols, tf.name) if stored else []
     out = {}
     for symbol in symbols:

@@ -147,10 +147,16 @@ def test_fixtures_are_present() -> None:
     assert len(DBN_FILES) == 18, "../shared/fixtures is missing: the recorded vendor data must sit beside the repo"
 
 
+# Each recorded dataset's venue calendar: US equities and options on XNYS (Databento sends pre- and post-market
+# bars: extended hours), CME Globex futures on CMES, ICE's futures venues on IEPA (ICE's near-24-hour session).
+VENUE_CALENDARS = {"GLBX.MDP3": "CMES", "IFEU.IMPACT": "IEPA", "NDEX.IMPACT": "IEPA"}
+
+
 @pytest.mark.parametrize("path", DBN_FILES, ids=[f"{p.parent.name}-{p.name.split('.')[1]}" for p in DBN_FILES])
 def test_recorded_databento_bars(path: Path) -> None:
     chunk, frame = _databento_frame(path)
-    verdict = validate_bars([(chunk, frame)]).verdicts[0]
+    calendar = VENUE_CALENDARS.get(path.parent.name, "XNYS")
+    verdict = validate_bars([(chunk, frame)], calendar=calendar, hours="extended").verdicts[0]
     if path.parent.name == "OPRA.PILLAR":
         # several venues publish a bar for the same instrument and minute: (symbol, ts) is not unique
         assert verdict.failed_rules == ["(symbol, ts) unique"]

@@ -227,3 +227,66 @@ def test_weekends_and_windows_in_the_future_end_empty_and_far_dates_are_refused(
     far = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=30)
     with pytest.raises(BadInputError, match=f"end {far} is more than 7 days after today"):
         historical_backfill(symbols=["AAPL"], start=D(2024, 1, 1), end=far, warehouse_url=sqlite_url)
+
+
+def test_a_new_york_minute_file_read_as_utc_is_rejected_not_loaded_five_hours_off(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from candleflow.errors import IncompleteRunError
+
+    minutes = synthetic_bars("AAPL", "1m", pd.Timestamp("2024-03-04", tz="UTC"), pd.Timestamp("2024-03-05", tz="UTC"))
+    local = minutes["ts"].dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d %H:%M")  # 09:30..15:59, no zone
+    minutes.assign(ts=local).drop(columns=["provider", "timeframe", "symbol"]).to_csv(
+        tmp_path / "AAPL_1m.csv", index=False
+    )
+    args = dict(
+        provider="csv",
+        symbols=["AAPL"],
+        timeframe="1m",
+        start=D(2024, 3, 4),
+        end=D(2024, 3, 4),
+        warehouse_url=sqlite_url,
+    )
+    with pytest.raises(IncompleteRunError) as info:
+        historical_backfill(**args, provider_options={"directory": str(tmp_path)})
+    (result,) = info.value.summary.results
+    assert result.status is LedgerStatus.REJECTED
+    assert "ts inside a session of the exchange calendar" in (result.error or "")
+    assert result.error is not None and result.error.startswith("300 bad row(s)")  # 09:30-14:29 "UTC" is pre-open
+    # read in the file's zone, every bar is inside the session and the day is complete
+    right = historical_backfill(
+        **args, provider_options={"directory": str(tmp_path), "timezone": "America/New_York"}, mode="all"
+    )
+    assert right.ok and right.bars_written == 390
+
+
+def test_coverage_counts_bars_per_session_not_per_utc_date(sqlite_url: str) -> None:
+    from candleflow.checksum import frame_checksum
+    from candleflow.model import Chunk
+    from warehouse.loader import load_chunk
+    from warehouse.queries import bars_per_session
+    from warehouse.schema import ensure_schema
+
+    engine = get_engine(sqlite_url)
+    ensure_schema(engine)
+    # post-market minutes of Friday 2024-03-08 until 20:00 New York, which is 01:00 UTC on Saturday
+    ts = pd.date_range("2024-03-08 21:00", "2024-03-09 00:59", freq="1min", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "provider": "polygon",
+            "symbol": "AAPL",
+            "timeframe": "1m",
+            "ts": ts,
+            "open": 1.0,
+            "high": 1.0,
+            "low": 1.0,
+            "close": 1.0,
+            "volume": 1.0,
+            "vwap": 1.0,
+            "trades": pd.array([1] * len(ts), dtype="Int64"),
+        }
+    )
+    chunk = Chunk("polygon", "AAPL", "1m", pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC"))
+    load_chunk(engine, chunk, frame, checksum=frame_checksum(frame), flow_run_id="r")
+    counts = bars_per_session(engine, "polygon", "AAPL", "1m", chunk.window_start, chunk.window_end)
+    assert counts == {D(2024, 3, 8): 240}  # all Friday's: Saturday is no session

@@ -10,6 +10,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.model import LedgerEntry, LedgerStatus
+from candleflow.sessions import DEFAULT_CALENDAR, sessions_of
+from candleflow.timeframes import get_timeframe
 from warehouse.dialects import dialect_for
 from warehouse.dialects.oracle import IN_LIST_MAX
 from warehouse.schema import bars, ingest_ledger, metadata
@@ -150,30 +152,57 @@ def ledger_counts(
 
 
 def bars_per_session(
-    engine: sa.Engine, provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
+    engine: sa.Engine,
+    provider: str,
+    symbol: str,
+    timeframe: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> dict[dt.date, int]:
-    """Bar count per UTC date for one series in [start, end) (a session's date for US and European venues)."""
-    return bars_per_session_of(engine, provider, [symbol], timeframe, start, end).get(symbol, {})
+    """Bar count per session of `calendar` for one series in [start, end)."""
+    return bars_per_session_of(engine, provider, [symbol], timeframe, start, end, calendar).get(symbol, {})
 
 
 def bars_per_session_of(
-    engine: sa.Engine, provider: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp
+    engine: sa.Engine,
+    provider: str,
+    symbols: Sequence[str],
+    timeframe: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> dict[str, dict[dt.date, int]]:
-    """Bar count per symbol and UTC date in [start, end), for many series of one provider and timeframe in one
-    query; symbols without bars are absent."""
+    """Bar count per symbol and session in [start, end), for many series of one provider and timeframe in one
+    query; symbols without bars are absent. Daily bars count for their date; intraday bars for the session whose
+    hours (extended: pre- and post-market included) hold them, by time, not by UTC date: a session that spans
+    UTC midnight counts as one, and bars outside every session count for none."""
     c = bars.c
-    day = dialect_for(engine).utc_date(c.ts).label("day")
+    tf = get_timeframe(timeframe)
+    dialect = dialect_for(engine)
+    bucket = (dialect.utc_hour(c.ts) if tf.intraday else dialect.utc_date(c.ts)).label("bucket")
     query = (
-        sa.select(c.symbol, day, sa.func.count())
+        sa.select(c.symbol, bucket, sa.func.count())
         .where(
             _series_filter(bars, provider, symbols, timeframe),
             c.ts >= start.to_pydatetime(),
             c.ts < end.to_pydatetime(),
         )
-        .group_by(c.symbol, day)
+        .group_by(c.symbol, bucket)
     )
-    out: dict[str, dict[dt.date, int]] = {}
     with engine.connect() as conn:
-        for symbol, d, n in conn.execute(query).all():
-            out.setdefault(symbol, {})[pd.Timestamp(d).date()] = int(n)
+        rows = conn.execute(query).all()
+    out: dict[str, dict[dt.date, int]] = {}
+    if not rows:
+        return out
+    frame = pd.DataFrame(rows, columns=["symbol", "bucket", "bars"])
+    stamps = pd.Series(pd.to_datetime(frame["bucket"]).dt.tz_localize(None).dt.tz_localize("UTC"))
+    if tf.intraday:  # an hour's bars belong to the session its hour overlaps (hours never straddle two sessions)
+        sessions = sessions_of(stamps, get_timeframe("1h"), calendar, "extended")
+    else:
+        sessions = stamps.dt.tz_localize(None)
+    frame["session"] = sessions.to_numpy()
+    frame = frame.dropna(subset=["session"])
+    for (symbol, session), n in frame.groupby(["symbol", "session"])["bars"].sum().items():
+        out.setdefault(str(symbol), {})[pd.Timestamp(session).date()] = int(n)
     return out

@@ -41,6 +41,10 @@ class Dialect(Protocol):
         """SQL for the UTC calendar date of a timestamp column."""
         ...
 
+    def utc_hour(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """SQL for the UTC hour a timestamp falls in ('YYYY-MM-DD HH:00' text or a timestamp)."""
+        ...
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

@@ -164,6 +164,9 @@ class OracleDialect:
     def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.func.to_char(column, "YYYY-MM-DD")  # stored as UTC TIMESTAMP
 
+    def utc_hour(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.to_char(column, "YYYY-MM-DD HH24") + ":00"
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

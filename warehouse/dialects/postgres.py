@@ -86,6 +86,9 @@ class PostgresDialect:
     def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.cast(sa.func.timezone("UTC", column), sa.Date())  # not the session's TimeZone setting
 
+    def utc_hour(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.date_trunc("hour", sa.func.timezone("UTC", column))
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

@@ -38,6 +38,9 @@ class SqliteDialect:
     def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.func.substr(column, 1, 10)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
 
+    def utc_hour(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.substr(column, 1, 13) + ":00"
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:
