@@ -56,6 +56,8 @@ class Chunk:
     timeframe: str
     window_start: pd.Timestamp
     window_end: pd.Timestamp
+    # The exchange calendar the symbol's sessions follow (validation, coverage, completeness); not part of the key.
+    calendar: str = field(default="XNYS", compare=False)
 
     @property
     def key(self) -> tuple[str, str, str, pd.Timestamp]:

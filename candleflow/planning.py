@@ -103,11 +103,12 @@ def session_of(chunk: Chunk) -> dt.date:
 
 
 def group_chunks(chunks: Iterable[Chunk], max_symbols: int) -> list[list[Chunk]]:
-    """Chunks sharing a timeframe and window, in groups of at most `max_symbols` (one request each), in
-    timeframe then window order."""
-    by_window: dict[tuple[str, pd.Timestamp, pd.Timestamp], list[Chunk]] = {}
+    """Chunks sharing a timeframe, window and exchange calendar, in groups of at most `max_symbols` (one request
+    each), in timeframe then window order."""
+    by_window: dict[tuple[str, pd.Timestamp, pd.Timestamp, str], list[Chunk]] = {}
     for chunk in chunks:
-        by_window.setdefault((chunk.timeframe, chunk.window_start, chunk.window_end), []).append(chunk)
+        key = (chunk.timeframe, chunk.window_start, chunk.window_end, chunk.calendar)
+        by_window.setdefault(key, []).append(chunk)
     size = max(1, max_symbols)
     return [group[i : i + size] for _, group in sorted(by_window.items()) for i in range(0, len(group), size)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -19,36 +20,85 @@ EARLIEST_DATE = dt.date(1990, 1, 1)
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=8)
-def _calendar(name: str) -> xcals.ExchangeCalendar:
-    return xcals.get_calendar(name, start=EARLIEST_DATE.isoformat())
+@dataclass(frozen=True)
+class Calendar:
+    """An exchange calendar, from exchange_calendars (XNYS, XLON, CMES, ...) or pandas_market_calendars
+    (CME_Equity, CMEGlobex_Crude, ...: product calendars of futures that model the daily maintenance break).
+    `table`: one row per session (naive session dates), columns open, close, break_start, break_end in UTC
+    (NaT where the session has no break)."""
+
+    name: str
+    tz: str
+    table: pd.DataFrame
+
+    @property
+    def sessions(self) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex(self.table.index)
+
+    @property
+    def first_session(self) -> pd.Timestamp:
+        return pd.Timestamp(self.table.index[0])
+
+    @property
+    def last_session(self) -> pd.Timestamp:
+        return pd.Timestamp(self.table.index[-1])
+
+    def previous_session(self, date: dt.date) -> dt.date:
+        """The last session strictly before `date`."""
+        position = self.sessions.searchsorted(pd.Timestamp(date), side="left") - 1
+        if position < 0:
+            raise BadInputError(f"no session of {self.name} before {date}")
+        return pd.Timestamp(self.sessions[position]).date()
 
 
-def get_calendar(name: str = DEFAULT_CALENDAR) -> xcals.ExchangeCalendar:
+_COLUMNS = ("open", "close", "break_start", "break_end")
+
+
+@lru_cache(maxsize=16)
+def _calendar(name: str) -> Calendar:
+    if name in xcals.get_calendar_names():
+        xcal = xcals.get_calendar(name, start=EARLIEST_DATE.isoformat())
+        table = xcal.schedule.reindex(columns=list(_COLUMNS))
+        return Calendar(name, str(xcal.tz), _utc_columns(table))
+    import pandas_market_calendars as mcal  # product calendars (futures) exchange_calendars lacks
+
+    if name not in mcal.get_calendar_names():
+        raise BadInputError(
+            f"unknown exchange calendar {name!r}: use an exchange_calendars name (XNYS, XLON, XTKS, CMES, ...) or a "
+            "pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...)"
+        )
+    mcal_calendar = mcal.get_calendar(name)
+    last = dt.date.today() + dt.timedelta(days=366)
+    raw = mcal_calendar.schedule(start_date=EARLIEST_DATE.isoformat(), end_date=last.isoformat())
+    table = raw.rename(columns={"market_open": "open", "market_close": "close"}).reindex(columns=list(_COLUMNS))
+    return Calendar(name, str(mcal_calendar.tz), _utc_columns(table))
+
+
+def _utc_columns(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    table.index = pd.DatetimeIndex(table.index).tz_localize(None).normalize()
+    for column in _COLUMNS:
+        table[column] = pd.to_datetime(table[column], utc=True)
+    empty_break = table["break_start"] >= table["break_end"]  # a zero-length break is none
+    table.loc[empty_break, ["break_start", "break_end"]] = pd.NaT
+    return table
+
+
+def get_calendar(name: str = DEFAULT_CALENDAR) -> Calendar:
     """The exchange calendar `name` (cached, built once per process), from 1990 to about a year ahead."""
-    with _lock:  # building a calendar is not thread-safe and takes ~0.3 s; do it once
-        try:
-            return _calendar(name)
-        except xcals.errors.InvalidCalendarName:
-            raise BadInputError(
-                f"unknown exchange calendar {name!r}: use an exchange_calendars name such as XNYS, XLON, CMES"
-            ) from None
+    with _lock:  # building a calendar is not thread-safe and takes up to ~0.6 s; do it once
+        return _calendar(str(name))
 
 
 def schedule(start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR) -> pd.DataFrame:
-    """Sessions from `start` to `end` inclusive: index of session dates, columns `open` and `close` (UTC).
-
-    Dates outside the calendar's range are clipped to it.
-    """
+    """Sessions from `start` to `end` inclusive: index of session dates, columns `open`, `close`, `break_start`,
+    `break_end` (UTC; breaks NaT when none). Dates outside the calendar's range are clipped to it."""
     cal = get_calendar(calendar)
     first, last = cal.first_session.date(), cal.last_session.date()
     lo, hi = max(start, first), min(end, last)
     if lo > hi:
-        return pd.DataFrame(
-            {"open": pd.Series(dtype="datetime64[ns, UTC]"), "close": pd.Series(dtype="datetime64[ns, UTC]")}
-        )
-    frame = cal.schedule.loc[pd.Timestamp(lo) : pd.Timestamp(hi), ["open", "close"]]
-    return frame
+        return cal.table.iloc[0:0]
+    return cal.table.loc[pd.Timestamp(lo) : pd.Timestamp(hi)]
 
 
 def check_in_range(start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
@@ -63,11 +113,7 @@ def check_in_range(start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDA
 
 def previous_session(date: dt.date, calendar: str = DEFAULT_CALENDAR) -> dt.date:
     """The last session strictly before `date`."""
-    cal = get_calendar(calendar)
-    ts = pd.Timestamp(date)
-    if cal.is_session(ts):
-        return cal.previous_session(ts).date()
-    return cal.date_to_session(ts, direction="previous").date()
+    return get_calendar(calendar).previous_session(date)
 
 
 def expected_bars_per_session(sched: pd.DataFrame, timeframe: Timeframe) -> pd.Series:
@@ -75,9 +121,18 @@ def expected_bars_per_session(sched: pd.DataFrame, timeframe: Timeframe) -> pd.S
     if not timeframe.intraday:
         return pd.Series(1, index=sched.index, dtype="int64")
     step = timeframe.step
-    first = sched["open"].dt.floor(step)
-    last = (sched["close"] - pd.Timedelta(microseconds=1)).dt.floor(step)
-    return ((last - first) // step + 1).astype("int64")
+
+    def bars_between(lo: pd.Series, hi: pd.Series) -> pd.Series:
+        first = lo.dt.floor(step)
+        last = (hi - pd.Timedelta(microseconds=1)).dt.floor(step)
+        return ((last - first) // step + 1).fillna(0).astype("int64")
+
+    total = bars_between(sched["open"], sched["close"])
+    if "break_start" in sched.columns and sched["break_start"].notna().any():
+        # bars wholly inside a break (a lunch break, a maintenance halt) do not exist
+        inner_lo, inner_hi = sched["break_start"].dt.ceil(step), sched["break_end"].dt.floor(step)
+        total -= ((inner_hi - inner_lo) // step).clip(lower=0).fillna(0).astype("int64")
+    return total
 
 
 SessionHours = Literal["regular", "extended"]
@@ -97,7 +152,10 @@ def session_bounds(
         ext_lo = pd.Series((days + pd.Timedelta(hours=4)).tz_localize(tz).tz_convert("UTC"), index=sched.index)
         ext_hi = pd.Series((days + pd.Timedelta(hours=20)).tz_localize(tz).tz_convert("UTC"), index=sched.index)
         lo, hi = pd.concat([lo, ext_lo], axis=1).min(axis=1), pd.concat([hi, ext_hi], axis=1).max(axis=1)
-    return pd.DataFrame({"lo": lo, "hi": hi}, index=sched.index)
+    frame = pd.DataFrame({"lo": lo, "hi": hi}, index=sched.index)
+    for column in ("break_start", "break_end"):
+        frame[column] = sched[column] if column in sched.columns else pd.NaT
+    return frame
 
 
 def sessions_of(
@@ -124,6 +182,11 @@ def sessions_of(
     inside = np.zeros(len(start), dtype=bool)
     inside[valid] = hi[index[valid]] > start[valid]
     days = pd.DatetimeIndex(bounds.index).to_numpy(dtype="datetime64[ns]")
+    pause_lo = pd.to_datetime(bounds["break_start"], utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    pause_hi = pd.to_datetime(bounds["break_end"], utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    has_pause = inside & ~np.isnat(pause_lo[np.maximum(index, 0)])
+    at = index[has_pause]
+    inside[has_pause] = ~((start[has_pause] >= pause_lo[at]) & (end[has_pause] <= pause_hi[at]))  # wholly in a break
     out = np.full(len(start), np.datetime64("NaT"), dtype="datetime64[ns]")
     out[inside] = days[index[inside]]
     return pd.Series(out, index=ts.index)

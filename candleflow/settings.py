@@ -42,6 +42,10 @@ class RunSettings(BaseSettings):
         default=120.0, ge=0, description="the longest a vendor's Retry-After may hold a chunk task before its retry"
     )
     task_workers: int = Field(default=4, ge=1, le=64, description="chunk tasks running at once per flow run")
+    calendars: dict[str, str] = Field(
+        default_factory=dict,
+        description='exchange calendar per symbol, JSON, e.g. {"^FTSE": "XLON", "ES": "CME_Equity"} (default XNYS)',
+    )
 
 
 def run_settings() -> RunSettings:

@@ -51,6 +51,7 @@ def historical_backfill(
     dry_run: bool = False,
     max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
+    calendar: str | None = None,
     warehouse_url: str | None = None,
 ) -> RunSummary:
     """Backfill bars for the symbols at one timeframe over the session dates start..end.
@@ -70,6 +71,9 @@ def historical_backfill(
             above this many US dollars. Empty for no limit.
         provider_options: Options for the provider, e.g. {"seed": 7} for synthetic or {"dataset": "XNAS.ITCH"}
             for databento. Keys do not belong here: they come from the worker's environment or Secret blocks.
+        calendar: Exchange calendar of the symbols: an exchange_calendars name (XNYS, XLON, XTKS, ...) or a
+            pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...). Empty: each symbol's calendar from
+            CANDLEFLOW_CALENDARS on the worker, else XNYS.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
             sqlite:///candleflow.db in its working directory.
     """
@@ -86,6 +90,7 @@ def historical_backfill(
         max_cost_usd=max_cost_usd,
         provider_options=provider_options,
         warehouse_url=warehouse_url,
+        calendar=calendar or None,
     )
     series = inputs.series(inputs.timeframes[0])
     chunks = plan_series(series, series.symbols, inputs.start, inputs.end)

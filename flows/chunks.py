@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
@@ -31,13 +32,19 @@ from tasks.warehouse import prepare_warehouse, record_chunk_failure
 
 
 def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: dt.date) -> list[Chunk]:
-    """The chunks for `symbols` over the session dates start..end, cut the way the provider serves them."""
+    """The chunks for `symbols` over the session dates start..end, cut the way the provider serves them, each
+    on its symbol's exchange calendar (its time zone for session-dated windows, its sessions for validation)."""
     period = series.provider.chunk_period
-    sessions: list[dt.date] = []
-    if period is ChunkPeriod.SESSION:
-        sessions = [d.date() for d in schedule(start, end, series.calendar).index]
-    tz = str(get_calendar(series.calendar).tz)
-    return plan_chunks(series.key, symbols, series.timeframe, start, end, period=period, sessions=sessions, tz=tz)
+    order = {symbol: i for i, symbol in enumerate(symbols)}
+    out: list[Chunk] = []
+    for calendar, group in series.by_calendar(symbols).items():
+        sessions: list[dt.date] = []
+        if period is ChunkPeriod.SESSION:
+            sessions = [d.date() for d in schedule(start, end, calendar).index]
+        tz = get_calendar(calendar).tz
+        planned = plan_chunks(series.key, group, series.timeframe, start, end, period=period, sessions=sessions, tz=tz)
+        out += [replace(chunk, calendar=calendar) for chunk in planned]
+    return sorted(out, key=lambda c: (order[c.symbol], c.window_start))
 
 
 def published_versions(series: SeriesRequest, chunks: Sequence[Chunk]) -> dict[dt.date, str | None] | None:
@@ -153,17 +160,18 @@ def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end:
     """Publish the coverage grid of the run's series over the session dates start..end."""
     grid: dict[str, list[SessionCoverage]] = {}
     for timeframe in inputs.timeframes:
-        coverage = measure_coverage(
-            inputs.warehouse_url,
-            inputs.stored_as,
-            inputs.symbols,
-            timeframe.name,
-            start,
-            end,
-            calendar=inputs.calendar,
-            partial=not inputs.source.bars_only_when_traded,
-        )
-        grid |= {f"{symbol} {timeframe.name}": sessions for symbol, sessions in coverage.items()}
+        for calendar, symbols in inputs.by_calendar().items():
+            coverage = measure_coverage(
+                inputs.warehouse_url,
+                inputs.stored_as,
+                symbols,
+                timeframe.name,
+                start,
+                end,
+                calendar=calendar,
+                partial=not inputs.source.bars_only_when_traded,
+            )
+            grid |= {f"{symbol} {timeframe.name}": sessions for symbol, sessions in coverage.items()}
     publish_coverage(summary.flow, f"{inputs.stored_as} coverage {start}..{end}", grid)
 
 

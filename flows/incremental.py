@@ -51,6 +51,7 @@ def incremental_update(
     on_invalid: OnInvalid = "reject",
     max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
+    calendar: str | None = None,
     warehouse_url: str | None = None,
 ) -> RunSummary:
     """Fetch each series from its watermark (its newest loaded bar) minus an overlap, up to end, so late vendor
@@ -68,6 +69,9 @@ def incremental_update(
         max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is
             above this many US dollars. Empty for no limit.
         provider_options: Options for the provider, e.g. {"seed": 7} for synthetic. Keys do not belong here.
+        calendar: Exchange calendar of the symbols: an exchange_calendars name (XNYS, XLON, XTKS, ...) or a
+            pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...). Empty: each symbol's calendar from
+            CANDLEFLOW_CALENDARS on the worker, else XNYS.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
             sqlite:///candleflow.db in its working directory.
     """
@@ -83,6 +87,7 @@ def incremental_update(
         max_cost_usd=max_cost_usd,
         provider_options=provider_options,
         warehouse_url=warehouse_url,
+        calendar=calendar or None,
     )
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     prepare(inputs.warehouse_url)
@@ -96,11 +101,12 @@ def incremental_update(
         chunks: list[Chunk] = []
         for symbol in series.symbols:
             mark = marks.get(symbol)
-            before = previous_session(mark.date(), inputs.calendar) if mark is not None else None
+            calendar = inputs.calendar_of(symbol)
+            before = previous_session(mark.date(), calendar) if mark is not None else None
             start = incremental_start(mark, timeframe, last, inputs.lookback_days, overlap, before)
             if start > last:
                 continue
-            check_in_range(start, last, inputs.calendar)
+            check_in_range(start, last, calendar)
             first = min(first, start)
             chunks += plan_series(series, [symbol], start, last)
         summary.planned += len(chunks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -20,7 +21,7 @@ from candleflow.errors import BadInputError
 from candleflow.inputs import check_date_range, parse_date, parse_symbols
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
-from candleflow.sessions import DEFAULT_CALENDAR, check_in_range
+from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, get_calendar
 from candleflow.settings import oracle_settings, run_settings
 from candleflow.timeframes import Timeframe, get_timeframe
 from providers import check_provider_name, get_provider
@@ -49,8 +50,19 @@ class SeriesRequest:
     provider_options: Mapping[str, Any]
     timeframe: Timeframe
     symbols: list[str]
-    calendar: str  # the exchange calendar the provider's sessions follow
-    stored_as: str = ""  # the provider key of its bars and ledger rows: the name, or `csv:<source>`
+    calendar: str  # the run's exchange calendar (the one most symbols follow)
+    stored_as: str = ""
+    calendars: Mapping[str, str] = field(default_factory=dict)  # symbol -> its exchange calendar
+
+    def calendar_of(self, symbol: str) -> str:
+        return self.calendars.get(symbol, self.calendar)
+
+    def by_calendar(self, symbols: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """The symbols grouped by their exchange calendar, in order."""
+        groups: dict[str, list[str]] = {}
+        for symbol in self.symbols if symbols is None else symbols:
+            groups.setdefault(self.calendar_of(symbol), []).append(symbol)
+        return groups  # the provider key of its bars and ledger rows: the name, or `csv:<source>`
 
     @property
     def key(self) -> str:
@@ -66,11 +78,22 @@ class RunInputs:
     timeframes: list[Timeframe]
     provider_options: dict[str, Any]
     source: Provider
-    calendar: str
+    calendar: str  # the run's calendar: the `calendar` input, else the one most symbols follow
+    calendars: dict[str, str]  # symbol -> its calendar (the run's, else CANDLEFLOW_CALENDARS, else XNYS)
     on_invalid: OnInvalid
     max_cost_usd: float | None
     warehouse_url: str | None
     stored_as: str  # the provider key in the warehouse: the provider's name, or `csv:<source>` for a named source
+
+    def calendar_of(self, symbol: str) -> str:
+        return self.calendars.get(symbol, self.calendar)
+
+    def by_calendar(self, symbols: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """The symbols grouped by their exchange calendar, in order."""
+        groups: dict[str, list[str]] = {}
+        for symbol in self.symbols if symbols is None else symbols:
+            groups.setdefault(self.calendar_of(symbol), []).append(symbol)
+        return groups
 
     def series(self, timeframe: Timeframe, symbols: list[str] | None = None) -> SeriesRequest:
         return SeriesRequest(
@@ -81,7 +104,13 @@ class RunInputs:
             self.symbols if symbols is None else symbols,
             self.calendar,
             self.stored_as,
+            self.calendars,
         )
+
+    def check_dates(self, start: dt.date, end: dt.date) -> None:
+        """Every calendar of the run knows the dates."""
+        for calendar in sorted(set(self.calendars.values()) | {self.calendar}):
+            check_in_range(start, end, calendar)
 
 
 @dataclass(frozen=True)
@@ -184,6 +213,7 @@ def check_run(
     on_invalid: object = "reject",
     max_cost_usd: object = None,
     warehouse_url: object = None,
+    calendar: object = None,
     name: NameStyle = param_name,
 ) -> RunInputs:
     """Check what every run needs; raises BadInputError naming the first bad input."""
@@ -203,7 +233,8 @@ def check_run(
     if warehouse_url is not None and not isinstance(warehouse_url, str):
         raise BadInputError(f"{name('warehouse_url')} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db")
     url = parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
-    run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
+    settings = run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
+    calendars = symbol_calendars(calendar or options.get("calendar"), checked_symbols, settings.calendars, name)
     if url.get_backend_name() == "oracle":
         oracle_settings()
     return RunInputs(
@@ -212,12 +243,30 @@ def check_run(
         timeframes=checked_timeframes,
         provider_options=options,
         source=source,
-        calendar=str(options.get("calendar", DEFAULT_CALENDAR)),
+        calendar=Counter(calendars.values()).most_common(1)[0][0],
+        calendars=calendars,
         on_invalid=on_invalid,  # type: ignore[arg-type]
         max_cost_usd=_cost_limit(max_cost_usd, name("max_cost_usd")),
         warehouse_url=warehouse_url or None,
         stored_as=str(getattr(source, "stored_as", provider_name)),
     )
+
+
+def symbol_calendars(
+    run_calendar: object, symbols: list[str], per_symbol: Mapping[str, str], name: NameStyle
+) -> dict[str, str]:
+    """Each symbol's exchange calendar: the run's when given, else its own from CANDLEFLOW_CALENDARS, else XNYS.
+    Unknown calendar names are bad input."""
+    if run_calendar is not None and not isinstance(run_calendar, str):
+        raise BadInputError(f"{name('calendar')} must be a calendar name such as XNYS, XLON or CME_Equity")
+    mapping = {str(k).strip().upper(): str(v) for k, v in per_symbol.items()}
+    out = {s: (run_calendar or mapping.get(s) or DEFAULT_CALENDAR).strip() for s in symbols}
+    for calendar in sorted(set(out.values())):
+        try:
+            get_calendar(calendar)
+        except BadInputError as exc:
+            raise BadInputError(f"{name('calendar')}: {exc}") from None
+    return out
 
 
 def _common(run: RunInputs) -> dict[str, Any]:
@@ -233,7 +282,7 @@ def check_backfill(
     first, last = parse_date(start, "start"), parse_date(end, "end")  # type: ignore[arg-type]
     check_date_range(first, last)
     _not_far_ahead(last, name("end"))
-    check_in_range(first, last, checked.calendar)
+    checked.check_dates(first, last)
     return BackfillInputs(
         **_common(checked),
         start=first,
@@ -252,7 +301,7 @@ def check_update(
     last = _end_date(end)
     if last is not None:
         _not_far_ahead(last, name("end"))
-        check_in_range(last, last, checked.calendar)
+        checked.check_dates(last, last)
     return UpdateInputs(
         **_common(checked),
         lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),
@@ -270,7 +319,7 @@ def check_repair(
     last = _end_date(end)
     if last is not None:
         _not_far_ahead(last, name("end"))
-        check_in_range(last, last, checked.calendar)
+        checked.check_dates(last, last)
     return RepairInputs(
         **_common(checked),
         lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),

@@ -10,10 +10,9 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from candleflow.coverage import repair_ranges
+from candleflow.coverage import SessionCoverage, repair_ranges
 from candleflow.model import Chunk, OnInvalid
 from candleflow.report import RunSummary
-from candleflow.sessions import check_in_range
 from candleflow.settings import run_settings
 from candleflow.timeframes import TimeframeName
 from flows.chunks import (
@@ -51,6 +50,7 @@ def repair_gaps(
     on_invalid: OnInvalid = "reject",
     max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
+    calendar: str | None = None,
     warehouse_url: str | None = None,
 ) -> RunSummary:
     """Find the closed sessions of the lookback that have no bars (or fewer than a full session) and that the
@@ -69,6 +69,9 @@ def repair_gaps(
         max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is
             above this many US dollars. Empty for no limit.
         provider_options: Options for the provider, e.g. {"seed": 7} for synthetic. Keys do not belong here.
+        calendar: Exchange calendar of the symbols: an exchange_calendars name (XNYS, XLON, XTKS, ...) or a
+            pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...). Empty: each symbol's calendar from
+            CANDLEFLOW_CALENDARS on the worker, else XNYS.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
             sqlite:///candleflow.db in its working directory.
     """
@@ -84,24 +87,27 @@ def repair_gaps(
         max_cost_usd=max_cost_usd,
         provider_options=provider_options,
         warehouse_url=warehouse_url,
+        calendar=calendar or None,
     )
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     first = last - dt.timedelta(days=inputs.lookback_days)
-    check_in_range(first, last, inputs.calendar)
+    inputs.check_dates(first, last)
     summary = RunSummary(flow="repair_gaps", dry_run=inputs.dry_run, sessions_to_repair=0)
     todo: list[Chunk] = []
     for timeframe in inputs.timeframes:
         series = inputs.series(timeframe)
-        coverage = measure_coverage(
-            inputs.warehouse_url,
-            inputs.stored_as,
-            series.symbols,
-            timeframe.name,
-            first,
-            last,
-            calendar=inputs.calendar,
-            partial=not inputs.source.bars_only_when_traded,
-        )
+        coverage: dict[str, list[SessionCoverage]] = {}
+        for calendar, symbols in inputs.by_calendar().items():
+            coverage |= measure_coverage(
+                inputs.warehouse_url,
+                inputs.stored_as,
+                symbols,
+                timeframe.name,
+                first,
+                last,
+                calendar=calendar,
+                partial=not inputs.source.bars_only_when_traded,
+            )
         chunks: list[Chunk] = []
         for symbol, sessions in coverage.items():
             summary.sessions_to_repair = (summary.sessions_to_repair or 0) + sum(c.repairable for c in sessions)

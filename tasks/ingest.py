@@ -19,7 +19,7 @@ from prefect.states import State
 
 from candleflow.checksum import frame_checksum
 from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
-from candleflow.sessions import DEFAULT_CALENDAR, final_through
+from candleflow.sessions import final_through
 from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
@@ -91,7 +91,7 @@ def _ingest(
     request = request_for(chunks)
     # Read the clock before fetching: a session that closes during the fetch is not yet final in what it returns.
     as_of = provider.now() if isinstance(provider, ClockedSource) else pd.Timestamp.now(tz="UTC")
-    calendar = str((provider_options or {}).get("calendar", DEFAULT_CALENDAR))
+    calendar = first.calendar  # chunks sharing a request share their calendar (flows.chunks groups them so)
     if limits is not None and limits.provider:
         rate_limit(limits.provider)
     try:

@@ -290,3 +290,61 @@ def test_coverage_counts_bars_per_session_not_per_utc_date(sqlite_url: str) -> N
     load_chunk(engine, chunk, frame, checksum=frame_checksum(frame), flow_run_id="r")
     counts = bars_per_session(engine, "polygon", "AAPL", "1m", chunk.window_start, chunk.window_end)
     assert counts == {D(2024, 3, 8): 240}  # all Friday's: Saturday is no session
+
+
+def test_a_european_index_follows_its_own_calendar(sqlite_url: str, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from candleflow.cli import main
+    from candleflow.errors import IncompleteRunError
+    from candleflow.timeframes import get_timeframe
+    from providers import get_provider
+    from providers.base import FetchRequest
+
+    london = get_provider("synthetic", {"calendar": "XLON"}).fetch(
+        FetchRequest(
+            ("FTSE",), get_timeframe("1d"), pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-07-01", tz="UTC")
+        )
+    )
+    pd.DataFrame(
+        {
+            "Date": london["ts"].dt.strftime("%Y-%m-%d"),
+            **{c.title(): london[c] for c in ("open", "high", "low", "close", "volume")},
+        }
+    ).to_csv(tmp_path / "FTSE.csv", index=False)
+    args = dict(provider="csv", symbols=["FTSE"], start=D(2024, 1, 1), end=D(2024, 6, 30), warehouse_url=sqlite_url)
+    options = {"directory": str(tmp_path)}
+    with pytest.raises(IncompleteRunError) as info:  # read on XNYS: London's sessions on US holidays are no sessions
+        historical_backfill(**args, provider_options=options)
+    assert "ts inside a session of the exchange calendar" in str(info.value)
+    monkeypatch.setenv("CANDLEFLOW_CALENDARS", '{"FTSE": "XLON"}')  # its calendar, from the settings
+    mapped = historical_backfill(**args, provider_options=options, mode="all")
+    assert mapped.ok and mapped.bars_written == len(london)
+    assert historical_backfill(**args, provider_options=options, calendar="XLON").results == []  # the run's
+    monkeypatch.chdir(tmp_path)
+    gaps = [
+        "gaps",
+        "--provider",
+        "csv",
+        "--symbols",
+        "FTSE",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-06-30",
+        "--warehouse",
+        sqlite_url,
+    ]
+    assert main(gaps) == 0  # Good Friday, Easter Monday and the May bank holidays are no gaps on XLON
+    assert capsys.readouterr().out.strip() == f"0 session(s) with missing or partial bars out of {len(london)} expected"
+    assert main([*gaps, "--calendar", "XNYS"]) == 1  # on New York's calendar, US-only sessions are missing
+    assert main([*gaps, "--calendar", "XXXX"]) == 2
+
+
+def test_futures_follow_a_product_calendar_with_its_maintenance_break() -> None:
+    from candleflow.sessions import expected_bars_per_session, schedule, sessions_of
+    from candleflow.timeframes import get_timeframe
+
+    day = schedule(D(2024, 3, 7), D(2024, 3, 7), "CME_Equity")
+    assert expected_bars_per_session(day, get_timeframe("1h")).tolist() == [23]  # 17:00 to 16:00 Chicago
+    ts = pd.Series(pd.to_datetime(["2024-03-06 23:00", "2024-03-07 21:59", "2024-03-07 22:30"], utc=True))
+    found = sessions_of(ts, get_timeframe("1m"), "CME_Equity")
+    assert found.tolist()[:2] == [pd.Timestamp("2024-03-07")] * 2 and pd.isna(found.iloc[2])  # 22:30: the break

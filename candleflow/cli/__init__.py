@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="refuse the run, before downloading, if a charging vendor (databento) quotes more than this",
         )
+        p.add_argument(
+            "--calendar",
+            default=None,
+            help="exchange calendar of the symbols, e.g. XNYS, XLON, CME_Equity (default: CANDLEFLOW_CALENDARS, "
+            "else XNYS)",
+        )
         p.add_argument("--verbose", action="store_true", help="show Prefect's log lines on the terminal")
 
     b = sub.add_parser("backfill", help="fill a date range")
@@ -115,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start", required=True, help="first session date, YYYY-MM-DD (inclusive)")
     g.add_argument("--end", required=True, help="last session date, YYYY-MM-DD (inclusive)")
     g.add_argument("--json", action="store_true", help="every incomplete session as JSON, one object each")
+    g.add_argument("--calendar", default=None, help="exchange calendar (default: CANDLEFLOW_CALENDARS, else XNYS)")
 
     from deployments.cli import add_team_commands
 

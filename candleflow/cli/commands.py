@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -46,6 +47,7 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "on_invalid": args.on_invalid,
         "max_cost_usd": args.max_cost_usd,
         "warehouse_url": resolve_url(args.warehouse),
+        "calendar": args.calendar,
         "name": flag_name,
     }
     params: dict[str, Any] = {
@@ -53,6 +55,7 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "on_invalid": args.on_invalid,
         "provider_options": run["provider_options"],
         "warehouse_url": run["warehouse_url"],
+        "calendar": args.calendar,
     }
     if args.command == "backfill":
         backfill = check_backfill(**run, start=args.start, end=args.end, mode=args.mode, dry_run=args.dry_run)
@@ -163,6 +166,8 @@ def _when(ts: Any, intraday: bool) -> str:
 def status(args: argparse.Namespace) -> int:
     """Coverage per (provider, symbol, timeframe): bars, first and last, sessions missing, ledger outcomes."""
     from candleflow.coverage import find_gaps
+    from candleflow.settings import run_settings
+    from flows.inputs import flag_name, symbol_calendars
     from warehouse.engine import check_reachable
     from warehouse.queries import bars_per_session, has_schema, ledger_counts, read_ledger, series_summary
 
@@ -184,13 +189,16 @@ def status(args: argparse.Namespace) -> int:
         "missing",
         "partial",
         "chunks " + "/".join(LedgerStatus),
-        title="candleflow coverage (sessions: XNYS sessions from first to last bar)",
+        title="candleflow coverage (sessions: the symbol's exchange calendar from first to last bar)",
     )
     for row in series.itertuples():
         tf = get_timeframe(row.timeframe)
         first, last = row.first.date(), row.last.date()
-        sched = schedule(first, last)
-        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *request_window(first, last))
+        calendar = symbol_calendars(None, [row.symbol], run_settings().calendars, flag_name)[row.symbol]
+        sched = schedule(first, last, calendar)
+        window = request_window(first, last)
+        span = (window[0] - pd.Timedelta(days=1), window[1])
+        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *span, calendar)
         ledger = read_ledger(engine, row.provider, [row.symbol], row.timeframe)
         gaps = find_gaps(sched, tf, per_day, ledger, partial=_counts_partial(row.provider))
         missing = sum(g.present == 0 for g in gaps)
@@ -231,6 +239,8 @@ def gaps(args: argparse.Namespace) -> int:
     """Sessions in [start, end] without bars (or with fewer than a full session has), with the reason: as ranges
     of consecutive sessions sharing a state and reason, or (--json) every session, one object each."""
     from candleflow.coverage import SessionState, classify_sessions, incomplete_ranges
+    from candleflow.settings import run_settings
+    from flows.inputs import flag_name, symbol_calendars
     from providers import check_stored_key
     from warehouse.engine import check_reachable
     from warehouse.queries import bars_per_session, has_schema, read_ledger
@@ -241,15 +251,21 @@ def gaps(args: argparse.Namespace) -> int:
     symbols = parse_symbols(args.symbols)
     start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
     check_date_range(start, end)
-    check_in_range(start, end)
+    calendars = symbol_calendars(args.calendar, symbols, run_settings().calendars, flag_name)
+    for calendar in set(calendars.values()):
+        check_in_range(start, end, calendar)
     engine = check_reachable(args.warehouse)
-    sched = schedule(start, end)
     stored = has_schema(engine)
+    window = request_window(start, end)
+    span = (window[0] - pd.Timedelta(days=1), window[1])  # a session may open the UTC day before its date
+    expected_total = 0
     counts_partial = _counts_partial(provider)
     found: list[dict[str, Any]] = []
     table = Table("symbol", "sessions", "state", "bars", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
     for symbol in symbols:
-        per_day = bars_per_session(engine, provider, symbol, tf.name, *request_window(start, end)) if stored else {}
+        sched = schedule(start, end, calendars[symbol])
+        expected_total += len(sched)
+        per_day = bars_per_session(engine, provider, symbol, tf.name, *span, calendars[symbol]) if stored else {}
         ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
         coverage = classify_sessions(sched, tf, per_day, ledger, partial=counts_partial)
         by_day = {c.session: c for c in coverage}
@@ -277,7 +293,7 @@ def gaps(args: argparse.Namespace) -> int:
     if found:
         out.print(table)
     what = "missing or partial bars" if counts_partial else "no bars"
-    out.print(f"{len(found)} session(s) with {what} out of {len(sched) * len(symbols)} expected")
+    out.print(f"{len(found)} session(s) with {what} out of {expected_total} expected")
     if not counts_partial:
         out.print(f"({provider} has no bar for an interval without trades, so short sessions are not gaps)")
     return 0 if not found else 1
