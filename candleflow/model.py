@@ -106,6 +106,12 @@ class LedgerEntry:
     adjustment: str | None = None
     source_version: str | None = None
     complete_through: pd.Timestamp | None = None  # None: final for its whole window
+    present: int | None = None  # bars its window holds now, when counted (read_ledger(count_bars=True))
+
+    @property
+    def intact(self) -> bool:
+        """Its window still holds the bars it recorded (unknown counts as intact)."""
+        return self.present is None or self.rows is None or self.present >= self.rows
 
     def final_for(self, chunk: Chunk) -> bool:
         """Every bar of `chunk`'s window was final when this row's chunk was fetched."""
@@ -135,6 +141,7 @@ class ChunkResult:
     rows: int = 0
     written: int = 0
     unchanged: bool = False
+    revised: bool = False  # the vendor restated bars of a chunk that was final: they were upserted
     error: str | None = None
     failed_expectations: list[str] = field(default_factory=list)
     seconds: float = 0.0

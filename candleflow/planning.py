@@ -124,7 +124,8 @@ def select_chunks(
     """Keep the chunks `mode` asks for, given the ledger's last outcomes.
 
     A chunk counts as held when one ledger row says `loaded`, `empty` or `partial` for a window containing it,
-    fetched after every session of the chunk had closed (`complete_through`), with the
+    fetched after every session of the chunk had closed (`complete_through`), whose bars are all still there
+    (when the ledger was read with bar counts: bars deleted behind its back are fetched again), with the
     same `adjustment` (rows from before adjustments were recorded count) and, when `versions` of the sources
     are given (one per session date), the same source version: a republished file is fetched again.
     """
@@ -143,6 +144,7 @@ def select_chunks(
             e.status.settled
             and e.covers(chunk)
             and e.final_for(chunk)
+            and e.intact
             and (adjustment is None or e.adjustment in (None, adjustment))
             and (versions is None or e.source_version == current)
             for e in entries

@@ -33,6 +33,10 @@ class RunSummary:
         return sum(r.unchanged for r in self.results)
 
     @property
+    def revised(self) -> int:
+        return sum(r.revised for r in self.results)
+
+    @property
     def bars_written(self) -> int:
         return sum(r.written for r in self.results)
 
@@ -77,7 +81,9 @@ class RunSummary:
         return (
             f"{self.flow}: {len(self.results)} chunks run ({c['loaded']} loaded, {c['empty']} empty, "
             + (f"{c['partial']} partial, " if c["partial"] else "")
-            + f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged), "
+            + f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged"
+            + (f", {self.revised} revised" if self.revised else "")
+            + "), "
             f"{self.skipped} skipped{note}; "
             f"{self.bars_written} bars written in {self.elapsed_seconds:.1f} s ({self.bars_per_second:,.0f} bars/s)"
             + self._extras()
@@ -100,10 +106,11 @@ class RunSummary:
         c = self.counts()
         rows = [
             "| chunks planned | skipped (held) | not published | loaded | empty | partial | rejected | failed "
-            "| unchanged | bars written | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| unchanged | revised | bars written | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {self.planned} | {self.skipped} | {len(self.not_published)} | {c['loaded']} | {c['empty']} "
-            f"| {c['partial']} | {c['rejected']} | {c['failed']} | {self.unchanged} | {self.bars_written} "
+            f"| {c['partial']} | {c['rejected']} | {c['failed']} | {self.unchanged} | {self.revised} "
+            f"| {self.bars_written} "
             f"| {self.elapsed_seconds:.1f} |",
         ]
         if self.problems():

@@ -216,11 +216,13 @@ class CsvProvider:
                 out[name] = pd.to_numeric(raw[mapped[name]], errors="coerce")
         if self.options.adjusted:
             self._adjust(out, raw, mapped, where, symbol)
-        duplicated = int(out.duplicated(["ts"]).sum())
+        # Rows that share a timestamp with different values mean the columns were misread (a file of many
+        # tickers, a time of day that was lost); identical repeated rows are bad data, which validation rejects.
+        duplicated = int((out.duplicated(["ts"]) & ~out.duplicated()).sum())
         if duplicated:
             raise TerminalProviderError(
-                f"{where}: {duplicated} row(s) share a timestamp with another for {symbol}, so the bars cannot be "
-                f"right ({_used_and_ignored(raw.columns, mapped)}); a file of many tickers needs a Ticker or "
+                f"{where}: {duplicated} row(s) share a timestamp with a different row for {symbol}, so the bars "
+                f"cannot be right ({_used_and_ignored(raw.columns, mapped)}); a file of many tickers needs a Ticker or "
                 "Symbol column, and a file with separate date and time columns needs both named Date and Time",
                 provider=self.name,
                 symbols=[symbol],

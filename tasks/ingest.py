@@ -153,6 +153,7 @@ def _ingest(
                 rows=len(frame),
                 written=outcome.written,
                 unchanged=outcome.unchanged,
+                revised=outcome.revised,
                 error=error,
                 failed_expectations=list(verdict.failed_rules),
             )

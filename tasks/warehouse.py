@@ -30,7 +30,7 @@ def read_ledger_task(
     engine = check_reachable(warehouse_url)
     if not has_schema(engine):  # a new warehouse (or a dry run before the first load) holds nothing yet
         return []
-    return read_ledger(engine, provider, symbols, timeframe)
+    return read_ledger(engine, provider, symbols, timeframe, count_bars=True)
 
 
 @task(name="read_watermarks", cache_policy=NO_CACHE)

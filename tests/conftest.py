@@ -153,3 +153,14 @@ def deployed(team: Any, receiver: Any, team_warehouse: str) -> Iterator[Any]:
         yield Deployed(first, second, deploy, worker, log)
     finally:
         stop(worker)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault-injection scenarios and what each ended in (the README's table comes from this)."""
+    from tests.fault_table import table
+
+    lines = table()
+    if lines:
+        terminalreporter.section("fault injection: scenarios and outcomes")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -9,11 +9,15 @@ Tests script failures by queueing (status, headers) answers and read the request
 from __future__ import annotations
 
 import json
+import random
+import socket
+import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 from urllib.parse import parse_qs, urlparse
@@ -37,6 +41,37 @@ _SPANS = {
 }
 
 
+FAULTS = ("429", "429 with Retry-After", "500", "503", "slower than the timeout", "connection reset", "truncated body")
+
+
+@dataclass
+class Chaos:
+    """Faults at a fixed seeded rate on aggregate requests: each faulty answer is the next of FAULTS in turn."""
+
+    rate: float
+    seed: int = 7
+    slow_seconds: float = 1.5
+    max_in_a_row: int = 2  # the same request fails at most this often in a row: retries always get through
+    seen: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._next = 0
+        self._lock = threading.Lock()
+        self._in_a_row: Counter[str] = Counter()
+
+    def draw(self, key: str) -> str | None:
+        with self._lock:
+            if self._random.random() >= self.rate or self._in_a_row[key] >= self.max_in_a_row:
+                self._in_a_row[key] = 0
+                return None
+            self._in_a_row[key] += 1
+            fault = FAULTS[self._next % len(FAULTS)]
+            self._next += 1
+            self.seen[fault] += 1
+            return fault
+
+
 class PolygonStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -47,6 +82,7 @@ class PolygonStandIn(ThreadingHTTPServer):
         self.scripted: deque[tuple[int, dict[str, str]]] = deque()
         self.delay_seconds = 0.0
         self.requests: list[dict[str, str]] = []
+        self.chaos: Chaos | None = None
 
     @property
     def url(self) -> str:
@@ -97,6 +133,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _misbehave(self, fault: str, chaos: Chaos | None) -> bool:
+        """Answer with `fault`; False when the fault is a delay after which the normal answer follows."""
+        if fault.startswith("429"):
+            headers = {"Retry-After": "0.2"} if "Retry-After" in fault else {}
+            self._send(429, {"status": "ERROR", "error": "too many requests"}, headers)
+        elif fault in ("500", "503"):
+            self._send(int(fault), {"status": "ERROR", "error": "server error"})
+        elif fault == "slower than the timeout":
+            time.sleep(chaos.slow_seconds if chaos else 1.5)
+            return False
+        elif fault == "connection reset":  # RST instead of an answer
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        else:  # truncated body: the promised length, half of it sent, then the connection closes
+            data = json.dumps({"status": "OK", "results": [{"o": 1.0}] * 50}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+        return True
+
     def do_GET(self) -> None:
         srv = self.server
         srv.requests.append({"path": self.path, "authorization": self.headers.get("Authorization", "")})
@@ -121,6 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"status": "NOT_FOUND"})
             return
         symbol, multiplier, span, start, end = parts[3], parts[5], parts[6], parts[7], parts[8]
+        fault = srv.chaos.draw(self.path) if srv.chaos is not None else None
+        if fault is not None and self._misbehave(fault, srv.chaos):
+            return
         if (symbol, span, start, end) == ("AAPL", "day", "2005-04-01", "2005-04-04"):
             self._send(200, RECORDED.read_bytes())
             return

@@ -173,7 +173,7 @@ def test_columns_that_cannot_give_right_bars_are_named(tmp_path: Path) -> None:
     MINUTES.drop(columns=["Time"]).to_csv(tmp_path / "ES_1m.csv", index=False)  # the time of day is lost
     with pytest.raises(TerminalProviderError) as info:
         fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05")
-    assert "2 row(s) share a timestamp with another for ES" in str(info.value)
+    assert "2 row(s) share a timestamp with a different row for ES" in str(info.value)
     assert (
         "columns used: Date->date, Open->open, High->high, Low->low, Last->close, Volume->volume; ignored: OpenInt"
         in str(info.value)

@@ -348,3 +348,50 @@ def test_futures_follow_a_product_calendar_with_its_maintenance_break() -> None:
     ts = pd.Series(pd.to_datetime(["2024-03-06 23:00", "2024-03-07 21:59", "2024-03-07 22:30"], utc=True))
     found = sessions_of(ts, get_timeframe("1m"), "CME_Equity")
     assert found.tolist()[:2] == [pd.Timestamp("2024-03-07")] * 2 and pd.isna(found.iloc[2])  # 22:30: the break
+
+
+def test_bars_deleted_behind_the_ledgers_back_are_found_and_fetched_again(warehouse_url: str) -> None:
+    import sqlalchemy as sa
+
+    args = dict(symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 6, 28), warehouse_url=warehouse_url)
+    assert historical_backfill(**args).bars_written == 124
+    with get_engine(warehouse_url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM bars WHERE ts >= :a AND ts < :b"), {"a": "2024-03-01", "b": "2024-03-08"})
+    refetch = historical_backfill(**args)  # missing means "not fully covered", not only "absent from the ledger"
+    assert len(refetch.results) == 1 and refetch.bars_written == 5
+    assert historical_backfill(**args).results == []
+
+
+def test_restated_bars_are_upserted_and_counted_as_revised(sqlite_url: str, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    yahoo_file(tmp_path, "2024-01-01", "2024-04-01")
+    args = dict(provider="csv", symbols=["AAPL"], start=D(2024, 1, 1), end=D(2024, 3, 28), warehouse_url=sqlite_url)
+    options = {"directory": str(tmp_path)}
+    historical_backfill(**args, provider_options=options)
+    restated = pd.read_csv(tmp_path / "AAPL.csv")
+    restated.loc[10, ["Close", "High"]] = restated.loc[10, "High"] + 1.0  # the vendor corrects one bar
+    restated.to_csv(tmp_path / "AAPL.csv", index=False)
+    summary = historical_backfill(**args, provider_options=options, mode="all")
+    assert summary.ok and summary.revised == 1 and summary.bars_written == 1
+    assert "0 unchanged, 1 revised)" in summary.headline()
+    with get_engine(sqlite_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT revisions FROM ingest_ledger")).scalar_one() == 1
+    again = historical_backfill(**args, provider_options=options, mode="all")
+    assert again.revised == 0 and again.unchanged == 1
+
+
+def test_status_as_json(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from candleflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["backfill", "--symbols", "AAPL", "--start", "2024-01-01", "--end", "2024-03-28"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    (series,) = json.loads(capsys.readouterr().out)
+    assert series["symbol"] == "AAPL" and series["bars"] == 61 and series["missing"] == 0
+    assert series["calendar"] == "XNYS" and series["chunks"]["loaded"] == 1

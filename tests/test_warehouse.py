@@ -132,7 +132,7 @@ def test_a_failure_after_the_bars_are_written_rolls_them_back(engine: sa.Engine,
                 "CREATE TABLE ingest_ledger (provider varchar(32), symbol varchar(32), timeframe varchar(8), "
                 "window_start timestamp, window_end timestamp, status varchar(16), rows bigint, checksum varchar(64), "
                 "flow_run_id varchar(64), updated_at timestamp, error text, adjustment varchar(16), "
-                "source_version varchar(128), complete_through timestamp, "
+                "source_version varchar(128), complete_through timestamp, revisions integer, "
                 "PRIMARY KEY (provider, symbol, timeframe, window_start), CHECK (status = 'never'))"
             )
         )

@@ -31,12 +31,16 @@ _LEDGER_UPDATE = (
 _MAX_ERROR = 4000
 
 
+_LOAD_UPDATE = (*_LEDGER_UPDATE, "revisions")
+
+
 @dataclass(frozen=True)
 class LoadOutcome:
     status: LedgerStatus
     rows: int  # bars the chunk holds
     written: int  # rows inserted or changed by this load
     unchanged: bool = False
+    revised: bool = False  # a chunk that was final before now has different bars: the vendor restated them
 
 
 def _now() -> dt.datetime:
@@ -154,12 +158,42 @@ def load_chunk(
     with engine.begin() as conn:
         if _is_unchanged(conn, chunk, checksum, described):
             return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)
+        restated, revisions = _restatement(conn, chunk, checksum)
         written = dialect.write_bars(conn, chunk, frame)
+        revised = restated and written > 0
         row = _ledger_row(
-            chunk, status, rows=len(frame), checksum=checksum, flow_run_id=flow_run_id, error=None, **described
+            chunk,
+            status,
+            rows=len(frame),
+            checksum=checksum,
+            flow_run_id=flow_run_id,
+            error=None,
+            revisions=revisions + int(revised),
+            **described,
         )
-        dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
-    return LoadOutcome(status, rows=len(frame), written=written)
+        dialect.upsert(conn, ingest_ledger, [row], _LOAD_UPDATE)
+    return LoadOutcome(status, rows=len(frame), written=written, revised=revised)
+
+
+def _restatement(conn: sa.Connection, chunk: Chunk, checksum: str) -> tuple[bool, int]:
+    """Whether loading bars with `checksum` restates the chunk (it was loaded final, whole window closed, with
+    other bars), and how many times it was revised before."""
+    led = ingest_ledger.c
+    entry = conn.execute(
+        sa.select(led.status, led.checksum, led.complete_through, led.window_end, led.revisions).where(
+            led.provider == chunk.provider,
+            led.symbol == chunk.symbol,
+            led.timeframe == chunk.timeframe,
+            led.window_start == chunk.window_start.to_pydatetime(),
+        )
+    ).first()
+    if entry is None:
+        return False, 0
+    before = int(entry.revisions or 0)
+    through, window_end = _naive_utc(entry.complete_through), _naive_utc(entry.window_end)
+    final = through is None or window_end is None or through >= window_end
+    was_loaded = entry.status in ("loaded", "partial") and entry.checksum is not None
+    return was_loaded and final and entry.checksum != checksum, before
 
 
 def _row_json(record: Mapping[str, object]) -> str:

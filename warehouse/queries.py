@@ -55,8 +55,27 @@ def read_ledger(
     provider: str | None = None,
     symbols: Sequence[str] | None = None,
     timeframe: str | None = None,
+    *,
+    count_bars: bool = False,
 ) -> list[LedgerEntry]:
+    """The ledger rows of the series; with `count_bars`, each with the bars its window holds now (an index range
+    count per row), so rows whose bars were deleted behind the ledger's back can be told apart."""
     c = ingest_ledger.c
+    b = bars.c
+    present = (
+        sa.select(sa.func.count())
+        .select_from(bars)
+        .where(
+            b.provider == c.provider,
+            b.symbol == c.symbol,
+            b.timeframe == c.timeframe,
+            b.ts >= c.window_start,
+            b.ts < c.window_end,
+        )
+        .scalar_subquery()
+        if count_bars
+        else sa.null()
+    )
     query = sa.select(
         c.provider,
         c.symbol,
@@ -69,6 +88,7 @@ def read_ledger(
         c.adjustment,
         c.source_version,
         c.complete_through,
+        present.label("present"),
     )
     with engine.connect() as conn:
         rows = conn.execute(query.where(_series_filter(ingest_ledger, provider, symbols, timeframe))).all()
@@ -85,6 +105,7 @@ def read_ledger(
             r.adjustment,
             r.source_version,
             None if r.complete_through is None else _utc(r.complete_through),
+            None if r.present is None else int(r.present),
         )
         for r in rows
     ]

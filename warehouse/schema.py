@@ -61,6 +61,8 @@ ingest_ledger = sa.Table(
     # Bars before this point were final when the chunk was fetched (every session before it had closed); a chunk
     # whose window reaches past it is fetched again. NULL: the whole window (rows written before it existed).
     sa.Column("complete_through", UTC_TIMESTAMP, nullable=True),
+    # How often a refetch found the vendor's final bars changed (restatements); each was upserted.
+    sa.Column("revisions", sa.Integer, nullable=True),
     sa.CheckConstraint(f"status IN {_STATUSES!r}", name="ck_ingest_ledger_status"),
 )
 
@@ -104,7 +106,10 @@ def bars_in_window(
 
 
 # Columns added after the first release; `ensure_schema` adds them to older warehouses.
-_ADDED_COLUMNS = {ingest_ledger: ("adjustment", "source_version", "complete_through"), quarantine: ("row_hash",)}
+_ADDED_COLUMNS = {
+    ingest_ledger: ("adjustment", "source_version", "complete_through", "revisions"),
+    quarantine: ("row_hash",),
+}
 
 
 def ensure_schema(engine: sa.Engine) -> None:

@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--provider")
     s.add_argument("--symbols")
     s.add_argument("--timeframe")
+    s.add_argument("--json", action="store_true", help="one object per series, as JSON")
 
     g = sub.add_parser("gaps", help="sessions without (enough) bars, and why")
     common(g)

@@ -174,6 +174,9 @@ def status(args: argparse.Namespace) -> int:
     provider, symbols, timeframe = _filters(args)
     engine = check_reachable(args.warehouse)
     if not has_schema(engine):
+        if args.json:
+            out.print_json("[]")
+            return 0
         out.print("the warehouse is empty: run candleflow backfill first")
         return 0
     series = series_summary(engine, provider, symbols, timeframe)
@@ -191,6 +194,7 @@ def status(args: argparse.Namespace) -> int:
         "chunks " + "/".join(LedgerStatus),
         title="candleflow coverage (sessions: the symbol's exchange calendar from first to last bar)",
     )
+    listed: list[dict[str, Any]] = []
     for row in series.itertuples():
         tf = get_timeframe(row.timeframe)
         first, last = row.first.date(), row.last.date()
@@ -207,6 +211,21 @@ def status(args: argparse.Namespace) -> int:
         ]
         by_status = dict(zip(mine.status, mine.chunks, strict=True))
         chunk_text = "/".join(str(by_status.get(str(s), 0)) for s in LedgerStatus)
+        listed.append(
+            {
+                "provider": row.provider,
+                "symbol": row.symbol,
+                "timeframe": row.timeframe,
+                "calendar": calendar,
+                "bars": int(row.bars),
+                "first": row.first.isoformat(),
+                "last": row.last.isoformat(),
+                "sessions": len(sched),
+                "missing": missing,
+                "partial": len(gaps) - missing,
+                "chunks": {str(s): int(by_status.get(str(s), 0)) for s in LedgerStatus},
+            }
+        )
         table.add_row(
             *cells(
                 row.provider,
@@ -221,6 +240,9 @@ def status(args: argparse.Namespace) -> int:
                 chunk_text,
             )
         )
+    if args.json:
+        out.print_json(json.dumps(listed))
+        return 0
     out.print(table)
     if series.empty:
         out.print("no bars match these filters")
