@@ -245,7 +245,9 @@ def postgres_only(postgres_url: str) -> str:
     return postgres_url
 
 
-def test_database_connections_killed_during_a_run(postgres_only: str, reference_url: str) -> None:
+def test_database_connections_killed_during_a_run(
+    postgres_only: str, reference_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     url = postgres_only
@@ -274,7 +276,7 @@ def test_database_connections_killed_during_a_run(postgres_only: str, reference_
                 conn.commit()
                 stop.wait(0.02 if len(killed) < 4 else 60)
 
-    os.environ["CANDLEFLOW_RETRY_BACKOFF_SECONDS"] = "0.1"
+    monkeypatch.setenv("CANDLEFLOW_RETRY_BACKOFF_SECONDS", "0.1")
     thread = threading.Thread(target=kill_loaders, daemon=True)
     args = dict(symbols=["AAPL", "MSFT", "SPY"], timeframe="1h", start=D(2024, 1, 1), end=D(2024, 12, 31))
     try:
@@ -282,7 +284,6 @@ def test_database_connections_killed_during_a_run(postgres_only: str, reference_
         state = historical_backfill(**args, warehouse_url=url, return_state=True)
     finally:
         stop.set()
-        os.environ.pop("CANDLEFLOW_RETRY_BACKOFF_SECONDS", None)
     thread.join(timeout=5)
     rerun = historical_backfill(**args, warehouse_url=url)  # completes whatever the first run could not
     historical_backfill(**args, warehouse_url=reference_url)
