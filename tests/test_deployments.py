@@ -175,6 +175,8 @@ def test_a_killed_flow_run_process_under_the_worker_is_announced(
 def _cli_backfill(team: TeamServer, symbols: str, **env: str) -> subprocess.Popen[str]:
     argv = [str(BIN / "candleflow"), "backfill", "--symbols", symbols, "--timeframe", "1m"]
     argv += ["--start", "2022-01-01", "--end", "2023-12-31"]
+    # one chunk task at a time: after SIGTERM the run waits for the chunks in flight, which is what it should
+    env = {"CANDLEFLOW_TASK_WORKERS": "1", **env}
     return subprocess.Popen(
         argv, env=team.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=team.home
     )
@@ -196,7 +198,7 @@ def test_the_cli_uses_the_lasting_server_and_sigterm_crashes_its_run(
     cli = _cli_backfill(team, "TERM1,TERM2", CANDLEFLOW_WAREHOUSE_URL=f"sqlite:///{tmp_path / 'w.db'}")
     run = _running_cli_run(team, "TERM1,TERM2")
     cli.send_signal(signal.SIGTERM)
-    out, err = cli.communicate(timeout=60)
+    out, err = cli.communicate(timeout=120)
     assert cli.returncode == 128 + signal.SIGTERM and out == ""
     assert err.splitlines()[0] == f"prefect: using the server at {team.api}"
     assert "candleflow: stopped by SIGTERM: the run was marked Crashed" in err
