@@ -41,18 +41,12 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-@dataclass(frozen=True)
-class SeriesRequest:
-    """One provider and timeframe for a list of symbols, checked."""
+class _SymbolCalendars:
+    """Each symbol's exchange calendar, for requests that hold `symbols`, `calendars` and a default `calendar`."""
 
-    provider_name: str
-    provider: Provider  # built from the options, holding no key: it only answers what kind of provider it is
-    provider_options: Mapping[str, Any]
-    timeframe: Timeframe
     symbols: list[str]
-    calendar: str  # the run's exchange calendar (the one most symbols follow)
-    stored_as: str = ""
-    calendars: Mapping[str, str] = field(default_factory=dict)  # symbol -> its exchange calendar
+    calendars: Mapping[str, str]
+    calendar: str
 
     def calendar_of(self, symbol: str) -> str:
         return self.calendars.get(symbol, self.calendar)
@@ -62,7 +56,21 @@ class SeriesRequest:
         groups: dict[str, list[str]] = {}
         for symbol in self.symbols if symbols is None else symbols:
             groups.setdefault(self.calendar_of(symbol), []).append(symbol)
-        return groups  # the provider key of its bars and ledger rows: the name, or `csv:<source>`
+        return groups
+
+
+@dataclass(frozen=True)
+class SeriesRequest(_SymbolCalendars):
+    """One provider and timeframe for a list of symbols, checked."""
+
+    provider_name: str
+    provider: Provider  # built from the options, holding no key: it only answers what kind of provider it is
+    provider_options: Mapping[str, Any]
+    timeframe: Timeframe
+    symbols: list[str]
+    calendar: str  # the run's exchange calendar (the one most symbols follow)
+    stored_as: str = ""  # the provider key of its bars and ledger rows: the name, or `csv:<source>`
+    calendars: Mapping[str, str] = field(default_factory=dict)  # symbol -> its exchange calendar
 
     @property
     def key(self) -> str:
@@ -70,7 +78,7 @@ class SeriesRequest:
 
 
 @dataclass(frozen=True)
-class RunInputs:
+class RunInputs(_SymbolCalendars):
     """What every run needs, checked: which series, what to do with invalid chunks, a budget, a warehouse."""
 
     provider: str
@@ -84,16 +92,6 @@ class RunInputs:
     max_cost_usd: float | None
     warehouse_url: str | None
     stored_as: str  # the provider key in the warehouse: the provider's name, or `csv:<source>` for a named source
-
-    def calendar_of(self, symbol: str) -> str:
-        return self.calendars.get(symbol, self.calendar)
-
-    def by_calendar(self, symbols: Iterable[str] | None = None) -> dict[str, list[str]]:
-        """The symbols grouped by their exchange calendar, in order."""
-        groups: dict[str, list[str]] = {}
-        for symbol in self.symbols if symbols is None else symbols:
-            groups.setdefault(self.calendar_of(symbol), []).append(symbol)
-        return groups
 
     def series(self, timeframe: Timeframe, symbols: list[str] | None = None) -> SeriesRequest:
         return SeriesRequest(
@@ -198,6 +196,15 @@ def _not_far_ahead(date: dt.date, name: str) -> dt.date:
     return date
 
 
+def _checked_end(value: object, run: RunInputs, name: NameStyle) -> dt.date | None:
+    """An optional last session date: not far ahead, and known to every calendar of the run."""
+    last = _end_date(value)
+    if last is not None:
+        _not_far_ahead(last, name("end"))
+        run.check_dates(last, last)
+    return last
+
+
 def _end_date(value: object) -> dt.date | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -298,10 +305,7 @@ def check_update(
     """Check an incremental update's inputs."""
     checked = check_run(**run)
     name: NameStyle = run.get("name", param_name)
-    last = _end_date(end)
-    if last is not None:
-        _not_far_ahead(last, name("end"))
-        checked.check_dates(last, last)
+    last = _checked_end(end, checked, name)
     return UpdateInputs(
         **_common(checked),
         lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),
@@ -316,10 +320,7 @@ def check_repair(
     """Check a gap repair's inputs."""
     checked = check_run(**run)
     name: NameStyle = run.get("name", param_name)
-    last = _end_date(end)
-    if last is not None:
-        _not_far_ahead(last, name("end"))
-        checked.check_dates(last, last)
+    last = _checked_end(end, checked, name)
     return RepairInputs(
         **_common(checked),
         lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
 from candleflow.errors import BadInputError
-from providers.base import FetchRequest, Provider
+from providers.base import SOURCE_PATTERN, SOURCE_RULE, FetchRequest, Provider
 from providers.csv import CsvOptions, CsvProvider
 from providers.databento import DatabentoOptions, DatabentoProvider
 from providers.flatfiles import FlatFilesOptions, FlatFilesProvider
@@ -30,21 +29,12 @@ ProviderName = Literal["synthetic", "csv", "polygon", "polygon-flatfiles", "data
 assert set(get_args(ProviderName)) == set(PROVIDERS), "ProviderName must list every registered provider"
 
 
-SOURCE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,23}")
-
-
-def stored_key(name: str, source: str | None) -> str:
-    """How a provider's bars are keyed in the warehouse: its name, or `name:source` for a named source (two CSV
-    collections of the same symbols are two sources, never mixed or skipped for one another)."""
-    return f"{name}:{source}" if source else name
-
-
 def check_stored_key(key: str) -> tuple[str, str | None]:
     """`csv:quandl` -> ("csv", "quandl"); a bad name or source is bad input."""
     name, _, source = str(key).partition(":")
     check_provider_name(name)
     if source and not SOURCE_PATTERN.fullmatch(source):
-        raise BadInputError(f"source {source!r} of {key!r}: use 1-24 of a-z 0-9 _ - (for example quandl)")
+        raise BadInputError(f"source {source!r} of {key!r}: {SOURCE_RULE}")
     return name, source or None
 
 
@@ -81,5 +71,4 @@ __all__ = [
     "check_stored_key",
     "get_provider",
     "provider_of",
-    "stored_key",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
@@ -27,6 +28,10 @@ class FetchRequest:
     start: pd.Timestamp
     end: pd.Timestamp
 
+
+# A named source of a provider (`csv:quandl`): stored as part of its provider key, so it must stay short and plain.
+SOURCE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,23}")
+SOURCE_RULE = "use 1-24 of a-z 0-9 _ - (for example quandl)"
 
 SOURCE_VERSION = "source_version"  # frame.attrs key: the version of the source the bars came from (an ETag)
 # frame.attrs key: requested symbols the vendor does not know, when it answered for the others of a

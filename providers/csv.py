@@ -22,7 +22,6 @@ left as written. `source=NAME` stores the bars as `csv:NAME`, apart from other c
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +36,7 @@ from candleflow.errors import BadInputError
 from candleflow.model import Adjustment
 from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe
-from providers.base import FetchRequest, canonical_frame
+from providers.base import SOURCE_PATTERN, SOURCE_RULE, FetchRequest, canonical_frame
 from providers.errors import TerminalProviderError
 
 EXTENSIONS = (".csv", ".csv.gz", ".parquet")
@@ -65,8 +64,8 @@ class CsvOptions(BaseModel):
     @field_validator("source")
     @classmethod
     def _plain_source(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,23}", value):
-            raise ValueError(f"source {value!r}: use 1-24 of a-z 0-9 _ - (for example quandl)")
+        if value is not None and not SOURCE_PATTERN.fullmatch(value):
+            raise ValueError(f"source {value!r}: {SOURCE_RULE}")
         return value
 
     @field_validator("timezone")

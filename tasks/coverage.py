@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -37,9 +36,7 @@ def measure_coverage(
     stored = has_schema(engine)
     tf = get_timeframe(timeframe)
     window = request_window(start, end)
-    # a session may start the UTC day before its date (futures, Asian venues): look a day further back
-    span = (window[0] - pd.Timedelta(days=1), window[1])
-    counts = bars_per_session_of(engine, provider, symbols, tf.name, *span, calendar) if stored else {}
+    counts = bars_per_session_of(engine, provider, symbols, tf.name, *window, calendar) if stored else {}
     ledger = read_ledger(engine, provider, symbols, tf.name) if stored else []
     out = {}
     for symbol in symbols:

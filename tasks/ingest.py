@@ -117,7 +117,7 @@ def _ingest(
         record_failure(engine, chunk, unknown_error, flow_run_id=run_id)
         results.append(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=unknown_error))
     parts = [p for p in parts if p[0].symbol not in unknown]
-    verdicts = validate_bars(parts, calendar=calendar, hours=getattr(provider, "session_hours", "regular")).verdicts
+    verdicts = validate_bars(parts, calendar=calendar, hours=provider.session_hours).verdicts
     for (chunk, frame), verdict in zip(parts, verdicts, strict=True):
         described["complete_through"] = final_through(
             chunk.window_start, chunk.window_end, request.timeframe.intraday, as_of, calendar

@@ -70,7 +70,8 @@ def safe_url(url: URL | str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def _sqlite_path(url: URL) -> Path | None:
+def sqlite_path(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for in-memory and `file:` URIs."""
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
@@ -97,7 +98,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 def get_engine(url: str | None = None) -> sa.Engine:
     """One engine per warehouse URL per process (engines are thread-safe and pool connections)."""
     parsed = parse_url(resolve_url(url))
-    path = _sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
     if path is not None and not path.is_absolute():
         # `sqlite:///candleflow.db` means the file in the working directory *now*: pin it, so an engine made in
         # another directory (a long-lived worker, a test that changed directory) is never reused for this one.
@@ -124,7 +125,7 @@ def get_engine(url: str | None = None) -> sa.Engine:
 def check_reachable(url: str | None = None) -> sa.Engine:
     """Fail with one clear line if the warehouse cannot be used; writes nothing (a new SQLite file included)."""
     parsed = parse_url(resolve_url(url))
-    path = _sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
     if path is not None:
         folder = path.resolve().parent
         if not folder.is_dir():

@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -84,37 +85,36 @@ def _described(
     }
 
 
-def _is_unchanged(
-    conn: sa.Connection,
-    chunk: Chunk,
-    checksum: str,
-    described: Mapping[str, object],
-    settled: tuple[str, ...] = ("loaded", "empty"),
-) -> bool:
-    """True when the ledger already holds this exact chunk as settled (`loaded` or `empty`; `partial` for a load
-    of good rows) and the bars it claims are all there.
-
-    One round trip: the bars are only counted when the checksum matches (an index range scan of the window).
-    Same bars from a newer source version (a republished file) only update the ledger row's description.
-    """
+def _ledger_entry(conn: sa.Connection, chunk: Chunk, checksum: str) -> sa.Row[Any] | None:
+    """The chunk's ledger row, with `present`: the bars its window holds, counted only when the checksum matches
+    (an index range scan of the window). One round trip serves both `_is_unchanged` and `_restatement`."""
     led = ingest_ledger.c
     present = sa.select(sa.func.count()).select_from(bars).where(_chunk_bars(chunk)).scalar_subquery()
-    entry = conn.execute(
+    return conn.execute(
         sa.select(
             led.window_end,
             led.status,
             led.rows,
+            led.checksum,
             led.adjustment,
             led.source_version,
             led.complete_through,
+            led.revisions,
             sa.case((led.checksum == checksum, present), else_=sa.null()).label("present"),
-        ).where(
-            led.provider == chunk.provider,
-            led.symbol == chunk.symbol,
-            led.timeframe == chunk.timeframe,
-            led.window_start == chunk.window_start.to_pydatetime(),
-        )
+        ).where(*_ledger_key(chunk))
     ).first()
+
+
+def _is_unchanged(
+    conn: sa.Connection,
+    chunk: Chunk,
+    entry: sa.Row[Any] | None,
+    described: Mapping[str, object],
+    settled: tuple[str, ...] = ("loaded", "empty"),
+) -> bool:
+    """True when the ledger already holds this exact chunk as settled (`loaded` or `empty`; `partial` for a load
+    of good rows) and the bars it claims are all there. Same bars from a newer source version (a republished
+    file) only update the ledger row's description."""
     if entry is None or entry.present is None or entry.status not in settled:
         return False
     if pd.Timestamp(entry.window_end).tz_localize(None) != chunk.window_end.tz_localize(None):
@@ -123,16 +123,7 @@ def _is_unchanged(
         return False
     stored = (entry.adjustment, entry.source_version, _naive_utc(entry.complete_through))
     if stored != (described["adjustment"], described["source_version"], _naive_utc(described["complete_through"])):
-        conn.execute(
-            sa.update(ingest_ledger)
-            .where(
-                led.provider == chunk.provider,
-                led.symbol == chunk.symbol,
-                led.timeframe == chunk.timeframe,
-                led.window_start == chunk.window_start.to_pydatetime(),
-            )
-            .values(**described, updated_at=_now())
-        )
+        conn.execute(sa.update(ingest_ledger).where(*_ledger_key(chunk)).values(**described, updated_at=_now()))
     return True
 
 
@@ -156,9 +147,10 @@ def load_chunk(
     status = LedgerStatus.LOADED if len(frame) else LedgerStatus.EMPTY
     described = _described(adjustment, source_version, complete_through)
     with engine.begin() as conn:
-        if _is_unchanged(conn, chunk, checksum, described):
+        entry = _ledger_entry(conn, chunk, checksum)
+        if _is_unchanged(conn, chunk, entry, described):
             return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)
-        restated, revisions = _restatement(conn, chunk, checksum)
+        restated, revisions = _restatement(entry, checksum)
         written = dialect.write_bars(conn, chunk, frame)
         revised = restated and written > 0
         row = _ledger_row(
@@ -175,18 +167,9 @@ def load_chunk(
     return LoadOutcome(status, rows=len(frame), written=written, revised=revised)
 
 
-def _restatement(conn: sa.Connection, chunk: Chunk, checksum: str) -> tuple[bool, int]:
-    """Whether loading bars with `checksum` restates the chunk (it was loaded final, whole window closed, with
-    other bars), and how many times it was revised before."""
-    led = ingest_ledger.c
-    entry = conn.execute(
-        sa.select(led.status, led.checksum, led.complete_through, led.window_end, led.revisions).where(
-            led.provider == chunk.provider,
-            led.symbol == chunk.symbol,
-            led.timeframe == chunk.timeframe,
-            led.window_start == chunk.window_start.to_pydatetime(),
-        )
-    ).first()
+def _restatement(entry: sa.Row[Any] | None, checksum: str) -> tuple[bool, int]:
+    """Whether loading bars with `checksum` restates the chunk `entry` records (it was loaded final, whole window
+    closed, with other bars), and how many times it was revised before."""
     if entry is None:
         return False, 0
     before = int(entry.revisions or 0)
@@ -246,7 +229,8 @@ def reject_chunk(
     described = _described(adjustment, source_version, complete_through)
     dialect = dialect_for(engine)
     with engine.begin() as conn:
-        if load_good_rows and checksum and _is_unchanged(conn, chunk, checksum, described, settled=("partial",)):
+        entry = _ledger_entry(conn, chunk, checksum) if load_good_rows and checksum else None
+        if _is_unchanged(conn, chunk, entry, described, settled=("partial",)):
             return LoadOutcome(status, rows=len(good), written=0, unchanged=True)
         error = f"{len(bad_positions)} bad row(s): " + "; ".join(failed_rules)
         row = _ledger_row(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -14,6 +13,7 @@ from candleflow.sessions import DEFAULT_CALENDAR, sessions_of
 from candleflow.timeframes import get_timeframe
 from warehouse.dialects import dialect_for
 from warehouse.dialects.oracle import IN_LIST_MAX
+from warehouse.engine import sqlite_path
 from warehouse.schema import bars, ingest_ledger, metadata
 
 
@@ -25,9 +25,8 @@ def _utc(value: object) -> pd.Timestamp:
 def has_schema(engine: sa.Engine) -> bool:
     """Whether the warehouse holds candleflow's tables. A SQLite file that does not exist yet holds none, and is
     not created by asking (a dry run or `status` on a new warehouse leaves no empty file behind)."""
-    database = engine.url.database
-    file_based = bool(database) and database != ":memory:" and not str(database).startswith("file:")
-    if engine.dialect.name == "sqlite" and file_based and not Path(str(database)).exists():
+    path = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
+    if path is not None and not path.exists():
         return False
     names = set(sa.inspect(engine).get_table_names())
     return all(t in names for t in metadata.tables)
@@ -194,12 +193,15 @@ def bars_per_session_of(
     end: pd.Timestamp,
     calendar: str = DEFAULT_CALENDAR,
 ) -> dict[str, dict[dt.date, int]]:
-    """Bar count per symbol and session in [start, end), for many series of one provider and timeframe in one
-    query; symbols without bars are absent. Daily bars count for their date; intraday bars for the session whose
-    hours (extended: pre- and post-market included) hold them, by time, not by UTC date: a session that spans
-    UTC midnight counts as one, and bars outside every session count for none."""
+    """Bar count per symbol and session for the session dates of [start, end), for many series of one provider
+    and timeframe in one query; symbols without bars are absent. Daily bars count for their date; intraday bars
+    for the session whose hours (extended: pre- and post-market included) hold them, by time, not by UTC date: a
+    session that spans UTC midnight counts as one (bars from the UTC day before `start` included, where a
+    session may open), and bars outside every session count for none."""
     c = bars.c
     tf = get_timeframe(timeframe)
+    if tf.intraday:
+        start = start - pd.Timedelta(days=1)
     dialect = dialect_for(engine)
     bucket = (dialect.utc_hour(c.ts) if tf.intraday else dialect.utc_date(c.ts)).label("bucket")
     query = (

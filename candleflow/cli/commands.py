@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any
 
-import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -201,8 +200,7 @@ def status(args: argparse.Namespace) -> int:
         calendar = symbol_calendars(None, [row.symbol], run_settings().calendars, flag_name)[row.symbol]
         sched = schedule(first, last, calendar)
         window = request_window(first, last)
-        span = (window[0] - pd.Timedelta(days=1), window[1])
-        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *span, calendar)
+        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *window, calendar)
         ledger = read_ledger(engine, row.provider, [row.symbol], row.timeframe)
         gaps = find_gaps(sched, tf, per_day, ledger, partial=_counts_partial(row.provider))
         missing = sum(g.present == 0 for g in gaps)
@@ -279,7 +277,6 @@ def gaps(args: argparse.Namespace) -> int:
     engine = check_reachable(args.warehouse)
     stored = has_schema(engine)
     window = request_window(start, end)
-    span = (window[0] - pd.Timedelta(days=1), window[1])  # a session may open the UTC day before its date
     expected_total = 0
     counts_partial = _counts_partial(provider)
     found: list[dict[str, Any]] = []
@@ -287,7 +284,7 @@ def gaps(args: argparse.Namespace) -> int:
     for symbol in symbols:
         sched = schedule(start, end, calendars[symbol])
         expected_total += len(sched)
-        per_day = bars_per_session(engine, provider, symbol, tf.name, *span, calendars[symbol]) if stored else {}
+        per_day = bars_per_session(engine, provider, symbol, tf.name, *window, calendars[symbol]) if stored else {}
         ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
         coverage = classify_sessions(sched, tf, per_day, ledger, partial=counts_partial)
         by_day = {c.session: c for c in coverage}
