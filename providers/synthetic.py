@@ -1,10 +1,14 @@
 """`synthetic`: deterministic, calendar-aware bars with no network, and knobs to inject failures.
 
 How the bars are made (so that any chunking of a request yields the same bars):
-- Each symbol has a daily random walk of session closes from 1990, seeded by (seed, symbol) only.
-- Each session has a 1-minute path from its open to that close (a Brownian bridge), seeded by
-  (seed, symbol, session date) only. Every timeframe is aggregated from that path on the UTC grid, so a 1h bar
-  is exactly its 60 one-minute bars and a daily bar is its whole session. Early closes are the calendar's.
+- Each session's daily bar comes from draws seeded by (seed, symbol) only and indexed by the session: a random
+  walk of closes from 1990, the open's gap from the previous close, how far high and low reach, the volume.
+  A daily request is a few array lookups, however many years it spans.
+- Each session's 1-minute bars are a Brownian bridge from that open to that close, seeded by (seed, symbol,
+  session date) only, then fitted to the daily bar: first open, last close, highest high, lowest low, volume
+  and trades are exactly the day's. Every intraday timeframe is aggregated from those minutes on the UTC grid,
+  so a 1h bar is exactly its 60 one-minute bars. A daily bar's vwap is its typical price (high+low+close)/3,
+  not the volume-weighted mean of its minutes. Sessions are the calendar's, early closes included.
 - Only bars that have closed by `now` exist, as at a real vendor.
 
 Knobs (all seeded, so tests are repeatable):
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar, Literal
 
@@ -30,7 +35,7 @@ from candleflow import sessions
 from candleflow.model import Adjustment
 from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod
-from providers.base import FetchRequest, canonical_frame
+from providers.base import FetchRequest, bar_frame
 from providers.errors import TerminalProviderError, TransientProviderError
 
 InvalidKind = Literal["high_below_low", "negative_price", "null_close", "duplicate_ts", "off_grid"]
@@ -62,46 +67,136 @@ def _window_key(start: pd.Timestamp) -> int:
     return int(start.value // 1_000_000_000)
 
 
-@lru_cache(maxsize=256)
-def _daily_closes(seed: int, symbol: str, calendar: str) -> pd.Series:
-    """Log close per session since 1990: a seeded random walk (the anchor every bar of the symbol hangs on)."""
-    cal = sessions.get_calendar(calendar)
-    dates = cal.sessions
+@dataclass(frozen=True)
+class _SessionDraws:
+    """Per session of the calendar since 1990, the seeded draws a session's daily bar is made of."""
+
+    dates: pd.DatetimeIndex
+    close: np.ndarray  # log close: a random walk
+    gap: np.ndarray  # log open minus the previous log close
+    up: np.ndarray  # how far the high reaches above max(open, close), in log units
+    down: np.ndarray  # how far the low reaches below min(open, close)
+    activity: np.ndarray  # the session's volume factor
+
+
+@lru_cache(maxsize=64)
+def _session_draws(seed: int, symbol: str, calendar: str) -> _SessionDraws:
+    """Every draw of the symbol's daily bars, from one stream seeded by (seed, symbol) and indexed by session, so
+    a session's bar does not depend on which other sessions a request holds."""
+    dates = sessions.get_calendar(calendar).sessions
     key = _symbol_key(symbol)
-    rng = np.random.default_rng([seed, key, 0])
     start_price = 20.0 + (key % 48_000) / 100.0
-    returns = rng.normal(0.0003, _DAILY_VOL, size=len(dates))
-    return pd.Series(np.log(start_price) + np.cumsum(returns), index=dates)
+    walk = np.random.default_rng([seed, key, 0])
+    close = np.log(start_price) + np.cumsum(walk.normal(0.0003, _DAILY_VOL, size=len(dates)))
+    rng = np.random.default_rng([seed, key, 2])
+    gap = rng.normal(0.0, _DAILY_VOL / 4, size=len(dates))
+    up = np.abs(rng.normal(0.0, _DAILY_VOL / 2, size=len(dates))) + 0.0005
+    down = np.abs(rng.normal(0.0, _DAILY_VOL / 2, size=len(dates))) + 0.0005
+    activity = rng.lognormal(0.0, 0.3, size=len(dates))
+    return _SessionDraws(dates, close, gap, up, down, activity)
 
 
-_MINUTE_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trades")
-
-
-def _session_minutes(
-    seed: int, symbol: str, date: pd.Timestamp, open_: pd.Timestamp, close: pd.Timestamp, anchors: pd.Series
-) -> dict[str, np.ndarray]:
-    """One session's 1-minute bars (as arrays), from the previous session's close to this session's close."""
-    n = int((close - open_) // _MINUTE)
-    pos = anchors.index.get_loc(date)
+def _daily_bars(seed: int, symbol: str, calendar: str, sched: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The daily bar of each session in `sched` (rows: session dates; open and close in UTC), as arrays.
+    open, high, low and close are rounded to cents; volume and trades are whole numbers."""
+    draws = _session_draws(seed, symbol, calendar)
+    pos = draws.dates.get_indexer(sched.index)
+    prev = draws.close[np.maximum(pos - 1, 0)]
+    log_open = prev + draws.gap[pos]
+    log_close = draws.close[pos]
+    o, c = np.round(np.exp(log_open), 2), np.round(np.exp(log_close), 2)
+    h = np.round(np.exp(np.maximum(log_open, log_close) + draws.up[pos]), 2)
+    low = np.round(np.exp(np.minimum(log_open, log_close) - draws.down[pos]), 2)
+    minutes = ((sched["close"] - sched["open"]) // _MINUTE).to_numpy(dtype="int64")
     key = _symbol_key(symbol)
-    rng = np.random.default_rng([seed, key, date.toordinal(), 1])
-    prev_close = anchors.iloc[pos - 1] if pos > 0 else anchors.iloc[0]
-    day_close = anchors.iloc[pos]
+    volume = np.round((2_000 + key % 20_000) * 1.7 * minutes * draws.activity[pos])
+    trades = np.maximum(minutes, np.round(volume / (80 + key % 120))).astype("int64")
+    return {
+        "open": o,
+        "high": np.maximum(h, np.maximum(o, c)),
+        "low": np.minimum(low, np.minimum(o, c)),
+        "close": c,
+        "volume": volume,
+        "trades": trades,
+        "minutes": minutes,
+    }
+
+
+def _segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.add.reduceat(values, starts) if len(values) else values
+
+
+def _allocate(total: np.ndarray, weights: np.ndarray, seg: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Split each session's whole `total` over its minutes in proportion to `weights`, at least 1 each, so the
+    parts sum exactly to the total (largest remainders get the leftover units)."""
+    counts = np.diff(np.append(starts, len(weights)))
+    spare = (total - counts).astype("float64")
+    share = spare[seg] * weights / _segment_sum(weights, starts)[seg]
+    whole = np.floor(share)
+    leftover = (spare - _segment_sum(whole, starts)).astype("int64")
+    order = np.lexsort((-(share - whole), seg))  # by session, largest remainder first
+    rank = np.empty(len(order), dtype="int64")
+    rank[order] = np.arange(len(order)) - starts[seg[order]]
+    return (1 + whole + (rank < leftover[seg])).astype("int64")
+
+
+def _minute_bars(seed: int, symbol: str, sched: pd.DataFrame, daily: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The 1-minute bars of each session in `sched`, made to fit its daily bar exactly: the first minute opens at
+    the day's open, the last closes at its close, the highest high is the day's high, the lowest low its low, and
+    volume and trades sum to the day's. Each session's path is a Brownian bridge seeded by (seed, symbol, date)
+    only; all sessions are then shaped at once with array operations."""
+    key = _symbol_key(symbol)
+    counts = daily["minutes"]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype("int64")
+    total = int(counts.sum())
+    steps, ups, downs, weights = (np.empty(total) for _ in range(4))
+    for i, (date, n) in enumerate(zip(sched.index, counts, strict=True)):
+        rng = np.random.default_rng([seed, key, date.toordinal(), 1])
+        s = slice(starts[i], starts[i] + n)
+        draws = rng.standard_normal(3 * n)
+        steps[s], ups[s], downs[s] = draws[:n], draws[n : 2 * n], draws[2 * n :]
+        weights[s] = rng.lognormal(0.0, 0.5, size=n)
+    seg = np.repeat(np.arange(len(counts)), counts)
+    j = np.arange(total) - starts[seg]
+    n = counts[seg].astype("float64")
     sigma = _DAILY_VOL / np.sqrt(390)
-    open_log = prev_close + rng.normal(0.0, _DAILY_VOL / 4)
-    steps = rng.normal(0.0, sigma, size=n)
-    walk = np.concatenate([[0.0], np.cumsum(steps)])
-    frac = np.arange(n + 1) / n
-    path = np.round(np.exp(open_log + walk - frac * (walk[-1] - (day_close - open_log))), 2)
-    o, c = path[:-1], path[1:]
-    h = np.round(np.maximum(o, c) * np.exp(np.abs(rng.normal(0.0, sigma / 2, size=n))), 2)
-    low = np.round(np.minimum(o, c) * np.exp(-np.abs(rng.normal(0.0, sigma / 2, size=n))), 2)
-    u_shape = 1.0 + 2.0 * (np.linspace(-1.0, 1.0, n) ** 2)
-    base_volume = 2_000 + key % 20_000
-    volume = np.round(base_volume * u_shape * rng.lognormal(0.0, 0.5, size=n))
-    trades = np.maximum(1, np.round(volume / (80 + key % 120))).astype("int64")
-    vwap = np.round((h + low + c) / 3.0, 4)
-    ts = open_.value + np.arange(n, dtype="int64") * _MINUTE.value
+    walk_close = np.cumsum(steps * sigma)
+    walk_close -= np.concatenate([[0.0], walk_close])[starts][seg]  # restart the walk at each session
+    walk_open = walk_close - steps * sigma
+    drift_total = walk_close[starts + counts - 1][seg]
+    log_o, log_c = np.log(daily["open"])[seg], np.log(daily["close"])[seg]
+    path_open = log_o + walk_open - j / n * drift_total + j / n * (log_c - log_o)
+    path_close = log_o + walk_close - (j + 1) / n * drift_total + (j + 1) / n * (log_c - log_o)
+    po, pc = np.exp(path_open), np.exp(path_close)
+    ph = np.maximum(po, pc) * np.exp(np.abs(ups) * sigma / 2)
+    pl = np.minimum(po, pc) * np.exp(-np.abs(downs) * sigma / 2)
+    # A monotone map per session that keeps its open and close and stretches the path's extremes onto the day's
+    # high and low: order within every minute (low <= open, close <= high) survives it and the rounding after it.
+    top = np.maximum(daily["open"], daily["close"])
+    bottom = np.minimum(daily["open"], daily["close"])
+    reach_up = np.maximum.reduceat(ph, starts) - top
+    reach_down = bottom - np.minimum.reduceat(pl, starts)
+    scale_up = np.divide(daily["high"] - top, reach_up, out=np.zeros_like(top), where=reach_up > 0)
+    scale_down = np.divide(bottom - daily["low"], reach_down, out=np.zeros_like(top), where=reach_down > 0)
+
+    def fit(x: np.ndarray) -> np.ndarray:
+        t, b = top[seg], bottom[seg]
+        x = np.where(x > t, t + (x - t) * scale_up[seg], x)
+        return np.round(np.where(x < b, b - (b - x) * scale_down[seg], x), 2)
+
+    o, c, h, low = fit(po), fit(pc), fit(ph), fit(pl)
+    o[starts], c[starts + counts - 1] = daily["open"], daily["close"]
+    h, low = np.minimum(h, daily["high"][seg]), np.maximum(low, daily["low"][seg])
+    for short in np.flatnonzero(np.maximum.reduceat(h, starts) < daily["high"]):  # rounding fell short: lift it
+        s = slice(starts[short], starts[short] + counts[short])
+        h[s][np.argmax(h[s])] = daily["high"][short]
+    for short in np.flatnonzero(np.minimum.reduceat(low, starts) > daily["low"]):
+        s = slice(starts[short], starts[short] + counts[short])
+        low[s][np.argmin(low[s])] = daily["low"][short]
+    u_shape = 1.0 + 2.0 * (2.0 * (j + 0.5) / n - 1.0) ** 2
+    volume = _allocate(daily["volume"].astype("int64"), u_shape * weights, seg, starts).astype("float64")
+    trades = _allocate(daily["trades"], volume, seg, starts)
+    ts = sched["open"].to_numpy(dtype="datetime64[ns]").astype("int64")[seg] + j * _MINUTE.value
     return {
         "ts": ts,
         "open": o,
@@ -109,24 +204,31 @@ def _session_minutes(
         "low": low,
         "close": c,
         "volume": volume,
-        "vwap": vwap,
+        "vwap": np.round((h + low + c) / 3.0, 4),
         "trades": trades,
     }
 
 
-def _aggregate(minutes: pd.DataFrame, keys: pd.Series | pd.DatetimeIndex) -> pd.DataFrame:
-    grouped = minutes.assign(pv=minutes["vwap"] * minutes["volume"]).groupby(keys, sort=True)
-    out = grouped.agg(
-        open=("open", "first"),
-        high=("high", "max"),
-        low=("low", "min"),
-        close=("close", "last"),
-        volume=("volume", "sum"),
-        pv=("pv", "sum"),
-        trades=("trades", "sum"),
-    )
-    out["vwap"] = np.round(out.pop("pv") / out["volume"], 4)
-    return out.rename_axis("ts").reset_index()
+def _aggregate(minutes: dict[str, np.ndarray], step_ns: int) -> dict[str, np.ndarray]:
+    """Minutes (sorted by time) as bars of `step_ns` on the UTC grid: first open, last close, extreme high and
+    low, summed volume and trades, volume-weighted vwap."""
+    bucket = minutes["ts"] // step_ns
+    starts = np.flatnonzero(np.concatenate([[True], bucket[1:] != bucket[:-1]]))
+    ends = np.append(starts[1:], len(bucket)) - 1
+    volume = np.add.reduceat(minutes["volume"], starts)
+    return {
+        "ts": bucket[starts] * step_ns,
+        "open": minutes["open"][starts],
+        "high": np.maximum.reduceat(minutes["high"], starts),
+        "low": np.minimum.reduceat(minutes["low"], starts),
+        "close": minutes["close"][ends],
+        "volume": volume,
+        "vwap": np.round(np.add.reduceat(minutes["vwap"] * minutes["volume"], starts) / volume, 4),
+        "trades": np.add.reduceat(minutes["trades"], starts),
+    }
+
+
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trades")
 
 
 class SyntheticProvider:
@@ -162,42 +264,41 @@ class SyntheticProvider:
                 http_status=404,
             )
         self._maybe_fail(request)
-        frames = [self._bars(symbol, request) for symbol in request.symbols]
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        if frame.empty:
-            frame = pd.DataFrame(columns=["symbol", "ts"])
-        frame = canonical_frame(frame, provider=self.name, timeframe=request.timeframe.name)
+        parts = [(symbol, self._bars(symbol, request)) for symbol in request.symbols]
+        ts = np.concatenate([bars["ts"] for _, bars in parts])
+        symbols = np.concatenate([np.full(len(bars["ts"]), symbol, dtype=object) for symbol, bars in parts])
+        values = {col: np.concatenate([bars[col] for _, bars in parts]) for col in _VALUE_COLUMNS}
+        frame = bar_frame(self.name, request.timeframe.name, symbols, ts, values)
+        if len(request.symbols) > 1:  # the canonical order: by symbol, then time
+            frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
         return self._maybe_corrupt(frame, request)
 
-    def _bars(self, symbol: str, request: FetchRequest) -> pd.DataFrame:
+    def _bars(self, symbol: str, request: FetchRequest) -> dict[str, np.ndarray]:
+        """The symbol's bars in the request's window as arrays: ts (int64 ns, UTC) and the value columns."""
         opts = self.options
         tf = request.timeframe
         now = self.now()
         first_day = request.start.tz_convert("UTC").date()
         last_day = (request.end - pd.Timedelta(microseconds=1)).tz_convert("UTC").date()
         sched = sessions.schedule(first_day, last_day, opts.calendar)
-        anchors = _daily_closes(opts.seed, symbol, opts.calendar)
-        parts, days = [], []
-        for date, open_, close in zip(sched.index, sched["open"], sched["close"], strict=True):
-            if tf.intraday or close <= now:
-                part = _session_minutes(opts.seed, symbol, date, open_, close, anchors)
-                parts.append(part)
-                days.append(np.full(len(part["ts"]), pd.Timestamp(date.date(), tz="UTC").value, dtype="int64"))
-        if not parts:
-            return pd.DataFrame()
-        minutes = pd.DataFrame({col: np.concatenate([p[col] for p in parts]) for col in _MINUTE_COLUMNS})
-        minutes["ts"] = pd.to_datetime(minutes["ts"], utc=True)
-        minutes["session"] = pd.to_datetime(np.concatenate(days), utc=True)
+        # only sessions that have begun (intraday) or closed (daily) by `now` have bars
+        sched = sched[sched["open"] < now] if tf.intraday else sched[sched["close"] <= now]
+        if sched.empty:
+            return {"ts": np.empty(0, dtype="int64"), **{col: np.empty(0) for col in _VALUE_COLUMNS}}
+        daily = _daily_bars(opts.seed, symbol, opts.calendar, sched)
         if not tf.intraday:
-            bars = _aggregate(minutes, minutes["session"])
-        elif tf.step == _MINUTE:
-            bars = minutes.drop(columns="session")
+            bars = {k: v for k, v in daily.items() if k != "minutes"}
+            bars["vwap"] = np.round((bars["high"] + bars["low"] + bars["close"]) / 3.0, 4)
+            bars["ts"] = pd.DatetimeIndex(sched.index).as_unit("ns").asi8
         else:
-            bars = _aggregate(minutes, minutes["ts"].dt.floor(tf.step))
-        if tf.intraday:
-            bars = bars[bars["ts"] + tf.step <= now]
-        bars = bars[(bars["ts"] >= request.start) & (bars["ts"] < request.end)]
-        return bars.assign(symbol=symbol)
+            bars = _minute_bars(opts.seed, symbol, sched, daily)
+            if tf.step != _MINUTE:
+                bars = _aggregate(bars, tf.step.value)
+            last_open = bars["ts"] + tf.step.value
+            keep = last_open <= now.value  # only bars that have closed
+            bars = {k: v[keep] for k, v in bars.items()}
+        keep = (bars["ts"] >= request.start.value) & (bars["ts"] < request.end.value)
+        return {k: v[keep] for k, v in bars.items()}
 
     def _maybe_fail(self, request: FetchRequest) -> None:
         opts = self.options

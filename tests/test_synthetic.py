@@ -75,6 +75,10 @@ def test_timeframes_agree_hourly_and_daily_bars_are_aggregates_of_minutes() -> N
     assert np.allclose(by_day["open"].first().to_numpy(), days["open"].to_numpy())
     assert np.allclose(by_day["close"].last().to_numpy(), days["close"].to_numpy())
     assert np.allclose(by_day["low"].min().to_numpy(), days["low"].to_numpy())
+    assert np.array_equal(by_day["high"].max().to_numpy(), days["high"].to_numpy())  # exactly, not nearly
+    assert np.array_equal(by_day["volume"].sum().to_numpy(), days["volume"].to_numpy())
+    assert np.array_equal(by_day["trades"].sum().to_numpy(), days["trades"].to_numpy())
+    assert (minutes["volume"] >= 1).all() and (minutes["trades"] >= 1).all()
     assert (days["ts"] == days["ts"].dt.normalize()).all()  # session-dated at 00:00 UTC
 
 
