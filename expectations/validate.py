@@ -84,22 +84,34 @@ def _suite(name: str) -> Any:
 def _with_chunk_columns(
     parts: Sequence[tuple[Chunk, pd.DataFrame]], calendar: str, hours: SessionHours
 ) -> pd.DataFrame:
-    framed = []
-    for i, (chunk, frame) in enumerate(parts):
-        timeframe = get_timeframe(chunk.timeframe)
-        step = timeframe.step
-        f = frame.reset_index(drop=True).copy()
-        if "ts" in f.columns:
-            ts = pd.to_datetime(f["ts"], utc=True)
-            f["grid_offset_us"] = ((ts - ts.dt.floor(step)) // pd.Timedelta(microseconds=1)).astype("Int64")
+    """All frames in one, with the columns the suite checks that depend on each row's chunk, computed over the
+    whole batch at once (per timeframe), and `_chunk`/`_row` to map failures back."""
+    frames = [frame.reset_index(drop=True) for _, frame in parts]
+    lengths = np.array([len(frame) for frame in frames], dtype="int64")
+    combined = pd.concat(frames, ignore_index=True)
+    chunk_of = np.repeat(np.arange(len(parts)), lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype("int64")
+    if "ts" in combined.columns:
+        ts = pd.to_datetime(combined["ts"], utc=True)
+        offset = pd.Series(pd.NA, index=combined.index, dtype="Int64")
+        in_session = np.ones(len(combined), dtype=bool)
+        names = np.array([chunk.timeframe for chunk, _ in parts], dtype=object)[chunk_of]
+        for name in dict.fromkeys(chunk.timeframe for chunk, _ in parts):
+            timeframe = get_timeframe(name)
+            rows = np.flatnonzero(names == name)
+            mine = ts.iloc[rows]
+            offset.iloc[rows] = ((mine - mine.dt.floor(timeframe.step)) // pd.Timedelta(microseconds=1)).astype("Int64")
             # a null ts is its own failure (ts not null); only a known time can be outside every session
-            f["in_session"] = (sessions_of(ts, timeframe, calendar, hours).notna() | ts.isna()).to_numpy()
-        f["window_start"] = chunk.window_start
-        f["window_end"] = chunk.window_end
-        f["_chunk"] = i
-        f["_row"] = np.arange(len(f))
-        framed.append(f)
-    return pd.concat(framed, ignore_index=True)
+            in_session[rows] = (sessions_of(mine, timeframe, calendar, hours).notna() | mine.isna()).to_numpy()
+        combined["grid_offset_us"] = offset
+        combined["in_session"] = in_session
+    starts = pd.DatetimeIndex([chunk.window_start for chunk, _ in parts])
+    ends = pd.DatetimeIndex([chunk.window_end for chunk, _ in parts])
+    combined["window_start"] = starts[chunk_of] if len(chunk_of) else starts[:0]
+    combined["window_end"] = ends[chunk_of] if len(chunk_of) else ends[:0]
+    combined["_chunk"] = chunk_of
+    combined["_row"] = np.arange(len(combined)) - offsets[chunk_of]
+    return combined
 
 
 def validate_bars(

@@ -10,8 +10,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from candleflow.coverage import SessionCoverage, classify_sessions
+from candleflow.model import LedgerEntry
 from candleflow.planning import request_window
-from candleflow.sessions import closed_sessions
+from candleflow.sessions import closed_sessions, expected_bars_per_session
 from candleflow.timeframes import get_timeframe
 from warehouse.engine import check_reachable
 from warehouse.queries import bars_per_session_of, has_schema, read_ledger
@@ -38,8 +39,13 @@ def measure_coverage(
     window = request_window(start, end)
     counts = bars_per_session_of(engine, provider, symbols, tf.name, *window, calendar) if stored else {}
     ledger = read_ledger(engine, provider, symbols, tf.name) if stored else []
-    out = {}
-    for symbol in symbols:
-        mine = [e for e in ledger if e.symbol == symbol]
-        out[symbol] = classify_sessions(sched, tf, counts.get(symbol, {}), mine, partial=partial)
-    return out
+    expected = expected_bars_per_session(sched, tf)
+    by_symbol: dict[str, list[LedgerEntry]] = {}
+    for entry in ledger:
+        by_symbol.setdefault(entry.symbol, []).append(entry)
+    return {
+        symbol: classify_sessions(
+            sched, tf, counts.get(symbol, {}), by_symbol.get(symbol, []), partial=partial, expected=expected
+        )
+        for symbol in symbols
+    }

@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.model import LedgerEntry, LedgerStatus
-from candleflow.sessions import DEFAULT_CALENDAR, sessions_of
+from candleflow.sessions import DEFAULT_CALENDAR, schedule, sessions_of
 from candleflow.timeframes import get_timeframe
 from warehouse.dialects import dialect_for
 from warehouse.dialects.oracle import IN_LIST_MAX
@@ -200,7 +200,24 @@ def bars_per_session_of(
     session may open), and bars outside every session count for none."""
     c = bars.c
     tf = get_timeframe(timeframe)
-    if tf.intraday:
+    out: dict[str, dict[dt.date, int]] = {}
+    if not tf.intraday and symbols:
+        # Daily bars are keyed by their session date, one per date: a series with as many bars in the range as
+        # the calendar has sessions there is complete, and needs no per-date rows (a 5-year backfill of 500
+        # symbols is 629,000 of them). Only the others are counted date by date.
+        sched = schedule(start.date(), (end - pd.Timedelta(days=1)).date(), calendar)
+        sched = sched[sched["close"] <= pd.Timestamp.now(tz="UTC")]  # a session still open has no daily bar yet
+        dates = [d.date() for d in sched.index]
+        window = (c.ts >= start.to_pydatetime(), c.ts < end.to_pydatetime())
+        totals = sa.select(c.symbol, sa.func.count()).where(_series_filter(bars, provider, symbols, timeframe), *window)
+        with engine.connect() as conn:
+            counted = dict(conn.execute(totals.group_by(c.symbol)).tuples().all())
+        whole = [symbol for symbol, n in counted.items() if n == len(dates)]
+        out = {str(symbol): dict.fromkeys(dates, 1) for symbol in whole}
+        symbols = [symbol for symbol in counted if symbol not in set(whole)]
+        if not symbols:
+            return out
+    elif tf.intraday:
         start = start - pd.Timedelta(days=1)
     dialect = dialect_for(engine)
     bucket = (dialect.utc_hour(c.ts) if tf.intraday else dialect.utc_date(c.ts)).label("bucket")
@@ -215,10 +232,9 @@ def bars_per_session_of(
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    out: dict[str, dict[dt.date, int]] = {}
     if not rows:
         return out
-    frame = pd.DataFrame(rows, columns=["symbol", "bucket", "bars"])
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=["symbol", "bucket", "bars"])  # plain tuples: fast
     stamps = pd.Series(pd.to_datetime(frame["bucket"]).dt.tz_localize(None).dt.tz_localize("UTC"))
     if tf.intraday:  # an hour's bars belong to the session its hour overlaps (hours never straddle two sessions)
         sessions = sessions_of(stamps, get_timeframe("1h"), calendar, "extended")
@@ -226,6 +242,8 @@ def bars_per_session_of(
         sessions = stamps.dt.tz_localize(None)
     frame["session"] = sessions.to_numpy()
     frame = frame.dropna(subset=["session"])
-    for (symbol, session), n in frame.groupby(["symbol", "session"])["bars"].sum().items():
-        out.setdefault(str(symbol), {})[pd.Timestamp(session).date()] = int(n)
+    counted = frame.groupby(["symbol", "session"])["bars"].sum().reset_index()
+    days = pd.DatetimeIndex(counted["session"]).date
+    for symbol, day, n in zip(counted["symbol"].to_numpy(), days, counted["bars"].to_numpy(), strict=True):
+        out.setdefault(str(symbol), {})[day] = int(n)
     return out
