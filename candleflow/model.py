@@ -68,7 +68,8 @@ class Chunk:
         return f"{self.provider}:{self.symbol}:{self.timeframe}:{self.window_start.date()}..{end}"
 
     def period(self) -> str:
-        """The window in calendar words: `2024`, `2024-Q1`, `2024-03`, `2024-03-05`, else `first..last` date."""
+        """The window in calendar words: `2020-2024`, `2024`, `2024-Q1`, `2024-03`, `2024-03-05`, else
+        `first..last` date."""
         return window_period(self.window_start, self.window_end)
 
     def task_name(self) -> str:
@@ -82,6 +83,8 @@ def window_period(start: pd.Timestamp, end: pd.Timestamp) -> str:
     midnight = start == start.normalize() and end == end.normalize()
     if midnight and start.month == 1 and start.day == 1 and end == start + pd.DateOffset(years=1):
         return f"{start.year}"
+    if midnight and start.month == 1 and start.day == 1 and end.month == 1 and end.day == 1:
+        return f"{start.year}-{end.year - 1}"
     if midnight and start.day == 1 and start.month % 3 == 1 and end == start + pd.DateOffset(months=3):
         return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
     if midnight and start.day == 1 and end == start + pd.DateOffset(months=1):
@@ -113,9 +116,12 @@ class LedgerEntry:
         """Its window still holds the bars it recorded (unknown counts as intact)."""
         return self.present is None or self.rows is None or self.present >= self.rows
 
-    def final_for(self, chunk: Chunk) -> bool:
-        """Every bar of `chunk`'s window was final when this row's chunk was fetched."""
-        return self.complete_through is None or self.complete_through >= chunk.window_end
+    @property
+    def final_end(self) -> pd.Timestamp:
+        """How far its window was final when fetched: the window's end, or `complete_through` if earlier."""
+        if self.complete_through is None:
+            return self.window_end
+        return min(self.window_end, self.complete_through)
 
     def covers(self, chunk: Chunk) -> bool:
         return (
@@ -134,7 +140,7 @@ class LedgerEntry:
 
 @dataclass
 class ChunkResult:
-    """What one chunk task did: small enough to pass between tasks and print (never the bars)."""
+    """What became of one chunk: small enough to pass between tasks and print (never the bars)."""
 
     chunk: Chunk
     status: LedgerStatus
@@ -144,4 +150,3 @@ class ChunkResult:
     revised: bool = False  # the vendor restated bars of a chunk that was final: they were upserted
     error: str | None = None
     failed_expectations: list[str] = field(default_factory=list)
-    seconds: float = 0.0

@@ -13,7 +13,7 @@ import pandas as pd
 
 from candleflow.errors import BadInputError
 from candleflow.model import Chunk, LedgerEntry, LedgerStatus
-from candleflow.timeframes import ChunkPeriod, Timeframe
+from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
 
 _PERIOD_FREQ = {ChunkPeriod.YEAR: "YS", ChunkPeriod.QUARTER: "QS", ChunkPeriod.MONTH: "MS"}
 
@@ -47,10 +47,15 @@ def request_window(start: dt.date, end: dt.date) -> tuple[pd.Timestamp, pd.Times
 def period_windows(
     start: pd.Timestamp, end: pd.Timestamp, period: ChunkPeriod
 ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    """Split [start, end) at calendar-period boundaries (years, quarters or months), clipped to the window."""
+    """Split [start, end) at calendar-period boundaries (five-year blocks 2020-2024, 2025-2029, ...; years,
+    quarters or months), clipped to the window."""
     if end <= start:
         return []
-    inner = pd.date_range(start, end, freq=_PERIOD_FREQ[period], inclusive="neither")
+    if period is ChunkPeriod.FIVE_YEARS:
+        firsts = (pd.Timestamp(year, 1, 1, tz=start.tz) for year in range(start.year + 1, end.year + 1))
+        inner = [first for first in firsts if first.year % 5 == 0 and start < first < end]
+    else:
+        inner = pd.date_range(start, end, freq=_PERIOD_FREQ[period], inclusive="neither")
     cuts = [start, *inner, end]
     return [(a, b) for a, b in itertools.pairwise(cuts) if a < b]
 
@@ -113,6 +118,48 @@ def group_chunks(chunks: Iterable[Chunk], max_symbols: int) -> list[list[Chunk]]
     return [group[i : i + size] for _, group in sorted(by_window.items()) for i in range(0, len(group), size)]
 
 
+def estimated_rows(chunk: Chunk, session_hours: float = 6.5) -> float:
+    """Roughly how many bars a chunk holds: about 252 sessions a year of `session_hours` each (a plan's size, not
+    a promise: batches are cut by it)."""
+    sessions = max(1.0, (chunk.window_end - chunk.window_start) / pd.Timedelta(days=365.25) * 252)
+    timeframe = get_timeframe(chunk.timeframe)
+    per_session = pd.Timedelta(hours=session_hours) / timeframe.step if timeframe.intraday else 1.0
+    return sessions * per_session
+
+
+def batch_chunks(
+    chunks: Sequence[Chunk],
+    max_symbols: int,
+    *,
+    rows: int,
+    max_chunks: int,
+    workers: int = 1,
+    session_hours: float = 6.5,
+) -> list[list[Chunk]]:
+    """Chunks in batches of about `rows` bars (at most `max_chunks` chunks), one task each, so small chunks share
+    a task's fixed costs (one suite call, one limit acquisition). A request's chunks (`group_chunks`) stay in
+    one batch and every batch holds one exchange calendar. Small runs are spread over `workers` batches at
+    least, so they still run in parallel."""
+    groups = group_chunks(chunks, max_symbols)
+    total = sum(estimated_rows(c, session_hours) for c in chunks)
+    target = max(1.0, min(float(rows), total / max(1, workers)))
+    batches: list[list[Chunk]] = []
+    current: list[Chunk] = []
+    size = 0.0
+    for group in sorted(groups, key=lambda g: (g[0].calendar, g[0].symbol, g[0].window_start)):
+        if current and (current[0].calendar != group[0].calendar or len(current) + len(group) > max_chunks):
+            batches.append(current)
+            current, size = [], 0.0
+        current += group
+        size += sum(estimated_rows(c, session_hours) for c in group)
+        if size >= target:
+            batches.append(current)
+            current, size = [], 0.0
+    if current:
+        batches.append(current)
+    return batches
+
+
 def select_chunks(
     chunks: Iterable[Chunk],
     ledger: Iterable[LedgerEntry],
@@ -123,8 +170,9 @@ def select_chunks(
 ) -> Selection:
     """Keep the chunks `mode` asks for, given the ledger's last outcomes.
 
-    A chunk counts as held when one ledger row says `loaded`, `empty` or `partial` for a window containing it,
-    fetched after every session of the chunk had closed (`complete_through`), whose bars are all still there
+    A chunk counts as held when ledger rows that say `loaded`, `empty` or `partial` span its window (one row, or
+    several end to end), each only as far as it was final when fetched (`complete_through`), whose bars are all
+    still there
     (when the ledger was read with bar counts: bars deleted behind its back are fetched again), with the
     same `adjustment` (rows from before adjustments were recorded count) and, when `versions` of the sources
     are given (one per session date), the same source version: a republished file is fetched again.
@@ -140,15 +188,16 @@ def select_chunks(
     for chunk in chunks:
         entries = by_series.get((chunk.provider, chunk.symbol, chunk.timeframe), [])
         current = versions.get(session_of(chunk)) if versions is not None else None
-        held = any(
-            e.status.settled
-            and e.covers(chunk)
-            and e.final_for(chunk)
+        holding = [
+            e
+            for e in entries
+            if e.status.settled
+            and e.overlaps(chunk)
             and e.intact
             and (adjustment is None or e.adjustment in (None, adjustment))
             and (versions is None or e.source_version == current)
-            for e in entries
-        )
+        ]
+        held = _covered(chunk, holding)
         if mode is PlanMode.MISSING:
             wanted = not held
         else:
@@ -156,6 +205,21 @@ def select_chunks(
             wanted = not held and any(e.status in bad and e.overlaps(chunk) for e in entries)
         (todo if wanted else skipped).append(chunk)
     return Selection(todo=todo, skipped=skipped)
+
+
+def _covered(chunk: Chunk, entries: Sequence[LedgerEntry]) -> bool:
+    """Whether the final parts of `entries` (each up to its `complete_through`) together span the chunk's whole
+    window: one row for the window or a wider one, or several narrower rows end to end (a five-year chunk over
+    the year rows an older candleflow wrote)."""
+    spans = sorted((e.window_start, e.final_end) for e in entries)
+    reached = chunk.window_start
+    for start, end in spans:
+        if start > reached:
+            break
+        reached = max(reached, end)
+        if reached >= chunk.window_end:
+            return True
+    return reached >= chunk.window_end
 
 
 def incremental_start(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +42,16 @@ class RunSettings(BaseSettings):
         default=120.0, ge=0, description="the longest a vendor's Retry-After may hold a chunk task before its retry"
     )
     task_workers: int = Field(default=4, ge=1, le=64, description="chunk tasks running at once per flow run")
+    batch_rows: int = Field(
+        default=50_000,
+        ge=1,
+        description="bars one task fetches, validates (in one suite call) and loads: small chunks share a task",
+    )
+    batch_chunks: int = Field(default=100, ge=1, le=10_000, description="at most this many chunks in one task")
+    task_runner: Literal["threads", "processes"] = Field(
+        default="threads",
+        description="run chunk tasks in threads of the flow's process, or in a local Dask cluster of processes",
+    )
     calendars: dict[str, str] = Field(
         default_factory=dict,
         description='exchange calendar per symbol, JSON, e.g. {"^FTSE": "XLON", "ES": "CME_Equity"} (default XNYS)',

@@ -12,6 +12,7 @@ from candleflow.errors import BadInputError
 
 
 class ChunkPeriod(StrEnum):
+    FIVE_YEARS = "five_years"  # 2020-2024, 2025-2029, ...: calendar years in blocks starting at years divisible by 5
     YEAR = "year"
     QUARTER = "quarter"
     MONTH = "month"
@@ -36,7 +37,7 @@ TIMEFRAMES: dict[str, Timeframe] = {
         Timeframe("5m", pd.Timedelta(minutes=5), ChunkPeriod.MONTH),
         Timeframe("15m", pd.Timedelta(minutes=15), ChunkPeriod.MONTH),
         Timeframe("1h", pd.Timedelta(hours=1), ChunkPeriod.QUARTER),
-        Timeframe("1d", pd.Timedelta(days=1), ChunkPeriod.YEAR),
+        Timeframe("1d", pd.Timedelta(days=1), ChunkPeriod.FIVE_YEARS),
     )
 }
 

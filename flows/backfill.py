@@ -7,13 +7,11 @@ import time
 from typing import Annotated, Any
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanModeName, select_chunks
 from candleflow.report import RunSummary
-from candleflow.settings import run_settings
 from candleflow.timeframes import TimeframeName
 from flows.chunks import (
     check_budget,
@@ -26,7 +24,7 @@ from flows.chunks import (
     run_chunks,
 )
 from flows.inputs import check_backfill
-from flows.runs import notify_on_completion, notify_on_failure, run_name
+from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
 from tasks.warehouse import read_ledger_task
 
@@ -34,7 +32,7 @@ from tasks.warehouse import read_ledger_task
 @flow(
     name="historical_backfill",
     flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),  # type: ignore[arg-type]
+    task_runner=chunk_task_runner(),
     validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
     on_failure=[notify_on_failure],
     on_crashed=[notify_on_failure],

@@ -15,7 +15,7 @@ from prefect.tasks import exponential_backoff
 from candleflow.coverage import SessionCoverage
 from candleflow.errors import BudgetExceededError, IncompleteRunError
 from candleflow.model import Chunk, ChunkResult, LedgerStatus
-from candleflow.planning import group_chunks, plan_chunks, session_of
+from candleflow.planning import batch_chunks, group_chunks, plan_chunks, session_of
 from candleflow.report import RunSummary
 from candleflow.sessions import get_calendar, schedule
 from candleflow.settings import run_settings
@@ -24,7 +24,7 @@ from flows import progress
 from flows.inputs import RunInputs, SeriesRequest
 from providers.base import PricedSource, VersionedSource
 from tasks.coverage import measure_coverage
-from tasks.ingest import current_flow_run_id, ingest_chunk, ingest_chunk_group
+from tasks.ingest import BatchOutcome, current_flow_run_id, ingest_chunks
 from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
@@ -103,43 +103,57 @@ def prepare(warehouse_url: str | None) -> None:
 
 
 def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, *, started: float) -> RunSummary:
-    """Submit one `ingest_chunk` task per chunk (one `ingest_chunk_group` per window for providers that serve
-    many symbols per request), record failures in the ledger, and publish the progress and summary artifacts.
-    The caller ends the run with `finish`."""
+    """Submit the chunks as `ingest_chunks` tasks, a batch of about CANDLEFLOW_BATCH_ROWS bars each (chunks of
+    one request stay together), record what failed in the ledger, and publish the progress and summary
+    artifacts. The caller ends the run with `finish`."""
     logger = get_run_logger()
     if not chunks:
         summary.elapsed_seconds = time.perf_counter() - started
         publish_summary(summary)
         return summary
+    settings = run_settings()
     warehouse_url, options = inputs.warehouse_url, dict(inputs.provider_options)
     names = configured_limits(inputs.provider, warehouse_url)
     logger.info("Prefect limits in use: provider rate %s, warehouse %s", names.provider, names.warehouse)
     retry_options = transient_retries()
-    groups = group_chunks(chunks, inputs.source.max_symbols_per_request)
+    source = inputs.source
+    batches = batch_chunks(
+        chunks,
+        source.max_symbols_per_request,
+        rows=settings.batch_rows,
+        max_chunks=settings.batch_chunks,
+        workers=settings.task_workers,
+        session_hours=16.0 if source.session_hours == "extended" else 6.5,
+    )
+    logger.info("%d chunks in %d tasks", len(chunks), len(batches))
     progress.started(len(chunks))
     artifact = start_progress(len(chunks), summary.flow)
+    task = ingest_chunks.with_options(**retry_options)
+    # Submitted as workers free up, never all at once: the flow holds at most a few batches' futures.
+    pending = iter(batches)
     futures: dict[PrefectFuture[Any], list[Chunk]] = {}
-    for group in groups:
-        if len(group) == 1:
-            future: PrefectFuture[Any] = ingest_chunk.with_options(**retry_options).submit(
-                group[0], warehouse_url, options, inputs.on_invalid, names
-            )
-        else:
-            future = ingest_chunk_group.with_options(**retry_options).submit(
-                group, warehouse_url, options, inputs.on_invalid, names
-            )
-        futures[future] = group
+
+    def submit_next() -> None:
+        batch = next(pending, None)
+        if batch is not None:
+            futures[task.submit(batch, warehouse_url, options, inputs.on_invalid, names)] = batch
+
+    for _ in range(settings.task_workers * 2):
+        submit_next()
     run_id = current_flow_run_id()
     done = 0
-    for future in as_completed(list(futures)):
-        group = futures[future]
+    while futures:
+        future = next(as_completed(list(futures)))
+        batch = futures.pop(future)
+        submit_next()
         try:
-            outcome = future.result()
-            results: list[ChunkResult] = outcome if isinstance(outcome, list) else [outcome]
-        except Exception as exc:  # the task failed after its retries, or a terminal error
+            outcome: BatchOutcome = future.result()
+            results = outcome.results
+            summary.stages.add(outcome.stages)
+        except Exception as exc:  # the task failed after its retries, or broke: its unsettled chunks failed
             error = f"{type(exc).__name__}: {exc}"
             results = []
-            for chunk in group:
+            for chunk in batch:
                 record_chunk_failure(chunk, error, warehouse_url, run_id)
                 results.append(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=error))
         for result in results:
@@ -153,6 +167,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
     summary.elapsed_seconds = time.perf_counter() - started
     publish_summary(summary)
     logger.info("%s", summary.headline())
+    logger.info("%s", summary.time_line())
     return summary
 
 

@@ -7,14 +7,12 @@ import time
 from typing import Annotated, Any
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from candleflow.model import Chunk, OnInvalid
 from candleflow.planning import incremental_start
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
-from candleflow.settings import run_settings
 from candleflow.timeframes import TimeframeName
 from flows.chunks import (
     check_budget,
@@ -27,7 +25,7 @@ from flows.chunks import (
     run_chunks,
 )
 from flows.inputs import check_update
-from flows.runs import notify_on_completion, notify_on_failure, run_name
+from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
 from tasks.warehouse import read_watermarks_task
 
@@ -35,7 +33,7 @@ from tasks.warehouse import read_watermarks_task
 @flow(
     name="incremental_update",
     flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=run_settings().task_workers),  # type: ignore[arg-type]
+    task_runner=chunk_task_runner(),
     validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
     on_failure=[notify_on_failure],
     on_crashed=[notify_on_failure],

@@ -10,13 +10,24 @@ from prefect import Flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run as current_run
 from prefect.states import State
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from candleflow.errors import IncompleteRunError
 from candleflow.report import RunSummary
-from candleflow.settings import notify_settings
+from candleflow.settings import notify_settings, run_settings
 from tasks.notify import notice_for_state, send_notice, server_will_notify
 
 logger = logging.getLogger("candleflow.notify")
+
+
+def chunk_task_runner() -> TaskRunner[Any]:
+    """Where a flow's chunk tasks run (CANDLEFLOW_TASK_RUNNER): `threads` of the flow's process (the default:
+    cheap to start, the GIL shared), or `processes`, a pool of CANDLEFLOW_TASK_WORKERS processes (validation
+    and encoding on every core, at the price of starting them and pickling each batch's results)."""
+    settings = run_settings()
+    if settings.task_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=settings.task_workers)
+    return ThreadPoolTaskRunner(max_workers=settings.task_workers)
 
 
 def run_name() -> str:

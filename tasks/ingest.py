@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -19,19 +21,22 @@ from prefect.states import State
 
 from candleflow.checksum import frame_checksum
 from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
+from candleflow.planning import group_chunks
+from candleflow.report import StageTimes
 from candleflow.sessions import final_through
 from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
+from expectations.validate import ChunkVerdict
 from providers import get_provider, provider_of
 from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, FetchRequest
 from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
 from warehouse.engine import get_engine
-from warehouse.loader import load_chunk, record_failure, reject_chunk
+from warehouse.loader import ChunkLoad, load_chunk, load_fresh_chunks, record_failure, reject_chunk
 
-__all__ = ["OnInvalid", "ingest_chunk", "ingest_chunk_group"]
+__all__ = ["BatchOutcome", "OnInvalid", "ingest_chunks"]
 
 
 def is_transient(error: BaseException) -> bool:
@@ -75,142 +80,287 @@ def request_for(chunks: list[Chunk]) -> FetchRequest:
     return FetchRequest(symbols, get_timeframe(first.timeframe), first.window_start, first.window_end)
 
 
-def _ingest(
-    chunks: list[Chunk],
-    warehouse_url: str | None,
-    provider_options: Mapping[str, Any] | None,
-    on_invalid: OnInvalid,
-    limits: LimitNames | None,
-) -> list[ChunkResult]:
-    """Fetch chunks that share one window in one request, validate them in one suite call, then load or
-    quarantine each chunk in its own transaction."""
-    started = time.perf_counter()
-    first = chunks[0]
-    name = provider_of(first.provider)  # `csv:quandl` is the csv provider, its bars stored apart
-    provider = get_provider(name, with_secrets(name, provider_options))
-    request = request_for(chunks)
-    # Read the clock before fetching: a session that closes during the fetch is not yet final in what it returns.
-    as_of = provider.now() if isinstance(provider, ClockedSource) else pd.Timestamp.now(tz="UTC")
-    calendar = first.calendar  # chunks sharing a request share their calendar (flows.chunks groups them so)
-    if limits is not None and limits.provider:
-        rate_limit(limits.provider)
-    try:
-        fetched = provider.fetch(request)
-    except TransientProviderError as exc:
-        honour_retry_after(exc)
-        raise
-    described: dict[str, Any] = {
-        "adjustment": str(provider.adjustment),
-        "source_version": fetched.attrs.get(SOURCE_VERSION),
-    }
-    if len(chunks) == 1:
-        parts = [(first, fetched)]
-    else:
-        by_symbol = dict(tuple(fetched.groupby("symbol", sort=False)))
-        parts = [(c, by_symbol.get(c.symbol, fetched.iloc[0:0]).reset_index(drop=True)) for c in chunks]
-    engine = get_engine(warehouse_url)
-    run_id = current_flow_run_id()
-    results = []
-    unknown = set(fetched.attrs.get(UNKNOWN_SYMBOLS, ()))
-    for chunk, _ in [p for p in parts if p[0].symbol in unknown]:  # the vendor answered for the others only
-        unknown_error = f"TerminalProviderError: {chunk.provider}: unknown symbol {chunk.symbol}: check the symbol"
-        record_failure(engine, chunk, unknown_error, flow_run_id=run_id)
-        results.append(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=unknown_error))
-    parts = [p for p in parts if p[0].symbol not in unknown]
-    verdicts = validate_bars(parts, calendar=calendar, hours=provider.session_hours).verdicts
-    for (chunk, frame), verdict in zip(parts, verdicts, strict=True):
-        described["complete_through"] = final_through(
-            chunk.window_start, chunk.window_end, request.timeframe.intraday, as_of, calendar
-        )
-        checksum = frame_checksum(frame)  # of what the provider sent, bad rows included: reruns compare it
-        with concurrency(limits.warehouse, occupy=1) if limits and limits.warehouse else nullcontext():
-            if verdict.ok:
-                outcome = load_chunk(engine, chunk, frame, checksum=checksum, flow_run_id=run_id, **described)
+@dataclass
+class BatchOutcome:
+    """What one task did: a result per chunk, in the order given, and where its time went."""
+
+    results: list[ChunkResult]
+    stages: StageTimes
+
+
+@dataclass
+class _Fetched:
+    chunk: Chunk
+    frame: pd.DataFrame
+    described: dict[str, Any]
+
+
+# Results of a task's earlier attempts, by task run id: a retry redoes only the chunks that did not end.
+_earlier: dict[str, tuple[dict[Chunk, ChunkResult], StageTimes]] = {}
+_earlier_lock = threading.Lock()
+
+
+def _attempt() -> tuple[str | None, bool]:
+    """This task run's id and whether this attempt is its last (Prefect will not retry it)."""
+    context = TaskRunContext.get()
+    if context is None:
+        return None, True
+    return str(context.task_run.id), context.task_run.run_count > context.task.retries
+
+
+class _Batch:
+    """One task's chunks on their way: fetched by request, validated in one suite call per calendar, loaded one
+    chunk per transaction. A chunk that ends (loaded, empty, rejected, or failed for good) is recorded at once,
+    so a transient error elsewhere in the batch never costs it its outcome."""
+
+    def __init__(
+        self,
+        chunks: list[Chunk],
+        warehouse_url: str | None,
+        provider_options: Mapping[str, Any] | None,
+        on_invalid: OnInvalid,
+        limits: LimitNames | None,
+    ) -> None:
+        self.chunks = chunks
+        self.on_invalid = on_invalid
+        self.limits = limits
+        name = provider_of(chunks[0].provider)  # `csv:quandl` is the csv provider, its bars stored apart
+        self.provider = get_provider(name, with_secrets(name, provider_options))
+        self.engine = get_engine(warehouse_url)
+        self.run_id = current_flow_run_id()
+        self.task_run_id, self.last_attempt = _attempt()
+        with _earlier_lock:
+            earlier = _earlier.pop(self.task_run_id or "", None)
+        # what earlier attempts of this task run finished, and the time they took
+        self.done: dict[Chunk, ChunkResult] = earlier[0] if earlier else {}
+        self.stages = earlier[1] if earlier else StageTimes()
+        self.retry_error: BaseException | None = None  # a transient error to raise so Prefect retries the rest
+
+    def run(self) -> BatchOutcome:
+        started = time.monotonic()
+        todo = [c for c in self.chunks if c not in self.done]
+        fetched = self._fetch(todo)
+        verdicts = self._validate(fetched)
+        self._load(fetched, verdicts)
+        self.stages.spans.append((started, time.monotonic()))
+        if self.retry_error is not None and not self.last_attempt:
+            with _earlier_lock:
+                _earlier[self.task_run_id or ""] = (self.done, self.stages)
+            raise self.retry_error
+        return BatchOutcome([self.done[c] for c in self.chunks], self.stages)
+
+    def _end(self, result: ChunkResult) -> None:
+        self.done[result.chunk] = result
+
+    def _fail(self, chunks: list[Chunk], error: BaseException | str) -> None:
+        """Chunks that cannot be retried (or are out of retries): `failed` in the ledger, with the reason."""
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        for chunk in chunks:
+            try:
+                record_failure(self.engine, chunk, reason, flow_run_id=self.run_id)
+            except Exception as exc:  # the warehouse itself is gone: the run's summary still says why
+                reason = f"{reason} (not recorded in the ledger: {type(exc).__name__})"
+            self._end(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=reason))
+
+    def _transient(self, chunks: list[Chunk], error: BaseException) -> None:
+        if self.last_attempt:
+            self._fail(chunks, error)
+        elif self.retry_error is None:
+            self.retry_error = error
+
+    def _take_request_slots(self, requests: int) -> None:
+        """Take `requests` slots of the provider's rate limit, as many at a time as the limit allows: one call to
+        the Prefect server per burst instead of one per request."""
+        if self.limits is None or not self.limits.provider or requests <= 0:
+            return
+        rate_limit(self.limits.provider, occupy=requests)
+
+    def _fetch(self, todo: list[Chunk]) -> list[_Fetched]:
+        began = time.monotonic()
+        # Read the clock before fetching: a session that closes during the fetch is not yet final in what it returns.
+        provider = self.provider
+        self.as_of = provider.now() if isinstance(provider, ClockedSource) else pd.Timestamp.now(tz="UTC")
+        out: list[_Fetched] = []
+        requests = group_chunks(todo, provider.max_symbols_per_request)
+        burst = self.limits.provider_burst if self.limits is not None else 1
+        for i, group in enumerate(requests):
+            if i % burst == 0:
+                self._take_request_slots(min(burst, len(requests) - i))
+            try:
+                frame = provider.fetch(request_for(group))
+            except TransientProviderError as exc:
+                honour_retry_after(exc)
+                if not self.last_attempt:  # ease off the vendor: the retry fetches this and the rest
+                    self.retry_error = exc
+                    break
+                self._fail(group, exc)
+                continue
+            except Exception as exc:  # terminal: an unknown symbol, a refused key, a bug in the adapter
+                self._fail(group, exc)
+                continue
+            described = {"adjustment": str(provider.adjustment), "source_version": frame.attrs.get(SOURCE_VERSION)}
+            unknown = set(frame.attrs.get(UNKNOWN_SYMBOLS, ()))
+            for chunk in [c for c in group if c.symbol in unknown]:  # the vendor answered for the others only
+                self._fail([chunk], f"TerminalProviderError: {chunk.provider}: unknown symbol {chunk.symbol}: check it")
+            known = [c for c in group if c.symbol not in unknown]
+            if len(group) == 1:
+                out += [_Fetched(c, frame, described) for c in known]
             else:
-                outcome = reject_chunk(
-                    engine,
-                    chunk,
-                    frame,
-                    verdict.bad_rows,
-                    verdict.failed_rules,
-                    flow_run_id=run_id,
-                    load_good_rows=on_invalid == "quarantine_rows",
-                    checksum=checksum,
-                    **described,
-                )
+                by_symbol = dict(tuple(frame.groupby("symbol", sort=False)))
+                empty = frame.iloc[0:0]
+                out += [_Fetched(c, by_symbol.get(c.symbol, empty).reset_index(drop=True), described) for c in known]
+        self.stages.fetch += time.monotonic() - began
+        return out
+
+    def _validate(self, fetched: list[_Fetched]) -> dict[Chunk, ChunkVerdict]:
+        """One suite call per exchange calendar in the batch (almost always one): the fixed cost of a call is paid
+        per batch, not per chunk."""
+        began = time.monotonic()
+        verdicts: dict[Chunk, ChunkVerdict] = {}
+        by_calendar: dict[str, list[_Fetched]] = {}
+        for item in fetched:
+            by_calendar.setdefault(item.chunk.calendar, []).append(item)
+        for calendar, items in by_calendar.items():
+            parts = [(item.chunk, item.frame) for item in items]
+            report = validate_bars(parts, calendar=calendar, hours=self.provider.session_hours)
+            verdicts |= {v.chunk: v for v in report.verdicts}
+        self.stages.validate += time.monotonic() - began
+        return verdicts
+
+    def _load(self, fetched: list[_Fetched], verdicts: Mapping[Chunk, ChunkVerdict]) -> None:
+        """Each chunk's bars (or its quarantined rows) and its ledger row in one transaction, holding one slot of
+        the warehouse's concurrency limit for the whole batch."""
+        if not fetched:
+            return
+        began = time.monotonic()
+        limit = self.limits.warehouse if self.limits is not None else None
+        with concurrency(limit, occupy=1) if limit else nullcontext():
+            pending = list(fetched)
+            while pending:
+                pending = self._load_on_one_connection(pending, verdicts)
+        self.stages.load += time.monotonic() - began
+
+    def _load_on_one_connection(
+        self, fetched: list[_Fetched], verdicts: Mapping[Chunk, ChunkVerdict]
+    ) -> list[_Fetched]:
+        """Load chunks on one connection: those whose windows hold no bar yet together where the warehouse can
+        (one COPY, one commit), every other one in its own transaction. Returns the chunks still to load on a new
+        connection when it broke on the last attempt (before it, the task retries them)."""
+        with self.engine.connect() as conn:
+            try:
+                fresh = self._load_fresh(conn, [item for item in fetched if verdicts[item.chunk].ok])
+            except Exception as exc:
+                if not is_transient(exc) or self.last_attempt:
+                    raise
+                self.retry_error = self.retry_error or exc
+                return []
+            for i, item in enumerate(fetched):
+                if item.chunk in fresh:
+                    self._end(fresh[item.chunk])
+                    continue
+                try:
+                    self._end(self._load_one(conn, item, verdicts[item.chunk]))
+                except Exception as exc:
+                    if not is_transient(exc):
+                        self._fail([item.chunk], exc)
+                    elif not self.last_attempt:
+                        self.retry_error = self.retry_error or exc
+                        return []  # the retry loads this chunk and the rest
+                    else:
+                        self._fail([item.chunk], exc)
+                        return [f for f in fetched[i + 1 :] if f.chunk not in fresh]
+        return []
+
+    def _load_fresh(self, conn: sa.Connection, valid: list[_Fetched]) -> dict[Chunk, ChunkResult]:
+        loads = [
+            ChunkLoad(item.chunk, item.frame, frame_checksum(item.frame), **self._described(item)) for item in valid
+        ]
+        outcomes = load_fresh_chunks(conn, loads, flow_run_id=self.run_id)
+        return {
+            valid[i].chunk: ChunkResult(
+                chunk=valid[i].chunk, status=o.status, rows=o.rows, written=o.written, revised=o.revised
+            )
+            for i, o in outcomes.items()
+        }
+
+    def _described(self, item: _Fetched) -> dict[str, Any]:
+        chunk = item.chunk
+        intraday = get_timeframe(chunk.timeframe).intraday
+        complete = final_through(chunk.window_start, chunk.window_end, intraday, self.as_of, chunk.calendar)
+        return {**item.described, "complete_through": complete}
+
+    def _load_one(self, conn: sa.Connection, item: _Fetched, verdict: ChunkVerdict) -> ChunkResult:
+        chunk, frame = item.chunk, item.frame
+        described = self._described(item)
+        checksum = frame_checksum(frame)  # of what the provider sent, bad rows included: reruns compare it
+        run_id = self.run_id
+        if verdict.ok:
+            outcome = load_chunk(conn, chunk, frame, checksum=checksum, flow_run_id=run_id, **described)
+        else:
+            outcome = reject_chunk(
+                conn,
+                chunk,
+                frame,
+                verdict.bad_rows,
+                verdict.failed_rules,
+                flow_run_id=run_id,
+                load_good_rows=self.on_invalid == "quarantine_rows",
+                checksum=checksum,
+                **described,
+            )
         error: str | None = None
         if not verdict.ok:
             rules = "; ".join(verdict.failed_rules)
-            if on_invalid == "quarantine_rows":
+            if self.on_invalid == "quarantine_rows":
                 good = len(frame) - len(verdict.bad_rows)
                 error = f"{len(verdict.bad_rows)} bad row(s) quarantined, the other {good} loaded: {rules}"
             else:
                 error = f"{len(verdict.bad_rows)} bad row(s); all {len(frame)} quarantined, none loaded: {rules}"
-        results.append(
-            ChunkResult(
-                chunk=chunk,
-                status=outcome.status,
-                rows=len(frame),
-                written=outcome.written,
-                unchanged=outcome.unchanged,
-                revised=outcome.revised,
-                error=error,
-                failed_expectations=list(verdict.failed_rules),
-            )
+        return ChunkResult(
+            chunk=chunk,
+            status=outcome.status,
+            rows=len(frame),
+            written=outcome.written,
+            unchanged=outcome.unchanged,
+            revised=outcome.revised,
+            error=error,
+            failed_expectations=list(verdict.failed_rules),
         )
-    for result in results:
-        result.seconds = (time.perf_counter() - started) / len(results)
-    return results
 
 
 def group_task_name(chunks: list[Chunk]) -> str:
     """`ingest AAPL 1m 2024-03` for one chunk; `ingest AAPL,MSFT 1d 2024-03-05` or `ingest 40 symbols 1d
-    2024-03-05` for chunks of many symbols sharing a window."""
+    2020-2024` for a batch; `ingest 6 symbols 1m 2024-01..2024-03` when its windows differ."""
     first = chunks[0]
     if len(chunks) == 1:
         return first.task_name()
-    who = ",".join(c.symbol for c in chunks) if len(chunks) <= 3 else f"{len(chunks)} symbols"
-    return f"ingest {who} {first.timeframe} {first.period()}"
+    symbols = list(dict.fromkeys(c.symbol for c in chunks))
+    who = ",".join(symbols) if len(symbols) <= 3 else f"{len(symbols)} symbols"
+    periods = sorted({(c.window_start, c.period()) for c in chunks})
+    when = periods[0][1] if len(periods) == 1 else f"{periods[0][1]}..{periods[-1][1]}"
+    return f"ingest {who} {first.timeframe} {when}"
 
 
 def _task_run_name() -> str:
-    parameters = task_run.parameters
-    chunks = parameters.get("chunks") or [parameters["chunk"]]
-    return group_task_name(list(chunks))
+    return group_task_name(list(task_run.parameters["chunks"]))
 
 
 @task(
-    name="ingest_chunk",
+    name="ingest_chunks",
     task_run_name=_task_run_name,
     retry_condition_fn=retry_only_transient,
     cache_policy=NO_CACHE,
     log_prints=False,
 )
-def ingest_chunk(
-    chunk: Chunk,
-    warehouse_url: str | None,
-    provider_options: Mapping[str, Any] | None,
-    on_invalid: OnInvalid,
-    limits: LimitNames | None = None,
-) -> ChunkResult:
-    """Fetch one chunk from its provider, validate it with the OHLCV suite, then load it or quarantine it."""
-    return _ingest([chunk], warehouse_url, provider_options, on_invalid, limits)[0]
-
-
-@task(
-    name="ingest_chunk_group",
-    task_run_name=_task_run_name,
-    retry_condition_fn=retry_only_transient,
-    cache_policy=NO_CACHE,
-    log_prints=False,
-)
-def ingest_chunk_group(
+def ingest_chunks(
     chunks: list[Chunk],
     warehouse_url: str | None,
     provider_options: Mapping[str, Any] | None,
     on_invalid: OnInvalid,
     limits: LimitNames | None = None,
-) -> list[ChunkResult]:
-    """Chunks of many symbols sharing one window (one flat file, one multi-symbol request): one fetch and one
-    validation call for all of them; each symbol's bars and ledger row still commit on their own."""
-    return _ingest(chunks, warehouse_url, provider_options, on_invalid, limits)
+) -> BatchOutcome:
+    """Fetch a batch of chunks from their provider (one request per window, or per group of symbols for
+    providers that serve many), validate them all in one suite call, then load or quarantine each chunk in its
+    own transaction with its ledger row. A retry (transient errors only) redoes only the chunks that had not
+    ended."""
+    return _Batch(chunks, warehouse_url, provider_options, on_invalid, limits).run()

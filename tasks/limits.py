@@ -27,6 +27,7 @@ from warehouse.engine import parse_url, resolve_url
 class LimitNames:
     provider: str | None  # None: no such limit exists
     warehouse: str | None
+    provider_burst: int = 1  # the provider limit's slots: requests a task may take at once
 
 
 def provider_limit_name(provider: str) -> str:
@@ -43,21 +44,26 @@ def configured_limits(provider: str, warehouse_url: str | None) -> LimitNames:
     """The limits that exist for this provider and warehouse (None for each that does not)."""
     wanted = [provider_limit_name(provider), warehouse_limit_name(warehouse_url)]
     found: list[str | None] = []
+    burst = 1
     with get_client(sync_client=True) as client:
         for name in wanted:
             try:
-                client.read_global_concurrency_limit_by_name(name)
+                limit = client.read_global_concurrency_limit_by_name(name)
                 found.append(name)
+                if name == wanted[0]:
+                    burst = max(1, int(limit.limit))
             except ObjectNotFound:
                 found.append(None)
-    return LimitNames(provider=found[0], warehouse=found[1])
+    return LimitNames(provider=found[0], warehouse=found[1], provider_burst=burst)
 
 
 def create_limits(
     provider: str, warehouse_url: str | None, *, requests_per_second: float, warehouse_slots: int
 ) -> LimitNames:
     """Create the provider's rate limit and the warehouse's concurrency limit, leaving existing ones as they are."""
-    names = LimitNames(provider_limit_name(provider), warehouse_limit_name(warehouse_url))
+    names = LimitNames(
+        provider_limit_name(provider), warehouse_limit_name(warehouse_url), max(1, round(requests_per_second))
+    )
     wanted = [
         GlobalConcurrencyLimitCreate(
             name=str(names.provider),

@@ -1,6 +1,7 @@
 """The `candleflow` command: bad input exits 2 with one clear line and writes nothing; runs report and exit."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,15 @@ def test_backfill_status_and_gaps_from_the_command_line(tmp_path: Path, monkeypa
     assert main(BACKFILL) == 0
     out = capsys.readouterr().out
     assert "1 chunks run (1 loaded, 0 empty, 0 rejected, 0 failed" in out and "252 bars written" in out
+    timing = re.search(
+        r"^  time ([0-9.]+) s: fetch ([0-9.]+) s \(\d+%\), validate ([0-9.]+) s \(\d+%\), load ([0-9.]+) s "
+        r"\(\d+%\), orchestration ([0-9.]+) s \(\d+%\)$",
+        out,
+        re.MULTILINE,
+    )
+    assert timing, out  # where the time went, under the closing summary
+    wall, *parts = map(float, timing.groups())
+    assert sum(parts) == pytest.approx(wall, abs=0.25)  # the four shares add up to the run's wall clock
     assert count(f"sqlite:///{tmp_path / 'candleflow.db'}", "SELECT count(*) FROM bars") == 252
 
     assert main(BACKFILL) == 0

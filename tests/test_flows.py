@@ -29,13 +29,13 @@ def bars_of(url: str) -> pd.DataFrame:
 def test_backfill_then_rerun_fetches_nothing(warehouse_url: str) -> None:
     args = dict(symbols=["AAPL", "MSFT"], start=D(2023, 6, 1), end=D(2024, 12, 31), warehouse_url=warehouse_url)
     first = historical_backfill(**args)
-    assert first.counts()["loaded"] == 4 and first.skipped == 0
+    assert first.counts()["loaded"] == 2 and first.skipped == 0  # one 2020-2024 chunk per symbol
     assert first.bars_written == count(warehouse_url, "SELECT count(*) FROM bars") == 2 * (147 + 252)
     second = historical_backfill(**args)
-    assert second.results == [] and second.skipped == 4
+    assert second.results == [] and second.skipped == 2
     assert "nothing to fetch" in second.headline()
     mode_all = historical_backfill(**args, mode="all")
-    assert len(mode_all.results) == 4 and mode_all.unchanged == 4 and mode_all.bars_written == 0
+    assert len(mode_all.results) == 2 and mode_all.unchanged == 2 and mode_all.bars_written == 0
 
 
 def test_transient_failures_are_retried_and_equal_a_clean_run(warehouse_url: str, reference_url: str) -> None:
@@ -66,6 +66,51 @@ def test_too_many_transient_failures_end_failed_in_the_ledger(warehouse_url: str
     assert result.status is LedgerStatus.FAILED and "TransientProviderError" in (result.error or "")
     (entry,) = read_ledger(get_engine(warehouse_url))
     assert entry.status is LedgerStatus.FAILED
+
+
+def test_one_task_for_many_chunks_retries_only_those_that_did_not_end(sqlite_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from providers.synthetic import SyntheticProvider
+
+    monkeypatch.setenv("CANDLEFLOW_TASK_WORKERS", "1")  # one batch: every chunk in one task
+    monkeypatch.setenv("CANDLEFLOW_RETRY_BACKOFF_SECONDS", "0")
+    calls: list[str] = []
+    real_fetch = SyntheticProvider.fetch
+
+    def counted(self, request):  # type: ignore[no-untyped-def]
+        calls.append(request.symbols[0])
+        return real_fetch(self, request)
+
+    monkeypatch.setattr(SyntheticProvider, "fetch", counted)
+    symbols = [f"R{i:02d}" for i in range(12)]
+    options = {"transient_failure_rate": 0.25, "transient_failures_per_request": 1, "seed": 4}
+    summary = historical_backfill(
+        symbols=symbols, start=D(2024, 1, 1), end=D(2024, 12, 31), warehouse_url=sqlite_url, provider_options=options
+    )
+    assert summary.ok and summary.counts()["loaded"] == 12 and summary.bars_written == 12 * 252
+    fetched = {s: calls.count(s) for s in symbols}
+    flaky = [s for s, n in fetched.items() if n == 2]
+    assert flaky and set(fetched.values()) <= {1, 2}, fetched  # a chunk that loaded is never fetched again
+    assert summary.stages.fetch > 0 and summary.stages.validate > 0 and summary.stages.load > 0
+    assert len(summary.stages.spans) == len(flaky) + 1  # each attempt of the one task worked for a while
+
+
+@pytest.mark.postgres
+def test_chunk_tasks_in_a_pool_of_processes_load_what_threads_load(
+    postgres_url: str, reference_url: str, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from flows.runs import chunk_task_runner
+
+    monkeypatch.setenv("CANDLEFLOW_TASK_RUNNER", "processes")
+    monkeypatch.setenv("CANDLEFLOW_TASK_WORKERS", "2")
+    runner = chunk_task_runner()
+    assert type(runner).__name__ == "ProcessPoolTaskRunner"
+    args = dict(symbols=["AAPL", "MSFT"], start=D(2024, 1, 1), end=D(2024, 1, 31), timeframe="1m")
+    in_processes = historical_backfill.with_options(task_runner=runner)(**args, warehouse_url=postgres_url)
+    assert in_processes.ok and in_processes.counts()["loaded"] == 2
+    assert in_processes.stages.load > 0 and len(in_processes.stages.spans) == 2  # one batch per process
+    in_threads = historical_backfill(**args, warehouse_url=reference_url)
+    pd.testing.assert_frame_equal(bars_of(postgres_url), bars_of(reference_url), check_dtype=False)
+    assert in_processes.bars_written == in_threads.bars_written
 
 
 def test_terminal_errors_are_not_retried(warehouse_url: str) -> None:
@@ -207,9 +252,10 @@ def test_incremental_intraday_overlap_is_one_day(sqlite_url: str) -> None:
 def test_dry_run_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'dry.db'}"
     summary = historical_backfill(
-        symbols=["AAPL", "MSFT"], start=D(2020, 1, 1), end=D(2024, 12, 31), warehouse_url=url, dry_run=True
+        symbols=["AAPL", "MSFT"], start=D(2015, 1, 1), end=D(2024, 12, 31), warehouse_url=url, dry_run=True
     )
-    assert summary.dry_run and summary.planned == 10 and len(summary.todo) == 10 and summary.results == []
+    # two five-year chunks per symbol
+    assert summary.dry_run and summary.planned == 4 and len(summary.todo) == 4 and summary.results == []
     assert not (tmp_path / "dry.db").exists() or not has_schema(get_engine(url))
 
 

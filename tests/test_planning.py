@@ -1,4 +1,5 @@
 import datetime as dt
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -7,6 +8,7 @@ from candleflow.errors import BadInputError
 from candleflow.model import Chunk, LedgerEntry, LedgerStatus
 from candleflow.planning import (
     PlanMode,
+    batch_chunks,
     incremental_start,
     parse_mode,
     period_windows,
@@ -24,13 +26,17 @@ def ts(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 
 
-def test_daily_chunks_are_calendar_years_clipped_to_the_request() -> None:
-    chunks = plan_chunks("synthetic", ["AAPL"], get_timeframe("1d"), D(2022, 6, 15), D(2024, 2, 29))
+def test_daily_chunks_are_five_year_blocks_clipped_to_the_request() -> None:
+    chunks = plan_chunks("synthetic", ["AAPL"], get_timeframe("1d"), D(2013, 6, 15), D(2026, 2, 27))
     assert [(c.window_start, c.window_end) for c in chunks] == [
-        (ts("2022-06-15"), ts("2023-01-01")),
-        (ts("2023-01-01"), ts("2024-01-01")),
-        (ts("2024-01-01"), ts("2024-03-01")),
+        (ts("2013-06-15"), ts("2015-01-01")),
+        (ts("2015-01-01"), ts("2020-01-01")),
+        (ts("2020-01-01"), ts("2025-01-01")),
+        (ts("2025-01-01"), ts("2026-02-28")),
     ]
+    assert [c.period() for c in chunks[1:3]] == ["2015-2019", "2020-2024"]
+    (inside,) = plan_chunks("synthetic", ["AAPL"], get_timeframe("1d"), D(2022, 6, 15), D(2024, 2, 29))
+    assert (inside.window_start, inside.window_end) == (ts("2022-06-15"), ts("2024-03-01"))
 
 
 def test_hourly_chunks_are_quarters_and_minute_chunks_are_months() -> None:
@@ -128,6 +134,43 @@ def test_a_ledger_row_for_a_shorter_window_does_not_cover_a_longer_chunk() -> No
     (inner,) = plan_chunks("synthetic", ["A"], get_timeframe("1d"), D(2024, 3, 1), D(2024, 3, 31))
     full = _entry(chunk, LedgerStatus.LOADED)
     assert select_chunks([inner], [full], PlanMode.MISSING).skipped == [inner]
+
+
+def test_year_rows_of_an_older_ledger_cover_a_five_year_chunk_end_to_end() -> None:
+    (chunk,) = plan_chunks("synthetic", ["A"], get_timeframe("1d"), D(2020, 1, 1), D(2024, 12, 31))
+    years = [
+        LedgerEntry("synthetic", "A", "1d", ts(f"{y}-01-01"), ts(f"{y + 1}-01-01"), LedgerStatus.LOADED)
+        for y in range(2020, 2025)
+    ]
+    assert select_chunks([chunk], years, PlanMode.MISSING).skipped == [chunk]
+    assert select_chunks([chunk], years[:2] + years[3:], PlanMode.MISSING).todo == [chunk]  # 2022 missing
+    failed = replace(years[2], status=LedgerStatus.FAILED)
+    assert select_chunks([chunk], [*years[:2], failed, *years[3:]], PlanMode.FAILED).todo == [chunk]
+    # a row fetched mid-window holds only as far as it was final then
+    unfinished = replace(years[4], complete_through=ts("2024-06-01"))
+    assert select_chunks([chunk], [*years[:4], unfinished], PlanMode.MISSING).todo == [chunk]
+    deleted = replace(years[1], rows=252, present=100)  # bars deleted behind the ledger's back
+    assert select_chunks([chunk], [years[0], deleted, *years[2:]], PlanMode.MISSING).todo == [chunk]
+
+
+def test_small_chunks_share_a_task_and_requests_stay_whole() -> None:
+    daily = plan_chunks("synthetic", [f"S{i}" for i in range(500)], get_timeframe("1d"), D(2020, 1, 1), D(2024, 12, 31))
+    batches = batch_chunks(daily, 1, rows=50_000, max_chunks=100, workers=4)
+    assert sorted(c for b in batches for c in b) == sorted(daily)
+    assert 10 <= len(batches) <= 15 and max(len(b) for b in batches) <= 100
+    two = plan_chunks("synthetic", ["A", "B"], get_timeframe("1h"), D(2024, 1, 1), D(2024, 3, 31))
+    assert batch_chunks(two, 1, rows=50_000, max_chunks=100, workers=4) == [[two[0]], [two[1]]]  # still parallel
+    days = [D(2024, 3, d) for d in (4, 5, 6, 7, 8)]
+    grouped = plan_chunks(
+        "flatfiles", ["A", "B", "C"], get_timeframe("1d"), days[0], days[-1], period=ChunkPeriod.SESSION, sessions=days
+    )
+    per_request = batch_chunks(grouped, 3, rows=1, max_chunks=2, workers=1)
+    assert len(per_request) == 5
+    for batch in per_request:
+        assert len({c.window_start for c in batch}) == 1 and len(batch) == 3  # a request is never split
+    assert len(batch_chunks(grouped, 3, rows=1000, max_chunks=6, workers=1)) == 3  # two requests a task, at most
+    calendars = [replace(c, calendar="XLON") if c.symbol == "B" else c for c in two]
+    assert all(len({c.calendar for c in b}) == 1 for b in batch_chunks(calendars, 1, rows=10**6, max_chunks=9))
 
 
 def test_ledger_rows_of_other_series_do_not_count() -> None:

@@ -12,7 +12,7 @@ from providers import get_provider
 from providers.base import FetchRequest
 from tests.conftest import count
 from warehouse.engine import get_engine
-from warehouse.loader import load_chunk, record_failure, reject_chunk
+from warehouse.loader import ChunkLoad, load_chunk, load_fresh_chunks, record_failure, reject_chunk
 from warehouse.queries import bars_per_session, read_ledger, read_watermarks
 from warehouse.schema import ensure_schema
 
@@ -289,3 +289,74 @@ def test_a_relative_sqlite_url_means_the_file_in_the_current_directory(tmp_path,
         monkeypatch.chdir(tmp_path / name)
         with get_engine("sqlite:///candleflow.db").connect() as conn:
             assert conn.exec_driver_sql("SELECT name FROM marker").scalars().all() == [name]
+
+
+def _daily(symbols: list[str], start: str = "2020-01-01", end: str = "2025-01-01") -> list[tuple[Chunk, pd.DataFrame]]:
+    provider = get_provider("synthetic")
+    window = (pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
+    return [
+        (Chunk("synthetic", s, "1d", *window), provider.fetch(FetchRequest((s,), get_timeframe("1d"), *window)))
+        for s in symbols
+    ]
+
+
+@pytest.mark.postgres
+def test_fresh_chunks_land_in_one_copy_and_the_rest_one_by_one(postgres_url: str) -> None:
+    engine = get_engine(postgres_url)
+    ensure_schema(engine)
+    parts = _daily(["A", "B", "C", "D"])
+    load_chunk(engine, parts[1][0], parts[1][1], checksum=frame_checksum(parts[1][1]), flow_run_id="before")
+    loads = [ChunkLoad(c, f, frame_checksum(f)) for c, f in parts]
+    with engine.connect() as conn:
+        outcomes = load_fresh_chunks(conn, loads, flow_run_id="batch")
+    assert sorted(outcomes) == [0, 2, 3]  # B's window held bars already: load_chunk's to handle
+    assert all(o.status is LedgerStatus.LOADED and o.written == 1258 and not o.revised for o in outcomes.values())
+    assert count(postgres_url, "SELECT count(*) FROM bars") == 4 * 1258
+    ledger = {e.symbol: e for e in read_ledger(engine)}
+    assert {s: (e.status, e.rows) for s, e in ledger.items()} == {s: (LedgerStatus.LOADED, 1258) for s in "ABCD"}
+    with engine.connect() as conn:
+        runs = dict(conn.execute(sa.text("SELECT symbol, flow_run_id FROM ingest_ledger")).tuples().all())
+    assert runs == {"A": "batch", "B": "before", "C": "batch", "D": "batch"}
+    # nothing is fresh any more: the caller loads each chunk on its own, and they are unchanged
+    with engine.connect() as conn:
+        assert load_fresh_chunks(conn, loads, flow_run_id="again") == {}
+        assert all(load_chunk(conn, c, f, checksum=frame_checksum(f), flow_run_id="again").unchanged for c, f in parts)
+
+
+@pytest.mark.postgres
+def test_a_batch_that_meets_a_concurrent_writer_lands_nothing_and_leaves_it_to_load_chunk(postgres_url: str) -> None:
+    engine = get_engine(postgres_url)
+    ensure_schema(engine)
+    parts = _daily(["A", "B"])
+    loads = [ChunkLoad(c, f, frame_checksum(f)) for c, f in parts]
+    from warehouse.dialects.postgres import PostgresDialect
+
+    real = PostgresDialect.occupied_windows
+
+    # another writer lands B between the probe and the COPY: the probe saw nothing
+    def probe_then_other_writer(self, conn, chunks):  # type: ignore[no-untyped-def]
+        seen = real(self, conn, chunks)
+        load_chunk(engine, parts[1][0], parts[1][1], checksum=frame_checksum(parts[1][1]), flow_run_id="other")
+        return seen
+
+    PostgresDialect.occupied_windows = probe_then_other_writer  # type: ignore[method-assign]
+    try:
+        with engine.connect() as conn:
+            assert load_fresh_chunks(conn, loads, flow_run_id="batch") == {}
+    finally:
+        PostgresDialect.occupied_windows = real  # type: ignore[method-assign]
+    assert count(postgres_url, "SELECT count(*) FROM bars WHERE symbol = 'A'") == 0  # rolled back whole
+    assert {e.symbol for e in read_ledger(engine)} == {"B"}
+
+
+def test_a_failure_never_overwrites_what_the_same_run_settled(warehouse_url: str) -> None:
+    engine = get_engine(warehouse_url)
+    ensure_schema(engine)
+    (chunk, frame), (other, _) = _daily(["A", "B"])
+    load_chunk(engine, chunk, frame, checksum=frame_checksum(frame), flow_run_id="run-1")
+    record_failure(engine, chunk, "RuntimeError: the task broke after this chunk committed", flow_run_id="run-1")
+    record_failure(engine, other, "RuntimeError: never fetched", flow_run_id="run-1")
+    statuses = {e.symbol: e.status for e in read_ledger(engine)}
+    assert statuses == {"A": LedgerStatus.LOADED, "B": LedgerStatus.FAILED}
+    record_failure(engine, chunk, "TransientProviderError: a later run failed", flow_run_id="run-2")
+    assert {e.symbol: e.status for e in read_ledger(engine)}["A"] is LedgerStatus.FAILED  # another run's word

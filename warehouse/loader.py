@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from candleflow.model import Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
+from warehouse.dialects.base import CopiesManyChunks
 from warehouse.schema import bars, bars_in_window, ingest_ledger, quarantine
 
 _LEDGER_UPDATE = (
@@ -42,6 +44,21 @@ class LoadOutcome:
     written: int  # rows inserted or changed by this load
     unchanged: bool = False
     revised: bool = False  # a chunk that was final before now has different bars: the vendor restated them
+
+
+Target = sa.Engine | sa.Connection  # an engine (a pooled connection per call) or a connection the caller holds
+
+
+@contextmanager
+def _transaction(target: Target) -> Iterator[sa.Connection]:
+    """One transaction on `target`: a pooled connection of an engine, or a connection a caller keeps for many
+    chunks in a row (a batch: no pool checkout and liveness ping per chunk)."""
+    if isinstance(target, sa.Engine):
+        with target.begin() as conn:
+            yield conn
+    else:
+        with target.begin():
+            yield target
 
 
 def _now() -> dt.datetime:
@@ -128,7 +145,7 @@ def _is_unchanged(
 
 
 def load_chunk(
-    engine: sa.Engine,
+    engine: Target,
     chunk: Chunk,
     frame: pd.DataFrame,
     *,
@@ -146,7 +163,7 @@ def load_chunk(
     dialect = dialect_for(engine)
     status = LedgerStatus.LOADED if len(frame) else LedgerStatus.EMPTY
     described = _described(adjustment, source_version, complete_through)
-    with engine.begin() as conn:
+    with _transaction(engine) as conn:
         entry = _ledger_entry(conn, chunk, checksum)
         if _is_unchanged(conn, chunk, entry, described):
             return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)
@@ -165,6 +182,90 @@ def load_chunk(
         )
         dialect.upsert(conn, ingest_ledger, [row], _LOAD_UPDATE)
     return LoadOutcome(status, rows=len(frame), written=written, revised=revised)
+
+
+@dataclass(frozen=True)
+class ChunkLoad:
+    """A validated chunk on its way into the warehouse, with what its ledger row says about its bars."""
+
+    chunk: Chunk
+    frame: pd.DataFrame
+    checksum: str
+    adjustment: str | None = None
+    source_version: str | None = None
+    complete_through: pd.Timestamp | None = None
+
+
+def load_fresh_chunks(
+    conn: sa.Connection, loads: Sequence[ChunkLoad], *, flow_run_id: str | None
+) -> dict[int, LoadOutcome]:
+    """Where the dialect can (PostgreSQL): the chunks among `loads` whose window holds no bar yet, in one
+    transaction on the caller's connection: one COPY of all their bars and one upsert of all their ledger rows,
+    so each chunk's bars and ledger row still commit together (with the others'), and one commit serves them
+    all. Returns their outcomes by position in `loads`; the caller loads every other chunk with `load_chunk`.
+    Nothing (an empty dict) when the dialect has no such path, fewer than two chunks qualify, or another writer
+    landed one of the windows meanwhile (the transaction rolled back: `load_chunk` handles each then)."""
+    dialect = dialect_for(conn)
+    if not isinstance(dialect, CopiesManyChunks) or len(loads) < 2:
+        return {}
+    with conn.begin():
+        occupied = dialect.occupied_windows(conn, [load.chunk for load in loads])
+    fresh = [i for i, load in enumerate(loads) if len(load.frame) and load.chunk.key not in occupied]
+    if len(fresh) < 2:
+        return {}
+    try:
+        return _load_fresh(conn, dialect, [loads[i] for i in fresh], fresh, flow_run_id)
+    except sa.exc.IntegrityError:
+        return {}
+
+
+def _load_fresh(
+    conn: sa.Connection,
+    dialect: CopiesManyChunks,
+    loads: Sequence[ChunkLoad],
+    positions: Sequence[int],
+    flow_run_id: str | None,
+) -> dict[int, LoadOutcome]:
+    led = ingest_ledger.c
+    keys = [load.chunk.key for load in loads]
+    with conn.begin():
+        earlier = {
+            (row.provider, row.symbol, row.timeframe, pd.Timestamp(row.window_start).tz_convert("UTC")): row
+            for row in conn.execute(
+                sa.select(
+                    led.provider,
+                    led.symbol,
+                    led.timeframe,
+                    led.window_start,
+                    led.window_end,
+                    led.status,
+                    led.checksum,
+                    led.complete_through,
+                    led.revisions,
+                ).where(sa.tuple_(led.provider, led.symbol, led.timeframe, led.window_start).in_(keys))
+            )
+        }
+        dialect.copy_fresh(conn, [(load.chunk, load.frame) for load in loads])
+        rows, outcomes = [], {}
+        for position, load in zip(positions, loads, strict=True):
+            restated, revisions = _restatement(earlier.get(load.chunk.key), load.checksum)
+            rows.append(
+                _ledger_row(
+                    load.chunk,
+                    LedgerStatus.LOADED,
+                    rows=len(load.frame),
+                    checksum=load.checksum,
+                    flow_run_id=flow_run_id,
+                    error=None,
+                    revisions=revisions + int(restated),
+                    **_described(load.adjustment, load.source_version, load.complete_through),
+                )
+            )
+            outcomes[position] = LoadOutcome(
+                LedgerStatus.LOADED, rows=len(load.frame), written=len(load.frame), revised=restated
+            )
+        dialect.upsert(conn, ingest_ledger, rows, _LOAD_UPDATE)
+    return outcomes
 
 
 def _restatement(entry: sa.Row[Any] | None, checksum: str) -> tuple[bool, int]:
@@ -201,7 +302,7 @@ def _bars_present(conn: sa.Connection, chunk: Chunk) -> int:
 
 
 def reject_chunk(
-    engine: sa.Engine,
+    engine: Target,
     chunk: Chunk,
     frame: pd.DataFrame,
     bad_rows: Mapping[int, Sequence[str]],
@@ -228,7 +329,7 @@ def reject_chunk(
     good = frame.drop(index=sorted(bad_positions)) if load_good_rows else frame.iloc[0:0]
     described = _described(adjustment, source_version, complete_through)
     dialect = dialect_for(engine)
-    with engine.begin() as conn:
+    with _transaction(engine) as conn:
         entry = _ledger_entry(conn, chunk, checksum) if load_good_rows and checksum else None
         if _is_unchanged(conn, chunk, entry, described, settled=("partial",)):
             return LoadOutcome(status, rows=len(good), written=0, unchanged=True)
@@ -327,11 +428,24 @@ def _safe_ts(value: object) -> dt.datetime | None:
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
 
 
-def record_failure(engine: sa.Engine, chunk: Chunk, error: str, *, flow_run_id: str | None) -> None:
-    """Mark a chunk `failed` (an error after retries). Its bars, if any were loaded before, stay as they are."""
+def record_failure(engine: Target, chunk: Chunk, error: str, *, flow_run_id: str | None) -> None:
+    """Mark a chunk `failed` (an error after retries). Its bars, if any were loaded before, stay as they are.
+    A chunk this same flow run already settled (a task that loaded it, then broke on another chunk) keeps its
+    outcome: the ledger never says failed about bars that committed."""
     row = _ledger_row(chunk, LedgerStatus.FAILED, flow_run_id=flow_run_id, error=error[:_MAX_ERROR])
-    with engine.begin() as conn:
+    led = ingest_ledger.c
+    with _transaction(engine) as conn:
+        if flow_run_id is not None:
+            settled = conn.execute(
+                sa.select(led.status).where(
+                    *_ledger_key(chunk),
+                    led.flow_run_id == flow_run_id,
+                    led.status.in_([str(s) for s in LedgerStatus if s.settled]),
+                )
+            ).first()
+            if settled is not None:
+                return
         dialect_for(engine).upsert(conn, ingest_ledger, [row], ("status", "flow_run_id", "updated_at", "error"))
 
 
-__all__ = ["LoadOutcome", "load_chunk", "record_failure", "reject_chunk"]
+__all__ = ["ChunkLoad", "LoadOutcome", "load_chunk", "load_fresh_chunks", "record_failure", "reject_chunk"]

@@ -148,6 +148,8 @@ def print_summary(summary: RunSummary | None, error: BaseException | None) -> No
             out.print(f"  ... and {len(summary.todo) - 200} more", markup=False)
         return
     out.print(summary.headline(), markup=False)
+    if summary.results and summary.elapsed_seconds > 0:
+        out.print(f"  {summary.time_line()}", markup=False)
     for result in summary.problems():
         out.print(f"  {result.status.value.upper()} {result.chunk.label()}: {result.error}", markup=False)
 

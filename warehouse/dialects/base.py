@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,19 @@ class Dialect(Protocol):
 
     def create_support_tables(self, conn: sa.Connection) -> None:
         """Create what the bulk path needs besides the tables in schema.py (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class CopiesManyChunks(Dialect, Protocol):
+    """A dialect that lands many chunks in one statement when their windows hold no bar yet (PostgreSQL)."""
+
+    def occupied_windows(self, conn: sa.Connection, chunks: Sequence[Chunk]) -> set[tuple[Any, ...]]:
+        """The keys of the chunks whose window holds any bar already."""
+        ...
+
+    def copy_fresh(self, conn: sa.Connection, parts: Sequence[tuple[Chunk, pd.DataFrame]]) -> int:
+        """All their bars into `bars`, inside the caller's transaction; IntegrityError if one is there already."""
         ...
 
 

@@ -83,6 +83,42 @@ class PostgresDialect:
             cur.execute(f"TRUNCATE {STAGE}")
         return written
 
+    def occupied_windows(self, conn: sa.Connection, chunks: Sequence[Chunk]) -> set[tuple[Any, ...]]:
+        """The keys of the chunks whose window holds any bar already: one query for all of them."""
+        if not chunks:
+            return set()
+        raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        keys = [(c.provider, c.symbol, c.timeframe, c.window_start, c.window_end) for c in chunks]
+        columns = list(zip(*keys, strict=True))
+        with raw.cursor() as cur:
+            cur.execute(
+                "SELECT w.provider, w.symbol, w.timeframe, w.window_start FROM unnest(%s::text[], %s::text[], "
+                "%s::text[], %s::timestamptz[], %s::timestamptz[]) AS w(provider, symbol, timeframe, window_start, "
+                "window_end) WHERE EXISTS (SELECT 1 FROM bars b WHERE b.provider = w.provider AND b.symbol = "
+                "w.symbol AND b.timeframe = w.timeframe AND b.ts >= w.window_start AND b.ts < w.window_end)",
+                [list(column) for column in columns],
+            )
+            return {(p, s, t, pd.Timestamp(ws).tz_convert("UTC")) for p, s, t, ws in cur.fetchall()}
+
+    def copy_fresh(self, conn: sa.Connection, parts: Sequence[tuple[Chunk, pd.DataFrame]]) -> int:
+        """The bars of many chunks whose windows hold no bar, in one binary COPY straight into `bars` (inside the
+        caller's transaction). A row another writer landed meanwhile raises IntegrityError."""
+        raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        header, trailer = len(pgcopy.HEADER), len(pgcopy.TRAILER)
+        try:
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.write(pgcopy.HEADER)
+                for chunk, frame in parts:
+                    columns = pgcopy.frame_columns(frame, (chunk.provider, chunk.symbol, chunk.timeframe))
+                    copy.write(pgcopy.encode(columns, len(frame))[header:-trailer])
+                copy.write(pgcopy.TRAILER)
+        except psycopg.Error as exc:
+            raise sa.exc.DBAPIError.instance("bulk load of many chunks", None, exc, psycopg.Error) from exc
+        return sum(len(frame) for _, frame in parts)
+
     def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.cast(sa.func.timezone("UTC", column), sa.Date())  # not the session's TimeZone setting
 
