@@ -78,10 +78,24 @@ def warehouse_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The Prefect server the in-process flows of the tests talk to: a `candleflow server` of its own on a
+    throwaway PostgreSQL database (no Automations: the flows' own hooks are under test). Prefect's SQLite-backed
+    test harness stalled for a minute at a time under a full suite ("database is locked"); it remains the
+    fallback without PostgreSQL."""
+    try:
+        _postgres_or_skip()
+    except pytest.skip.Exception:
+        from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.team_server import team_server
+
+    with team_server(tmp_path_factory.mktemp("harness")) as server, temporary_settings({PREFECT_API_URL: server.api}):
         yield
 
 
