@@ -14,7 +14,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_LOGGING_LEVEL ?= CRITICAL
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: venv demo test lint format types all bench clean
+.PHONY: venv demo test lint format types all bench bench-e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)  ## load 1M synthetic 1m bars into PostgreSQL several ways and print rows/s (not a test)
 	$(PY) bench/load_bench.py $(BENCH_ARGS)
+
+bench-e2e: $(BENCH_STAMP)  ## backfills and updates end to end vs the COPY floor, a plain to_sql loop and dlt (not a test)
+	$(PY) bench/e2e_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
