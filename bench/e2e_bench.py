@@ -249,6 +249,15 @@ def floor_seconds(pg: Postgres, parts: list[tuple[Chunk, pd.DataFrame]]) -> floa
         return time.perf_counter() - started
 
 
+def floor_case(pg: Postgres, workload: Workload, rows: list[Row]) -> tuple[int, float]:
+    """Fetch the workload's bars and time the floor on them; add its row. (bars, floor seconds)"""
+    parts = list(workload.fetch())
+    bars = sum(len(frame) for _, frame in parts)
+    floor = floor_seconds(pg, parts)
+    rows.append(Row(workload.name, "floor: binary COPY into an empty keyed table", bars, floor, floor))
+    return bars, floor
+
+
 def plain_loop_seconds(pg: Postgres, workload: Workload) -> tuple[float, int]:
     """The script a user writes without candleflow: per chunk, fetch, validate with the same suite, to_sql."""
     database = pg.fresh("plain")
@@ -366,11 +375,7 @@ def main() -> None:
                     dt.date(2020, 1, 1),
                     dt.date(2024, 12, 31),
                 )
-                parts = list(daily.fetch())
-                bars = sum(len(f) for _, f in parts)
-                floor = floor_seconds(pg, parts)
-                del parts
-                rows.append(Row(daily.name, "floor: binary COPY into an empty keyed table", bars, floor, floor))
+                bars, floor = floor_case(pg, daily, rows)
                 warehouse = backfill_cases(
                     pg,
                     daily,
@@ -412,11 +417,7 @@ def main() -> None:
                     dt.date(2024, 1, 1),
                     dt.date(2024, 3, 31),
                 )
-                parts = list(minute.fetch())
-                bars = sum(len(f) for _, f in parts)
-                floor = floor_seconds(pg, parts)
-                del parts
-                rows.append(Row(minute.name, "floor: binary COPY into an empty keyed table", bars, floor, floor))
+                bars, floor = floor_case(pg, minute, rows)
                 backfill_cases(
                     pg,
                     minute,

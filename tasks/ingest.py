@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -94,6 +95,11 @@ class _Fetched:
     frame: pd.DataFrame
     described: dict[str, Any]
 
+    @cached_property
+    def checksum(self) -> str:
+        """Of what the provider sent, bad rows included: reruns compare it. Once per chunk, whichever path loads it."""
+        return frame_checksum(self.frame)
+
 
 # Results of a task's earlier attempts, by task run id: a retry redoes only the chunks that did not end.
 _earlier: dict[str, tuple[dict[Chunk, ChunkResult], StageTimes]] = {}
@@ -161,12 +167,6 @@ class _Batch:
             except Exception as exc:  # the warehouse itself is gone: the run's summary still says why
                 reason = f"{reason} (not recorded in the ledger: {type(exc).__name__})"
             self._end(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=reason))
-
-    def _transient(self, chunks: list[Chunk], error: BaseException) -> None:
-        if self.last_attempt:
-            self._fail(chunks, error)
-        elif self.retry_error is None:
-            self.retry_error = error
 
     def _take_request_slots(self, requests: int) -> None:
         """Take `requests` slots of the provider's rate limit, as many at a time as the limit allows: one call to
@@ -272,9 +272,7 @@ class _Batch:
         return []
 
     def _load_fresh(self, conn: sa.Connection, valid: list[_Fetched]) -> dict[Chunk, ChunkResult]:
-        loads = [
-            ChunkLoad(item.chunk, item.frame, frame_checksum(item.frame), **self._described(item)) for item in valid
-        ]
+        loads = [ChunkLoad(item.chunk, item.frame, item.checksum, **self._described(item)) for item in valid]
         outcomes = load_fresh_chunks(conn, loads, flow_run_id=self.run_id)
         return {
             valid[i].chunk: ChunkResult(
@@ -292,7 +290,7 @@ class _Batch:
     def _load_one(self, conn: sa.Connection, item: _Fetched, verdict: ChunkVerdict) -> ChunkResult:
         chunk, frame = item.chunk, item.frame
         described = self._described(item)
-        checksum = frame_checksum(frame)  # of what the provider sent, bad rows included: reruns compare it
+        checksum = item.checksum
         run_id = self.run_id
         if verdict.ok:
             outcome = load_chunk(conn, chunk, frame, checksum=checksum, flow_run_id=run_id, **described)
