@@ -190,10 +190,10 @@ class _Batch:
                 frame = provider.fetch(request_for(group))
             except TransientProviderError as exc:
                 honour_retry_after(exc)
-                if not self.last_attempt:  # ease off the vendor: the retry fetches this and the rest
-                    self.retry_error = exc
-                    break
-                self._fail(group, exc)
+                if self.last_attempt:
+                    self._fail(group, exc)
+                else:  # the retry fetches it again; the rest go on now, so each chunk keeps its own retries
+                    self.retry_error = self.retry_error or exc
                 continue
             except Exception as exc:  # terminal: an unknown symbol, a refused key, a bug in the adapter
                 self._fail(group, exc)
