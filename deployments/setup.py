@@ -49,14 +49,21 @@ def ensure_work_pool(client: SyncPrefectClient, name: str) -> str:
 def ensure_rate_limit(client: SyncPrefectClient, provider: str, per_second: float) -> str:
     name = provider_limit_name(provider)
     try:
-        client.read_global_concurrency_limit_by_name(name)
-        return "kept"
+        existing = client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
-        limit = max(1, round(per_second))
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=per_second)
-        )
-        return "created"
+        existing = None
+    if existing is not None:
+        # a limit someone set to their plan is theirs; say when it is not candleflow's default, and how to change it
+        rate = existing.slot_decay_per_second
+        if rate is not None and abs(rate - per_second) > 1e-9:
+            change = f"prefect gcl update {name} --limit N --slot-decay-per-second N"
+            return f"kept at {rate:g} requests/s (to change: {change})"
+        return "kept"
+    limit = max(1, round(per_second))
+    client.create_global_concurrency_limit(
+        GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=per_second)
+    )
+    return "created"
 
 
 def _secret_dump(block: Block) -> dict[str, Any]:

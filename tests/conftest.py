@@ -21,6 +21,7 @@ os.environ.update(
 )
 os.environ.pop("CANDLEFLOW_WAREHOUSE_URL", None)
 
+import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -151,7 +152,12 @@ def deployed(team: Any, receiver: Any, team_warehouse: str) -> Iterator[Any]:
 
     env = team.env(CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url)
     setup = [str(BIN / "candleflow"), "setup", "--crash-after-seconds", "40"]
-    first, second = run_command(setup, env), run_command(setup, env)
+    first = run_command(setup, env)
+    # a limit a user set to their plan: the second set-up keeps it and says so (restored afterwards)
+    polygon = f"{team.api}/v2/concurrency_limits/candleflow-provider-polygon"
+    httpx.patch(polygon, json={"limit": 2, "slot_decay_per_second": 2.0}, timeout=30).raise_for_status()
+    second = run_command(setup, env)
+    httpx.patch(polygon, json={"limit": 5, "slot_decay_per_second": 5.0}, timeout=30).raise_for_status()
     deploy = run_command([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     log = team.home / "worker.log"

@@ -36,6 +36,11 @@ def test_setup_creates_everything_once_and_never_prints_the_url(deployed: Any, r
     changes = [line for line in second if line.endswith((": created", ": updated"))]
     assert changes == [], "a second set-up must change nothing"
     assert "automation 'candleflow: notify on failed or crashed runs': unchanged" in second
+    assert (
+        "rate limit candleflow-provider-polygon (5 requests/s): kept at 2 requests/s (to change: prefect gcl update "
+        "candleflow-provider-polygon --limit N --slot-decay-per-second N)"
+    ) in second
+    assert "rate limit candleflow-provider-synthetic (1000 requests/s): kept" in second
     for out in (deployed.setup_first, deployed.setup_second):
         assert receiver.url not in out.stdout + out.stderr
 
