@@ -28,6 +28,7 @@ from candleflow.sessions import final_through
 from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
+from expectations import warm_up as warm_up_validation
 from expectations.validate import ChunkVerdict
 from providers import get_provider, provider_of
 from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, FetchRequest
@@ -35,9 +36,16 @@ from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
 from warehouse.engine import get_engine
-from warehouse.loader import ChunkLoad, load_chunk, load_fresh_chunks, record_failure, reject_chunk
+from warehouse.loader import (
+    ChunkLoad,
+    load_chunk,
+    load_fresh_chunks,
+    record_failure,
+    reject_chunk,
+    settle_unchanged,
+)
 
-__all__ = ["BatchOutcome", "OnInvalid", "ingest_chunks"]
+__all__ = ["BatchOutcome", "OnInvalid", "ingest_chunks", "warm_up_validation"]
 
 
 def is_transient(error: BaseException) -> bool:
@@ -141,6 +149,8 @@ class _Batch:
         self.done: dict[Chunk, ChunkResult] = earlier[0] if earlier else {}
         self.stages = earlier[1] if earlier else StageTimes()
         self.retry_error: BaseException | None = None  # a transient error to raise so Prefect retries the rest
+        # how far each window's bars were final when fetched, by (window, timeframe, calendar)
+        self.final_through: dict[tuple[pd.Timestamp, pd.Timestamp, str, str], pd.Timestamp] = {}
 
     def run(self) -> BatchOutcome:
         started = time.monotonic()
@@ -243,20 +253,23 @@ class _Batch:
     def _load_on_one_connection(
         self, fetched: list[_Fetched], verdicts: Mapping[Chunk, ChunkVerdict]
     ) -> list[_Fetched]:
-        """Load chunks on one connection: those whose windows hold no bar yet together where the warehouse can
-        (one COPY, one commit), every other one in its own transaction. Returns the chunks still to load on a new
+        """Load chunks on one connection: first those the ledger already holds exactly (checked together: nothing
+        to write), then those whose windows hold no bar yet together where the warehouse can (one COPY, one
+        commit), every other one in its own transaction. Returns the chunks still to load on a new
         connection when it broke on the last attempt (before it, the task retries them)."""
         with self.engine.connect() as conn:
             try:
-                fresh = self._load_fresh(conn, [item for item in fetched if verdicts[item.chunk].ok])
+                valid = [item for item in fetched if verdicts[item.chunk].ok]
+                together = self._settle_unchanged(conn, valid)
+                together |= self._load_fresh(conn, [item for item in valid if item.chunk not in together])
             except Exception as exc:
                 if not is_transient(exc) or self.last_attempt:
                     raise
                 self.retry_error = self.retry_error or exc
                 return []
             for i, item in enumerate(fetched):
-                if item.chunk in fresh:
-                    self._end(fresh[item.chunk])
+                if item.chunk in together:
+                    self._end(together[item.chunk])
                     continue
                 try:
                     self._end(self._load_one(conn, item, verdicts[item.chunk]))
@@ -268,8 +281,17 @@ class _Batch:
                         return []  # the retry loads this chunk and the rest
                     else:
                         self._fail([item.chunk], exc)
-                        return [f for f in fetched[i + 1 :] if f.chunk not in fresh]
+                        return [f for f in fetched[i + 1 :] if f.chunk not in together]
         return []
+
+    def _settle_unchanged(self, conn: sa.Connection, valid: list[_Fetched]) -> dict[Chunk, ChunkResult]:
+        """Chunks the ledger already holds exactly, found together: nothing written for them."""
+        loads = [ChunkLoad(item.chunk, item.frame, item.checksum, **self._described(item)) for item in valid]
+        outcomes = settle_unchanged(conn, loads)
+        return {
+            valid[i].chunk: ChunkResult(chunk=valid[i].chunk, status=o.status, rows=o.rows, unchanged=True)
+            for i, o in outcomes.items()
+        }
 
     def _load_fresh(self, conn: sa.Connection, valid: list[_Fetched]) -> dict[Chunk, ChunkResult]:
         loads = [ChunkLoad(item.chunk, item.frame, item.checksum, **self._described(item)) for item in valid]
@@ -283,9 +305,14 @@ class _Batch:
 
     def _described(self, item: _Fetched) -> dict[str, Any]:
         chunk = item.chunk
-        intraday = get_timeframe(chunk.timeframe).intraday
-        complete = final_through(chunk.window_start, chunk.window_end, intraday, self.as_of, chunk.calendar)
-        return {**item.described, "complete_through": complete}
+        # a batch's chunks mostly share a window: one calendar lookup for them all
+        key = (chunk.window_start, chunk.window_end, chunk.timeframe, chunk.calendar)
+        if key not in self.final_through:
+            intraday = get_timeframe(chunk.timeframe).intraday
+            self.final_through[key] = final_through(
+                chunk.window_start, chunk.window_end, intraday, self.as_of, chunk.calendar
+            )
+        return {**item.described, "complete_through": self.final_through[key]}
 
     def _load_one(self, conn: sa.Connection, item: _Fetched, verdict: ChunkVerdict) -> ChunkResult:
         chunk, frame = item.chunk, item.frame

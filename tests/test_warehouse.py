@@ -12,7 +12,14 @@ from providers import get_provider
 from providers.base import FetchRequest
 from tests.conftest import count
 from warehouse.engine import get_engine
-from warehouse.loader import ChunkLoad, load_chunk, load_fresh_chunks, record_failure, reject_chunk
+from warehouse.loader import (
+    ChunkLoad,
+    load_chunk,
+    load_fresh_chunks,
+    record_failure,
+    reject_chunk,
+    settle_unchanged,
+)
 from warehouse.queries import bars_per_session, read_ledger, read_watermarks
 from warehouse.schema import ensure_schema
 
@@ -360,3 +367,49 @@ def test_a_failure_never_overwrites_what_the_same_run_settled(warehouse_url: str
     assert statuses == {"A": LedgerStatus.LOADED, "B": LedgerStatus.FAILED}
     record_failure(engine, chunk, "TransientProviderError: a later run failed", flow_run_id="run-2")
     assert {e.symbol: e.status for e in read_ledger(engine)}["A"] is LedgerStatus.FAILED  # another run's word
+
+
+def test_unchanged_chunks_are_found_together_and_nothing_else_is(warehouse_url: str) -> None:
+    """The batched rule is load_chunk's: settled, same window, same checksum, every claimed bar present."""
+    engine = get_engine(warehouse_url)
+    ensure_schema(engine)
+    parts = _daily(["A", "B", "C", "D", "E", "F"], "2024-01-01", "2025-01-01")
+    empty_chunk = Chunk("synthetic", "G", "1d", parts[0][0].window_start, parts[0][0].window_end)
+    parts.append((empty_chunk, parts[0][1].iloc[0:0]))
+    for chunk, frame in parts:
+        load_chunk(engine, chunk, frame, checksum=frame_checksum(frame), flow_run_id="first")
+    with engine.begin() as conn:  # B lost a bar behind the ledger's back; C's ledger row says `failed`
+        conn.execute(
+            sa.text("DELETE FROM bars WHERE symbol = 'B' AND ts = (SELECT min(ts) FROM bars WHERE symbol = 'B')")
+        )
+        conn.execute(sa.text("UPDATE ingest_ledger SET status = 'failed' WHERE symbol = 'C'"))
+    loads = []
+    for chunk, frame in parts:
+        if chunk.symbol == "D":  # the vendor restated a bar
+            frame = frame.copy()
+            frame.loc[0, "close"] += 0.01
+        # F's bars are the same, now from a newer source version: only its description changes
+        loads.append(
+            ChunkLoad(chunk, frame, frame_checksum(frame), source_version="v2" if chunk.symbol == "F" else None)
+        )
+    new = Chunk("synthetic", "H", "1d", parts[0][0].window_start, parts[0][0].window_end)  # never loaded
+    loads.append(ChunkLoad(new, parts[0][1], frame_checksum(parts[0][1])))
+    with engine.connect() as conn:
+        outcomes = settle_unchanged(conn, loads)
+    settled = {loads[i].chunk.symbol: o for i, o in outcomes.items()}
+    assert sorted(settled) == ["A", "E", "F", "G"]
+    assert all(o.unchanged and o.written == 0 for o in settled.values())
+    assert (settled["G"].status, settled["G"].rows) == (LedgerStatus.EMPTY, 0)
+    assert (settled["A"].status, settled["A"].rows) == (LedgerStatus.LOADED, len(parts[0][1]))
+    ledger = {e.symbol: e for e in read_ledger(engine)}
+    assert ledger["F"].source_version == "v2" and ledger["A"].source_version is None
+    with engine.connect() as conn:  # nothing else was rewritten
+        assert set(conn.execute(sa.text("SELECT DISTINCT flow_run_id FROM ingest_ledger")).scalars()) == {"first"}
+    # the rest load as load_chunk loads them: B's missing bar back, D's restatement written
+    with engine.connect() as conn:
+        rest = {loads[i].chunk.symbol: loads[i] for i in range(len(loads)) if i not in outcomes}
+        written = {
+            s: load_chunk(conn, one.chunk, one.frame, checksum=one.checksum, flow_run_id="second").written
+            for s, one in rest.items()
+        }
+    assert written == {"B": 1, "C": 0, "D": 1, "H": len(parts[0][1])}

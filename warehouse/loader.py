@@ -196,6 +196,126 @@ class ChunkLoad:
     complete_through: pd.Timestamp | None = None
 
 
+def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[int, LoadOutcome]:
+    """The validated chunks among `loads` that the ledger already holds exactly (the rule of `load_chunk`: settled
+    `loaded` or `empty`, same window, same checksum, every bar it claims present), found in one transaction of a
+    few queries for the whole batch instead of one transaction each: they write no bars and no ledger row, save
+    a changed description (newer source version, later `complete_through`), updated together. Returns their
+    outcomes by position in `loads`; the caller loads every other chunk. An update run that finds nothing new
+    is mostly this."""
+    if len(loads) < 2:
+        return {}
+    led = ingest_ledger.c
+    wanted = {_key(load.chunk): i for i, load in enumerate(loads)}
+    chunks = [load.chunk for load in loads]
+    outcomes: dict[int, LoadOutcome] = {}
+    with conn.begin():
+        entries = conn.execute(
+            sa.select(
+                led.provider,
+                led.symbol,
+                led.timeframe,
+                led.window_start,
+                led.window_end,
+                led.status,
+                led.rows,
+                led.checksum,
+                led.adjustment,
+                led.source_version,
+                led.complete_through,
+            ).where(
+                led.provider.in_({c.provider for c in chunks}),
+                led.timeframe.in_({c.timeframe for c in chunks}),
+                led.symbol.in_({c.symbol for c in chunks}),
+                led.window_start.in_({c.window_start.to_pydatetime() for c in chunks}),
+            )
+        ).all()
+        candidates: dict[int, sa.Row[Any]] = {}
+        for entry in entries:
+            i = wanted.get((entry.provider, entry.symbol, entry.timeframe, _naive_utc(entry.window_start)))
+            if i is None or entry.status not in ("loaded", "empty") or entry.checksum != loads[i].checksum:
+                continue
+            if _naive_utc(entry.window_end) != _naive_utc(loads[i].chunk.window_end):
+                continue
+            candidates[i] = entry
+        present = _bars_present_many(conn, [(i, loads[i].chunk) for i in candidates])
+        changed: list[dict[str, object]] = []
+        for i, entry in candidates.items():
+            load = loads[i]
+            if present.get(i, 0) != entry.rows or entry.rows != len(load.frame):
+                continue
+            described = _described(load.adjustment, load.source_version, load.complete_through)
+            stored = (entry.adjustment, entry.source_version, _naive_utc(entry.complete_through))
+            if stored != (
+                described["adjustment"],
+                described["source_version"],
+                _naive_utc(described["complete_through"]),
+            ):
+                changed.append(
+                    {**_key_params(load.chunk), **{f"v_{k}": v for k, v in described.items()}, "v_updated_at": _now()}
+                )
+            status = LedgerStatus.LOADED if len(load.frame) else LedgerStatus.EMPTY
+            outcomes[i] = LoadOutcome(status, rows=len(load.frame), written=0, unchanged=True)
+        if changed:  # one statement, many parameter sets
+            conn.execute(
+                sa.update(ingest_ledger)
+                .where(
+                    led.provider == sa.bindparam("k_provider"),
+                    led.symbol == sa.bindparam("k_symbol"),
+                    led.timeframe == sa.bindparam("k_timeframe"),
+                    led.window_start == sa.bindparam("k_window_start"),
+                )
+                .values(
+                    adjustment=sa.bindparam("v_adjustment"),
+                    source_version=sa.bindparam("v_source_version"),
+                    complete_through=sa.bindparam("v_complete_through"),
+                    updated_at=sa.bindparam("v_updated_at"),
+                ),
+                changed,
+            )
+    return outcomes
+
+
+def _key(chunk: Chunk) -> tuple[str, str, str, pd.Timestamp | None]:
+    return (chunk.provider, chunk.symbol, chunk.timeframe, _naive_utc(chunk.window_start))
+
+
+def _key_params(chunk: Chunk) -> dict[str, object]:
+    return {
+        "k_provider": chunk.provider,
+        "k_symbol": chunk.symbol,
+        "k_timeframe": chunk.timeframe,
+        "k_window_start": chunk.window_start.to_pydatetime(),
+    }
+
+
+def _bars_present_many(conn: sa.Connection, chunks: Sequence[tuple[int, Chunk]]) -> dict[int, int]:
+    """Bars in each chunk's window, by the caller's position: one grouped count per window the chunks share
+    (a batch's chunks mostly share one), an index range scan per symbol."""
+    by_window: dict[tuple[str, str, pd.Timestamp, pd.Timestamp], dict[str, int]] = {}
+    for i, chunk in chunks:
+        by_window.setdefault((chunk.provider, chunk.timeframe, chunk.window_start, chunk.window_end), {})[
+            chunk.symbol
+        ] = i
+    c = bars.c
+    present: dict[int, int] = {}
+    for (provider, timeframe, start, end), symbols in by_window.items():
+        counted = conn.execute(
+            sa.select(c.symbol, sa.func.count())
+            .where(
+                c.provider == provider,
+                c.timeframe == timeframe,
+                c.symbol.in_(list(symbols)),
+                c.ts >= start.to_pydatetime(),
+                c.ts < end.to_pydatetime(),
+            )
+            .group_by(c.symbol)
+        )
+        for symbol, count in counted:
+            present[symbols[symbol]] = int(count)
+    return present
+
+
 def load_fresh_chunks(
     conn: sa.Connection, loads: Sequence[ChunkLoad], *, flow_run_id: str | None
 ) -> dict[int, LoadOutcome]:

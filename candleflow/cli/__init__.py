@@ -160,6 +160,10 @@ def _run(args: argparse.Namespace) -> int:
     from candleflow.cli.commands import check_run_inputs, err, print_summary, run_with_progress
 
     params = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
+    if not getattr(args, "dry_run", False):
+        from expectations import warm_up
+
+        warm_up()  # while the Prefect server starts or answers, not in front of the first validation
     try:
         with prefect_api.signals_unwind(), prefect_api.prefect_server(lambda line: err.print(line, markup=False)):
             summary, error = run_with_progress(args.command, params)
