@@ -42,3 +42,26 @@ def test_nulls_hash_stably_and_multi_symbol_frames_work() -> None:
     both = pd.concat([bars("MSFT"), frame], ignore_index=True)
     assert frame_checksum(both) == frame_checksum(pd.concat([frame, bars("MSFT")], ignore_index=True))
     assert frame_checksum(frame.iloc[0:0]) == frame_checksum(bars().iloc[0:0])
+
+
+def test_checksums_kept_in_ledgers_never_change() -> None:
+    """Ledgers store these: a different hash of the same bars would make every loaded chunk look restated."""
+    frame = pd.DataFrame(
+        {
+            "provider": ["synthetic"] * 3,
+            "symbol": ["AAPL", "AAPL", "MSFT"],
+            "timeframe": ["1m"] * 3,
+            "ts": pd.to_datetime(["2024-03-01T14:30:00Z", "2024-03-01T14:31:00Z", "2024-03-01T14:30:00Z"], utc=True),
+            "open": [180.1, 180.2, 410.0],
+            "high": [180.5, 180.3, 411.0],
+            "low": [180.0, 180.1, 409.5],
+            "close": [180.2, 180.25, 410.5],
+            "volume": [1200.0, 800.0, 300.0],
+            "vwap": [180.3, np.nan, 410.2],
+            "trades": pd.array([12, pd.NA, 3], dtype="Int64"),
+        }
+    )
+    assert frame_checksum(frame) == "1ab7a00c1b93a98a8007bca566ac34cc"
+    assert frame_checksum(frame.iloc[::-1]) == "1ab7a00c1b93a98a8007bca566ac34cc"
+    assert frame_checksum(frame[frame["symbol"] == "AAPL"]) == "3047780a65b59910ed92b659db71695d"
+    assert frame_checksum(frame.iloc[0:0]) == "cae66941d9efbd404e4d88758ea67670"
