@@ -43,7 +43,7 @@ class RunSettings(BaseSettings):
     )
     task_workers: int = Field(default=4, ge=1, le=64, description="chunk tasks running at once per flow run")
     batch_rows: int = Field(
-        default=50_000,
+        default=120_000,
         ge=1,
         description="bars one task fetches, validates (in one suite call) and loads: small chunks share a task",
     )

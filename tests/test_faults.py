@@ -203,7 +203,8 @@ def test_a_cli_killed_mid_backfill_then_rerun_fetches_only_what_did_not_commit(
     warehouse_url = sqlite_url
     args = ["backfill", "--symbols", "AAPL", "--timeframe", "1m", "--start", "2024-01-01"]
     args += ["--end", "2024-12-31", "--warehouse", warehouse_url]
-    process = _cli(args, tmp_path, CANDLEFLOW_TASK_WORKERS="1")
+    # a task per monthly chunk (about 8,000 bars each), one at a time: the kill lands between commits
+    process = _cli(args, tmp_path, CANDLEFLOW_TASK_WORKERS="1", CANDLEFLOW_BATCH_ROWS="8000")
     deadline = time.monotonic() + 120
     while _loaded(warehouse_url) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
