@@ -212,6 +212,21 @@ def test_the_cli_uses_the_lasting_server_and_sigterm_crashes_its_run(
     assert notice["subject"].endswith(" Crashed")
 
 
+def test_a_finished_cli_run_leaves_its_last_logs_on_the_server(team: TeamServer, tmp_path: Any) -> None:
+    """The command skips the interpreter's teardown at exit (candleflow.cli.console): Prefect's exit handlers
+    still send the run's last logs, and the exit code is the run's."""
+    argv = [str(BIN / "candleflow"), "backfill", "--symbols", "LOGS1", "--timeframe", "1d"]
+    argv += ["--start", "2024-01-01", "--end", "2024-12-31", "--warehouse", f"sqlite:///{tmp_path / 'w.db'}"]
+    done = subprocess.run(argv, env=team.env(), capture_output=True, text=True, cwd=team.home, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "1 chunks run (1 loaded" in done.stdout
+    (run,) = [r for r in team.flow_runs("historical_backfill") if "LOGS1" in r["name"]]
+    body = {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+    messages = [log["message"] for log in team.post("/logs/filter", body)]
+    assert any(m.startswith("historical_backfill: 1 chunks run (1 loaded") for m in messages), messages
+    assert messages[-1] == "Finished in state Completed()", messages[-3:]
+
+
 def test_a_cli_run_killed_without_a_worker_is_crashed_by_its_missing_heartbeats(
     team: TeamServer, deployed: Any, receiver: NoticeReceiver, tmp_path: Any
 ) -> None:

@@ -11,9 +11,12 @@ Exit codes: 0 every chunk ended loaded or empty; 1 some chunk ended rejected or 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -182,5 +185,21 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary is not None and summary.ok else EXIT_INCOMPLETE
 
 
+def console() -> None:
+    """The installed `candleflow` command: `main`, then the exit Python would make, minus tearing the interpreter
+    down object by object. After a 500-symbol run that teardown took 1.3 s of a 10 s command, with nothing left
+    to do: the other threads are joined and the exit handlers (Prefect sends its last logs and events there) run
+    first, as in a normal exit. In-process callers (the tests) use `main`."""
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`candleflow status | head`)
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
