@@ -164,7 +164,12 @@ def deployed(team: Any, receiver: Any, team_warehouse: str) -> Iterator[Any]:
     with log.open("wb") as out:
         worker = subprocess.Popen(
             [str(BIN / "candleflow"), "worker"],
-            env=team.env(CANDLEFLOW_WAREHOUSE_URL=team_warehouse, CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url),
+            env=team.env(
+                CANDLEFLOW_WAREHOUSE_URL=team_warehouse,
+                CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url,
+                # asks for new runs every second, not every 10 s: each run a test starts waited up to 10 s here
+                PREFECT_WORKER_QUERY_SECONDS="1",
+            ),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
