@@ -289,8 +289,11 @@ def test_database_connections_killed_during_a_run(
                 stop.wait(0.02 if len(killed) < 4 else 60)
 
     monkeypatch.setenv("CANDLEFLOW_RETRY_BACKOFF_SECONDS", "0.1")
+    # nine monthly minute chunks (74,000 bars), a task each: loads long and many enough for the watcher to meet
+    # (a year of hourly bars now loads in well under a second, between two of its looks)
+    monkeypatch.setenv("CANDLEFLOW_BATCH_ROWS", "8000")
     thread = threading.Thread(target=kill_loaders, daemon=True)
-    args = dict(symbols=["AAPL", "MSFT", "SPY"], timeframe="1h", start=D(2024, 1, 1), end=D(2024, 12, 31))
+    args = dict(symbols=["AAPL", "MSFT", "SPY"], timeframe="1m", start=D(2024, 1, 1), end=D(2024, 3, 31))
     try:
         thread.start()
         state = historical_backfill(**args, warehouse_url=url, return_state=True)
