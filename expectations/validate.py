@@ -81,28 +81,12 @@ def _suite(name: str) -> Any:
     return load_suite(name)
 
 
-_warming: list[threading.Thread] = []
-
-
-def warm_up(suite_name: str = "ohlcv") -> None:
-    """Import Great Expectations and build its context and the suite in a background thread, once per process:
-    about 2.5 s, spent while the caller waits on other things (a Prefect server starting, the first fetches)
-    instead of in front of the first validation, which waits for it (the lock) rather than building twice."""
-
-    def build() -> None:
-        with _lock:
-            try:
-                _batch_definition()
-                _suite(suite_name)
-            except Exception:  # the first validation builds them again and raises, in context
-                pass
-
+def prepare_validation(suite_name: str = "ohlcv") -> None:
+    """Import Great Expectations and build its context and the suite now (about 2.5 s, once per process), rather
+    than at the first validation."""
     with _lock:
-        if _warming:
-            return
-        thread = threading.Thread(target=build, name="candleflow-gx-warm-up", daemon=True)
-        _warming.append(thread)
-    thread.start()
+        _batch_definition()
+        _suite(suite_name)
 
 
 def _with_chunk_columns(

@@ -24,7 +24,7 @@ from flows import progress
 from flows.inputs import RunInputs, SeriesRequest
 from providers.base import PricedSource, VersionedSource
 from tasks.coverage import measure_coverage
-from tasks.ingest import BatchOutcome, current_flow_run_id, ingest_chunks, warm_up_validation
+from tasks.ingest import BatchOutcome, current_flow_run_id, ingest_chunks
 from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
@@ -111,7 +111,6 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
         summary.elapsed_seconds = time.perf_counter() - started
         publish_summary(summary)
         return summary
-    warm_up_validation()  # in this process (a worker's flow run, or threads): imported while the first batches fetch
     settings = run_settings()
     warehouse_url, options = inputs.warehouse_url, dict(inputs.provider_options)
     names = configured_limits(inputs.provider, warehouse_url)

@@ -28,7 +28,6 @@ from candleflow.sessions import final_through
 from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
-from expectations import warm_up as warm_up_validation
 from expectations.validate import ChunkVerdict
 from providers import get_provider, provider_of
 from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, FetchRequest
@@ -45,7 +44,7 @@ from warehouse.loader import (
     settle_unchanged,
 )
 
-__all__ = ["BatchOutcome", "OnInvalid", "ingest_chunks", "warm_up_validation"]
+__all__ = ["BatchOutcome", "OnInvalid", "ingest_chunks"]
 
 
 def is_transient(error: BaseException) -> bool:
