@@ -46,12 +46,16 @@ FAULTS = ("429", "429 with Retry-After", "500", "503", "slower than the timeout"
 
 @dataclass
 class Chaos:
-    """Faults at a fixed seeded rate on aggregate requests: each faulty answer is the next of FAULTS in turn."""
+    """Faults at a fixed seeded rate on aggregate requests: each faulty answer is the next of FAULTS in turn.
+
+    A series (one ticker and range, all its pages) fails at most `max_in_a_row` times before one attempt of it
+    gets through whole, page after page: counted per page, a paged series could fail at a new page on every
+    attempt and run out of any number of retries (it did, in a CI run)."""
 
     rate: float
     seed: int = 7
     slow_seconds: float = 1.5
-    max_in_a_row: int = 2  # the same request fails at most this often in a row: retries always get through
+    max_in_a_row: int = 2
     seen: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -60,16 +64,21 @@ class Chaos:
         self._lock = threading.Lock()
         self._in_a_row: Counter[str] = Counter()
 
-    def draw(self, key: str) -> str | None:
+    def draw(self, series: str) -> str | None:
         with self._lock:
-            if self._random.random() >= self.rate or self._in_a_row[key] >= self.max_in_a_row:
-                self._in_a_row[key] = 0
+            unlucky = self._random.random() < self.rate
+            if not unlucky or self._in_a_row[series] >= self.max_in_a_row:
                 return None
-            self._in_a_row[key] += 1
+            self._in_a_row[series] += 1
             fault = FAULTS[self._next % len(FAULTS)]
             self._next += 1
             self.seen[fault] += 1
             return fault
+
+    def completed(self, series: str) -> None:
+        """The series' last page went out: its next attempt may meet faults again."""
+        with self._lock:
+            self._in_a_row[series] = 0
 
 
 class PolygonStandIn(ThreadingHTTPServer):
@@ -183,8 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"status": "NOT_FOUND"})
             return
         symbol, multiplier, span, start, end = parts[3], parts[5], parts[6], parts[7], parts[8]
-        fault = srv.chaos.draw(self.path) if srv.chaos is not None else None
-        if fault is not None and self._misbehave(fault, srv.chaos):
+        chaos = srv.chaos
+        fault = chaos.draw(url.path) if chaos is not None else None
+        if fault is not None and self._misbehave(fault, chaos):
             return
         if (symbol, span, start, end) == ("AAPL", "day", "2005-04-01", "2005-04-04"):
             self._send(200, RECORDED.read_bytes())
@@ -197,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
             body["results"] = page
         if cursor + srv.page_size < len(results):
             body["next_url"] = f"{srv.url}{url.path}?cursor={cursor + srv.page_size}"
+        elif chaos is not None and fault is None:  # (after a slow answer the client has given up already)
+            chaos.completed(url.path)
         self._send(200, body)
 
 

@@ -77,7 +77,7 @@ def test_vendor_faults_through_the_real_client_end_like_a_clean_run(
     assert_same_warehouse(warehouse_url, reference_url)
     record(
         "vendor faults: " + ", ".join(FAULTS) + " (35% of requests, seeded)",
-        f"{sum(seen.values())} faults over {len(symbols)} chunks; all retried; warehouse equals a clean run",
+        f"{sum(seen.values())} faults over {len(faulty.results)} chunks; all retried; warehouse equals a clean run",
     )
 
 

@@ -211,18 +211,8 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
     outcomes: dict[int, LoadOutcome] = {}
     with conn.begin():
         entries = conn.execute(
-            sa.select(
-                led.provider,
-                led.symbol,
-                led.timeframe,
-                led.window_start,
-                led.window_end,
-                led.status,
-                led.rows,
-                led.checksum,
-                led.adjustment,
-                led.source_version,
-                led.complete_through,
+            _select_ledger(
+                "window_end", "status", "rows", "checksum", "adjustment", "source_version", "complete_through"
             ).where(
                 led.provider.in_({c.provider for c in chunks}),
                 led.timeframe.in_({c.timeframe for c in chunks}),
@@ -274,6 +264,12 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
                 changed,
             )
     return outcomes
+
+
+def _select_ledger(*columns: str) -> sa.Select[Any]:
+    """Ledger rows' keys and the named columns."""
+    led = ingest_ledger.c
+    return sa.select(led.provider, led.symbol, led.timeframe, led.window_start, *(led[name] for name in columns))
 
 
 def _key(chunk: Chunk) -> tuple[str, str, str, pd.Timestamp | None]:
@@ -352,17 +348,9 @@ def _load_fresh(
         earlier = {
             (row.provider, row.symbol, row.timeframe, pd.Timestamp(row.window_start).tz_convert("UTC")): row
             for row in conn.execute(
-                sa.select(
-                    led.provider,
-                    led.symbol,
-                    led.timeframe,
-                    led.window_start,
-                    led.window_end,
-                    led.status,
-                    led.checksum,
-                    led.complete_through,
-                    led.revisions,
-                ).where(sa.tuple_(led.provider, led.symbol, led.timeframe, led.window_start).in_(keys))
+                _select_ledger("window_end", "status", "checksum", "complete_through", "revisions").where(
+                    sa.tuple_(led.provider, led.symbol, led.timeframe, led.window_start).in_(keys)
+                )
             )
         }
         dialect.copy_fresh(conn, [(load.chunk, load.frame) for load in loads])
