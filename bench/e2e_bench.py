@@ -1,6 +1,6 @@
 """End-to-end: candleflow's backfills and updates side by side with the floor and with what a user would write.
 
-    make bench-e2e                          # the full run (about 12 minutes on 2 cores, most of it the to_sql loops)
+    make bench-e2e                          # the full run (about 11 minutes on 2 cores, most of it the to_sql loops)
     make bench-e2e BENCH_ARGS="--quick"     # a tenth of the sizes, for a first look
 
 Every workload is measured in one run against the same PostgreSQL (scratch databases, dropped afterwards):

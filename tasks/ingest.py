@@ -37,6 +37,7 @@ from tasks.secrets import with_secrets
 from warehouse.engine import get_engine
 from warehouse.loader import (
     ChunkLoad,
+    LoadOutcome,
     load_chunk,
     load_fresh_chunks,
     record_failure,
@@ -258,9 +259,10 @@ class _Batch:
         connection when it broke on the last attempt (before it, the task retries them)."""
         with self.engine.connect() as conn:
             try:
-                valid = [item for item in fetched if verdicts[item.chunk].ok]
-                together = self._settle_unchanged(conn, valid)
-                together |= self._load_fresh(conn, [item for item in valid if item.chunk not in together])
+                loads = [self._chunk_load(item) for item in fetched if verdicts[item.chunk].ok]
+                together = _results(loads, settle_unchanged(conn, loads))
+                rest = [load for load in loads if load.chunk not in together]
+                together |= _results(rest, load_fresh_chunks(conn, rest, flow_run_id=self.run_id))
             except Exception as exc:
                 if not is_transient(exc) or self.last_attempt:
                     raise
@@ -283,24 +285,8 @@ class _Batch:
                         return [f for f in fetched[i + 1 :] if f.chunk not in together]
         return []
 
-    def _settle_unchanged(self, conn: sa.Connection, valid: list[_Fetched]) -> dict[Chunk, ChunkResult]:
-        """Chunks the ledger already holds exactly, found together: nothing written for them."""
-        loads = [ChunkLoad(item.chunk, item.frame, item.checksum, **self._described(item)) for item in valid]
-        outcomes = settle_unchanged(conn, loads)
-        return {
-            valid[i].chunk: ChunkResult(chunk=valid[i].chunk, status=o.status, rows=o.rows, unchanged=True)
-            for i, o in outcomes.items()
-        }
-
-    def _load_fresh(self, conn: sa.Connection, valid: list[_Fetched]) -> dict[Chunk, ChunkResult]:
-        loads = [ChunkLoad(item.chunk, item.frame, item.checksum, **self._described(item)) for item in valid]
-        outcomes = load_fresh_chunks(conn, loads, flow_run_id=self.run_id)
-        return {
-            valid[i].chunk: ChunkResult(
-                chunk=valid[i].chunk, status=o.status, rows=o.rows, written=o.written, revised=o.revised
-            )
-            for i, o in outcomes.items()
-        }
+    def _chunk_load(self, item: _Fetched) -> ChunkLoad:
+        return ChunkLoad(item.chunk, item.frame, item.checksum, **self._described(item))
 
     def _described(self, item: _Fetched) -> dict[str, Any]:
         chunk = item.chunk
@@ -350,6 +336,21 @@ class _Batch:
             error=error,
             failed_expectations=list(verdict.failed_rules),
         )
+
+
+def _results(loads: list[ChunkLoad], outcomes: Mapping[int, LoadOutcome]) -> dict[Chunk, ChunkResult]:
+    """What became of the chunks a many-chunk load path (`settle_unchanged`, `load_fresh_chunks`) handled."""
+    return {
+        loads[i].chunk: ChunkResult(
+            chunk=loads[i].chunk,
+            status=o.status,
+            rows=o.rows,
+            written=o.written,
+            unchanged=o.unchanged,
+            revised=o.revised,
+        )
+        for i, o in outcomes.items()
+    }
 
 
 def group_task_name(chunks: list[Chunk]) -> str:

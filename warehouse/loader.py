@@ -132,16 +132,24 @@ def _is_unchanged(
     """True when the ledger already holds this exact chunk as settled (`loaded` or `empty`; `partial` for a load
     of good rows) and the bars it claims are all there. Same bars from a newer source version (a republished
     file) only update the ledger row's description."""
-    if entry is None or entry.present is None or entry.status not in settled:
+    if entry is None or entry.present is None or not _holds(entry, chunk, entry.present, settled):
         return False
-    if pd.Timestamp(entry.window_end).tz_localize(None) != chunk.window_end.tz_localize(None):
-        return False
-    if entry.present != entry.rows:
-        return False
-    stored = (entry.adjustment, entry.source_version, _naive_utc(entry.complete_through))
-    if stored != (described["adjustment"], described["source_version"], _naive_utc(described["complete_through"])):
+    if _description_differs(entry, described):
         conn.execute(sa.update(ingest_ledger).where(*_ledger_key(chunk)).values(**described, updated_at=_now()))
     return True
+
+
+def _holds(entry: sa.Row[Any], chunk: Chunk, present: int, settled: tuple[str, ...]) -> bool:
+    """The rule both unchanged checks share, for a ledger row whose checksum matched: it records the chunk as
+    settled, over the same window, and `present` (the bars its window holds now) are all the bars it claims."""
+    same_window = _naive_utc(entry.window_end) == _naive_utc(chunk.window_end)
+    return entry.status in settled and same_window and present == entry.rows
+
+
+def _description_differs(entry: sa.Row[Any], described: Mapping[str, object]) -> bool:
+    """The ledger row says otherwise of the bars' adjustment, source version or `complete_through`."""
+    stored = (entry.adjustment, entry.source_version, _naive_utc(entry.complete_through))
+    return stored != (described["adjustment"], described["source_version"], _naive_utc(described["complete_through"]))
 
 
 def load_chunk(
@@ -223,24 +231,16 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
         candidates: dict[int, sa.Row[Any]] = {}
         for entry in entries:
             i = wanted.get((entry.provider, entry.symbol, entry.timeframe, _naive_utc(entry.window_start)))
-            if i is None or entry.status not in ("loaded", "empty") or entry.checksum != loads[i].checksum:
-                continue
-            if _naive_utc(entry.window_end) != _naive_utc(loads[i].chunk.window_end):
-                continue
-            candidates[i] = entry
+            if i is not None and entry.checksum == loads[i].checksum:
+                candidates[i] = entry
         present = _bars_present_many(conn, [(i, loads[i].chunk) for i in candidates])
         changed: list[dict[str, object]] = []
         for i, entry in candidates.items():
             load = loads[i]
-            if present.get(i, 0) != entry.rows or entry.rows != len(load.frame):
+            if not _holds(entry, load.chunk, present.get(i, 0), ("loaded", "empty")):
                 continue
             described = _described(load.adjustment, load.source_version, load.complete_through)
-            stored = (entry.adjustment, entry.source_version, _naive_utc(entry.complete_through))
-            if stored != (
-                described["adjustment"],
-                described["source_version"],
-                _naive_utc(described["complete_through"]),
-            ):
+            if _description_differs(entry, described):
                 changed.append(
                     {**_key_params(load.chunk), **{f"v_{k}": v for k, v in described.items()}, "v_updated_at": _now()}
                 )
