@@ -86,9 +86,12 @@ def ensure_block(name: str, block: Block) -> tuple[UUID, str]:
 
 
 def _same_automation(existing: Any, wanted: AutomationCore) -> bool:
+    """Compared as Python values: a trigger's `expect` and `after` are sets, and as JSON lists their order is the
+    sets' iteration order, which differs between equal sets built in another order (a second set-up then said
+    `updated` for an unchanged automation, in a CI run)."""
     fields = {"name", "description", "enabled", "trigger", "actions", "actions_on_trigger", "actions_on_resolve"}
-    mine = wanted.model_dump(mode="json", include=fields)
-    theirs = AutomationCore.model_validate(existing.model_dump()).model_dump(mode="json", include=fields)
+    mine = wanted.model_dump(include=fields)
+    theirs = AutomationCore.model_validate(existing.model_dump()).model_dump(include=fields)
     return bool(mine == theirs)
 
 
