@@ -333,6 +333,7 @@ class _Batch:
             written=outcome.written,
             unchanged=outcome.unchanged,
             revised=outcome.revised,
+            removed=outcome.removed,
             error=error,
             failed_expectations=list(verdict.failed_rules),
         )
@@ -348,6 +349,7 @@ def _results(loads: list[ChunkLoad], outcomes: Mapping[int, LoadOutcome]) -> dic
             written=o.written,
             unchanged=o.unchanged,
             revised=o.revised,
+            removed=o.removed,
         )
         for i, o in outcomes.items()
     }
