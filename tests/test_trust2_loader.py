@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from candleflow.checksum import frame_checksum
 from candleflow.errors import IncompleteRunError
-from candleflow.model import Chunk, LedgerStatus
+from candleflow.model import Chunk, LedgerEntry, LedgerStatus
+from candleflow.planning import PlanMode, plan_chunks, select_chunks, split_failed, sub_chunks
 from candleflow.timeframes import get_timeframe
 from flows.backfill import historical_backfill
 from providers import get_provider
@@ -259,3 +260,91 @@ def test_quarantining_rows_still_loads_the_whole_window_but_its_bad_rows(sqlite_
     ]
     assert count(sqlite_url, "SELECT count(*) FROM bars") == 2516
     assert count(sqlite_url, "SELECT count(*) FROM quarantine") == 2
+
+
+def utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def test_a_chunk_is_cut_into_its_calendar_years_or_months_and_a_session_never() -> None:
+    (block,) = plan_chunks("csv", ["A"], get_timeframe("1d"), D(2015, 1, 1), D(2017, 12, 31))
+    assert [c.period() for c in sub_chunks(block)] == ["2015", "2016", "2017"]
+    (clipped,) = plan_chunks("csv", ["A"], get_timeframe("1d"), D(2015, 6, 1), D(2016, 3, 31))
+    assert [(c.window_start, c.window_end) for c in sub_chunks(clipped)] == [
+        (utc("2015-06-01"), utc("2016-01-01")),
+        (utc("2016-01-01"), utc("2016-04-01")),
+    ]
+    (quarter,) = plan_chunks("csv", ["A"], get_timeframe("1h"), D(2024, 1, 1), D(2024, 3, 31))
+    assert [c.period() for c in sub_chunks(replace(quarter, calendar="XLON"))] == ["2024-01", "2024-02", "2024-03"]
+    assert {c.calendar for c in sub_chunks(replace(quarter, calendar="XLON"))} == {"XLON"}
+    (month,) = plan_chunks("csv", ["A"], get_timeframe("1m"), D(2024, 3, 1), D(2024, 3, 31))
+    assert sub_chunks(month) == [month]
+    session = Chunk("f", "A", "1m", utc("2024-03-31 04:00"), utc("2024-04-01 04:00"))  # a New York day
+    assert sub_chunks(session) == [session]
+
+
+def test_a_failed_chunk_and_its_verdict_are_split_by_the_rows_times() -> None:
+    (block,) = plan_chunks("csv", ["A"], get_timeframe("1d"), D(2015, 1, 1), D(2017, 12, 31))
+    ts = pd.Series(pd.to_datetime(["2015-03-02", None, "2016-05-02", "2017-01-03", "2015-12-31"], utc=True))
+    bad = {1: ["ts not null"], 3: ["high >= low", "high >= open"]}
+    parts = split_failed(block, ts, bad, ["high >= low", "ts not null", "high >= open"])
+    assert parts is not None
+    assert [(p.chunk.period(), p.rows, p.bad_rows, p.failed_rules, p.ok) for p in parts] == [
+        ("2015", [0, 1, 4], {1: ["ts not null"]}, ["ts not null"], False),  # a blank time goes with the row before
+        ("2016", [2], {}, [], True),
+        ("2017", [3], {0: ["high >= low", "high >= open"]}, ["high >= low", "high >= open"], False),
+    ]
+    first_blank = split_failed(block, ts.iloc[[1, 2]].reset_index(drop=True), {0: ["ts not null"]}, ["ts not null"])
+    assert first_blank is not None and [p.rows for p in first_blank] == [[], [0, 1], []]  # or the row after it
+    assert split_failed(block, ts, bad, ["high >= low", "row count"]) is None  # a rule of the chunk as a whole
+    assert split_failed(block, ts.iloc[[1]], {0: ["ts not null"]}, ["ts not null"]) is None  # no time to go by
+    (year,) = plan_chunks("csv", ["A"], get_timeframe("1d"), D(2015, 1, 1), D(2015, 12, 31))
+    assert split_failed(year, ts, bad, ["high >= low"]) is None  # nothing smaller to cut it into
+
+
+def test_of_a_chunk_not_held_only_the_years_not_held_are_planned() -> None:
+    (block,) = plan_chunks("csv", ["A"], get_timeframe("1d"), D(2015, 1, 1), D(2019, 12, 31))
+    years = {y: Chunk("csv", "A", "1d", utc(f"{y}-01-01"), utc(f"{y + 1}-01-01")) for y in range(2015, 2020)}
+
+    def entry(year: int, status: LedgerStatus) -> LedgerEntry:
+        c = years[year]
+        return LedgerEntry(c.provider, c.symbol, c.timeframe, c.window_start, c.window_end, status)
+
+    split = [entry(2015, LedgerStatus.REJECTED), entry(2016, LedgerStatus.LOADED), entry(2017, LedgerStatus.LOADED)]
+    split += [entry(2018, LedgerStatus.REJECTED), entry(2019, LedgerStatus.EMPTY)]
+    for mode in (PlanMode.MISSING, PlanMode.FAILED):
+        selection = select_chunks([block], split, mode)
+        assert selection.todo == [years[2015], years[2018]] and selection.skipped == []
+    assert select_chunks([block], split, PlanMode.ALL).todo == [block]
+    never_fetched = split[:3]  # 2018-2019 never fetched: one chunk for both; `failed` wants only the rejected year
+    assert select_chunks([block], never_fetched, PlanMode.MISSING).todo == [
+        years[2015],
+        replace(block, window_start=utc("2018-01-01")),
+    ]
+    assert select_chunks([block], never_fetched, PlanMode.FAILED).todo == [years[2015]]
+    assert select_chunks([block], [], PlanMode.MISSING).todo == [block]
+    held = [entry(y, LedgerStatus.LOADED) for y in years]
+    assert select_chunks([block], held, PlanMode.MISSING).skipped == [block]
+    assert select_chunks([block], held, PlanMode.FAILED).skipped == [block]
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_bad_hourly_bar_costs_its_month_not_its_quarter(warehouse_url: str) -> None:
+    with pytest.raises(IncompleteRunError) as info:  # the synthetic provider: one bad bar in every answer
+        historical_backfill(
+            symbols=["AAPL"],
+            start=D(2024, 1, 1),
+            end=D(2024, 3, 31),
+            timeframe="1h",
+            warehouse_url=warehouse_url,
+            provider_options={"invalid_chunk_rate": 1.0},
+        )
+    results = info.value.summary.results
+    assert [r.chunk.period() for r in results] == ["2024-01", "2024-02", "2024-03"]
+    assert sorted(r.status for r in results) == [LedgerStatus.LOADED, LedgerStatus.LOADED, LedgerStatus.REJECTED]
+    loaded = sum(r.rows for r in results if r.status is LedgerStatus.LOADED)
+    assert loaded > 250 and count(warehouse_url, "SELECT count(*) FROM bars") == loaded
+    assert sorted((e.window_start.month, e.status) for e in read_ledger(get_engine(warehouse_url))) == [
+        (r.chunk.window_start.month, r.status) for r in results
+    ]
