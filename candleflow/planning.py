@@ -133,8 +133,9 @@ def split_failed(
     chunk: Chunk, ts: pd.Series, bad_rows: Mapping[int, Sequence[str]], failed_rules: Sequence[str]
 ) -> list[ChunkPart] | None:
     """Cut a chunk that failed validation into its sub-chunks (`sub_chunks`), each with its rows and its share of
-    the verdict, so only those holding bad rows need be rejected; the verdict is split, not recomputed (every
-    rule depends on the row alone, its window aside, and each row lies in its part's window).
+    the verdict, so only those holding bad rows need be rejected. The verdict is split, not recomputed: a rule
+    judges a row by its own values, its window (each row lies in its part's) and, for uniqueness, the rows of
+    the same time (which share its part).
 
     `ts` are the frame's times in row order. A row whose time lies in no part (blank, or outside the window) goes
     with the row before it (the first such rows, with the row after them). None when the chunk cannot be cut: it
