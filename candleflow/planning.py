@@ -265,7 +265,7 @@ def select_chunks(
             and (adjustment is None or e.adjustment in (None, adjustment))
             and (versions is None or e.source_version == current)
         ]
-        wanted = [] if _covered(chunk, holding) else _unheld(chunk, holding)
+        wanted = [chunk] if not holding else [] if _covered(chunk, holding) else _unheld(chunk, holding)
         if mode is PlanMode.FAILED:
             bad = (LedgerStatus.FAILED, LedgerStatus.REJECTED)
             wanted = [part for part in wanted if any(e.status in bad and e.overlaps(part) for e in entries)]
