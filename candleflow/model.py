@@ -148,5 +148,6 @@ class ChunkResult:
     written: int = 0
     unchanged: bool = False
     revised: bool = False  # the vendor restated bars of a chunk that was final: they were upserted
+    removed: int = 0  # bars of the window the source no longer has: deleted
     error: str | None = None
     failed_expectations: list[str] = field(default_factory=list)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from candleflow.errors import BadInputError
@@ -96,6 +97,71 @@ def plan_chunks(
     return [Chunk(provider, symbol, timeframe.name, a, b) for symbol in symbols for a, b in windows]
 
 
+def split_period(timeframe: Timeframe) -> ChunkPeriod:
+    """The most a chunk that fails validation may keep out of the warehouse: its calendar year for daily bars,
+    its month for intraday bars."""
+    return ChunkPeriod.MONTH if timeframe.intraday else ChunkPeriod.YEAR
+
+
+def sub_chunks(chunk: Chunk) -> list[Chunk]:
+    """The calendar years (daily bars) or months (intraday) the chunk's window spans, each a chunk of its own
+    clipped to the window; `[chunk]` when it spans one, or is one session's window."""
+    if chunk.window_end - chunk.window_start <= pd.Timedelta(hours=25):  # a session's window: never cut
+        return [chunk]
+    windows = period_windows(chunk.window_start, chunk.window_end, split_period(get_timeframe(chunk.timeframe)))
+    if len(windows) < 2:
+        return [chunk]
+    return [replace(chunk, window_start=start, window_end=end) for start, end in windows]
+
+
+@dataclass(frozen=True)
+class ChunkPart:
+    """One sub-chunk of a chunk that failed validation: its rows (positions in the chunk's frame), and its bad
+    rows (positions among its own rows) with the rules each broke."""
+
+    chunk: Chunk
+    rows: list[int]
+    bad_rows: dict[int, list[str]]
+    failed_rules: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad_rows
+
+
+def split_failed(
+    chunk: Chunk, ts: pd.Series, bad_rows: Mapping[int, Sequence[str]], failed_rules: Sequence[str]
+) -> list[ChunkPart] | None:
+    """Cut a chunk that failed validation into its sub-chunks (`sub_chunks`), each with its rows and its share of
+    the verdict, so only those holding bad rows need be rejected. The verdict is split, not recomputed: a rule
+    judges a row by its own values, its window (each row lies in its part's) and, for uniqueness, the rows of
+    the same time (which share its part).
+
+    `ts` are the frame's times in row order. A row whose time lies in no part (blank, or outside the window) goes
+    with the row before it (the first such rows, with the row after them). None when the chunk cannot be cut: it
+    spans one year or month, a rule failed for the chunk as a whole rather than for rows, or no row has a time
+    inside the window."""
+    parts = sub_chunks(chunk)
+    tied = {rule for rules in bad_rows.values() for rule in rules}
+    if len(parts) < 2 or not set(failed_rules) <= tied:
+        return None
+    times = pd.Series(pd.to_datetime(ts, utc=True, errors="coerce").to_numpy(), dtype="datetime64[ns, UTC]")
+    part_of = pd.Series(np.nan, index=times.index)
+    for i, part in enumerate(parts):
+        part_of[(times >= part.window_start) & (times < part.window_end)] = i
+    if part_of.isna().all():
+        return None
+    placed = part_of.ffill().bfill().to_numpy(dtype="int64")
+    out = []
+    for i, part in enumerate(parts):
+        rows = np.flatnonzero(placed == i).tolist()
+        local = {position: j for j, position in enumerate(rows)}
+        bad = {local[p]: list(rules) for p, rules in bad_rows.items() if p in local}
+        broken = {rule for rules in bad.values() for rule in rules}
+        out.append(ChunkPart(part, rows, bad, [rule for rule in failed_rules if rule in broken]))
+    return out
+
+
 @dataclass(frozen=True)
 class Selection:
     todo: list[Chunk]
@@ -172,10 +238,12 @@ def select_chunks(
 
     A chunk counts as held when ledger rows that say `loaded`, `empty` or `partial` span its window (one row, or
     several end to end), each only as far as it was final when fetched (`complete_through`), whose bars are all
-    still there
-    (when the ledger was read with bar counts: bars deleted behind its back are fetched again), with the
-    same `adjustment` (rows from before adjustments were recorded count) and, when `versions` of the sources
+    still there (when the ledger was read with bar counts: bars deleted behind its back are fetched again), with
+    the same `adjustment` (rows from before adjustments were recorded count) and, when `versions` of the sources
     are given (one per session date), the same source version: a republished file is fetched again.
+
+    Of a chunk not held, only its calendar years (daily bars) or months (intraday) that are not held are planned,
+    joined where they touch: a chunk split when it failed validation refetches only its rejected years.
     """
     chunks = list(chunks)
     if mode is PlanMode.ALL:
@@ -197,14 +265,28 @@ def select_chunks(
             and (adjustment is None or e.adjustment in (None, adjustment))
             and (versions is None or e.source_version == current)
         ]
-        held = _covered(chunk, holding)
-        if mode is PlanMode.MISSING:
-            wanted = not held
-        else:
+        wanted = [chunk] if not holding else [] if _covered(chunk, holding) else _unheld(chunk, holding)
+        if mode is PlanMode.FAILED:
             bad = (LedgerStatus.FAILED, LedgerStatus.REJECTED)
-            wanted = not held and any(e.status in bad and e.overlaps(chunk) for e in entries)
-        (todo if wanted else skipped).append(chunk)
+            wanted = [part for part in wanted if any(e.status in bad and e.overlaps(part) for e in entries)]
+        todo += wanted
+        if not wanted:
+            skipped.append(chunk)
     return Selection(todo=todo, skipped=skipped)
+
+
+def _unheld(chunk: Chunk, holding: Sequence[LedgerEntry]) -> list[Chunk]:
+    """The parts of a chunk not held, cut at its years (daily) or months (intraday) and joined where they
+    touch: the whole chunk, unless some of its years or months are held on their own (a chunk split when it
+    failed validation, or year rows an older candleflow wrote)."""
+    parts = sub_chunks(chunk)
+    runs: list[Chunk] = []
+    for part in (p for p in parts if not _covered(p, holding)):
+        if runs and runs[-1].window_end == part.window_start:
+            runs[-1] = replace(runs[-1], window_end=part.window_end)
+        else:
+            runs.append(part)
+    return [chunk] if runs == [chunk] else runs
 
 
 def _covered(chunk: Chunk, entries: Sequence[LedgerEntry]) -> bool:

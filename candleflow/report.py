@@ -64,6 +64,11 @@ class RunSummary:
         return sum(r.revised for r in self.results)
 
     @property
+    def removed(self) -> int:
+        """Bars deleted because their source no longer has them."""
+        return sum(r.removed for r in self.results)
+
+    @property
     def bars_written(self) -> int:
         return sum(r.written for r in self.results)
 
@@ -110,6 +115,7 @@ class RunSummary:
             + (f"{c['partial']} partial, " if c["partial"] else "")
             + f"{c['rejected']} rejected, {c['failed']} failed; {self.unchanged} unchanged"
             + (f", {self.revised} revised" if self.revised else "")
+            + (f", {self.removed} bar{'s' if self.removed != 1 else ''} removed" if self.removed else "")
             + "), "
             f"{self.skipped} skipped{note}; "
             f"{self.bars_written} bars written in {self.elapsed_seconds:.1f} s ({self.bars_per_second:,.0f} bars/s)"
@@ -156,11 +162,11 @@ class RunSummary:
         c = self.counts()
         rows = [
             "| chunks planned | skipped (held) | not published | loaded | empty | partial | rejected | failed "
-            "| unchanged | revised | bars written | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| unchanged | revised | bars removed | bars written | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {self.planned} | {self.skipped} | {len(self.not_published)} | {c['loaded']} | {c['empty']} "
             f"| {c['partial']} | {c['rejected']} | {c['failed']} | {self.unchanged} | {self.revised} "
-            f"| {self.bars_written} "
+            f"| {self.removed} | {self.bars_written} "
             f"| {self.elapsed_seconds:.1f} |",
         ]
         if self.results and self.elapsed_seconds > 0:

@@ -61,8 +61,10 @@ def historical_backfill(
         provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.
         timeframe: Bar size: 1m, 5m, 15m, 1h or 1d.
         mode: missing fetches what the ledger does not hold as loaded or empty; failed only chunks that ended
-            failed or rejected; all everything, rewriting only bars that changed.
-        on_invalid: A chunk failing validation: reject keeps all of it out; quarantine_rows loads its good rows.
+            failed or rejected; all everything, rewriting only bars that changed and removing those the source
+            no longer has.
+        on_invalid: A chunk failing validation: reject keeps all of it out (of a chunk longer than a year of daily
+            or a month of intraday bars, only the years or months with bad rows); quarantine_rows loads its good rows.
             Bad rows go to the quarantine table either way, and the run ends Failed.
         dry_run: Plan only: say which chunks would be fetched (and a paid vendor's quote); fetch and write nothing.
         max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is

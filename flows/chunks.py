@@ -156,12 +156,12 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
             for chunk in batch:
                 record_chunk_failure(chunk, error, warehouse_url, run_id)
                 results.append(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=error))
-        for result in results:
-            done += 1
+        for result in results:  # a chunk split after failing validation has a result per sub-chunk
             summary.results.append(result)
             progress.advanced(result)
             if not result.status.ok:
                 logger.warning("chunk %s ended %s: %s", result.chunk.label(), result.status, result.error)
+        done += len(batch)
         advance_progress(artifact, done, len(chunks))
     summary.results.sort(key=lambda r: r.chunk)
     summary.elapsed_seconds = time.perf_counter() - started

@@ -63,7 +63,8 @@ def incremental_update(
         overlap_days: How many days before the watermark to fetch again. Empty: one session for daily bars, one
             day for intraday bars.
         end: Last session date to fetch (inclusive). Empty: today (UTC).
-        on_invalid: A chunk failing validation: reject keeps all of it out; quarantine_rows loads its good rows.
+        on_invalid: A chunk failing validation: reject keeps all of it out (of a chunk longer than a year of daily
+            or a month of intraday bars, only the years or months with bad rows); quarantine_rows loads its good rows.
         max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is
             above this many US dollars. Empty for no limit.
         provider_options: Options for the provider, e.g. {"seed": 7} for synthetic. Keys do not belong here.

@@ -63,7 +63,8 @@ def repair_gaps(
         lookback_days: How many days before end to look for gaps.
         end: Last session date to look at (inclusive). Empty: today (UTC); sessions not closed yet are skipped.
         dry_run: Only say which chunks would be fetched (and a paid vendor's quote); fetch and write nothing.
-        on_invalid: A chunk failing validation: reject keeps all of it out; quarantine_rows loads its good rows.
+        on_invalid: A chunk failing validation: reject keeps all of it out (of a chunk longer than a year of daily
+            or a month of intraday bars, only the years or months with bad rows); quarantine_rows loads its good rows.
         max_cost_usd: For vendors that charge (databento): refuse the run before downloading when their quote is
             above this many US dollars. Empty for no limit.
         provider_options: Options for the provider, e.g. {"seed": 7} for synthetic. Keys do not belong here.

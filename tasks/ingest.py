@@ -22,7 +22,7 @@ from prefect.states import State
 
 from candleflow.checksum import frame_checksum
 from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
-from candleflow.planning import group_chunks
+from candleflow.planning import group_chunks, split_failed
 from candleflow.report import StageTimes
 from candleflow.sessions import final_through
 from candleflow.settings import run_settings
@@ -109,8 +109,9 @@ class _Fetched:
         return frame_checksum(self.frame)
 
 
-# Results of a task's earlier attempts, by task run id: a retry redoes only the chunks that did not end.
-_earlier: dict[str, tuple[dict[Chunk, ChunkResult], StageTimes]] = {}
+# Results of a task's earlier attempts, by task run id: a retry redoes only the chunks that did not end. With
+# them, the sub-chunks of each chunk split after failing validation.
+_earlier: dict[str, tuple[dict[Chunk, ChunkResult], StageTimes, dict[Chunk, list[Chunk]]]] = {}
 _earlier_lock = threading.Lock()
 
 
@@ -148,22 +149,56 @@ class _Batch:
         # what earlier attempts of this task run finished, and the time they took
         self.done: dict[Chunk, ChunkResult] = earlier[0] if earlier else {}
         self.stages = earlier[1] if earlier else StageTimes()
+        self.parts: dict[Chunk, list[Chunk]] = earlier[2] if earlier else {}  # chunks split into sub-chunks
         self.retry_error: BaseException | None = None  # a transient error to raise so Prefect retries the rest
         # how far each window's bars were final when fetched, by (window, timeframe, calendar)
         self.final_through: dict[tuple[pd.Timestamp, pd.Timestamp, str, str], pd.Timestamp] = {}
 
     def run(self) -> BatchOutcome:
         started = time.monotonic()
-        todo = [c for c in self.chunks if c not in self.done]
+        todo = [c for c in self.chunks if not self._ended(c)]
         fetched = self._fetch(todo)
         verdicts = self._validate(fetched)
+        if self.on_invalid == "reject":
+            fetched, verdicts = self._split_rejected(fetched, verdicts)
         self._load(fetched, verdicts)
         self.stages.spans.append((started, time.monotonic()))
         if self.retry_error is not None and not self.last_attempt:
             with _earlier_lock:
-                _earlier[self.task_run_id or ""] = (self.done, self.stages)
+                _earlier[self.task_run_id or ""] = (self.done, self.stages, self.parts)
             raise self.retry_error
-        return BatchOutcome([self.done[c] for c in self.chunks], self.stages)
+        return BatchOutcome([result for c in self.chunks for result in self._results_of(c)], self.stages)
+
+    def _ended(self, chunk: Chunk) -> bool:
+        parts = self.parts.get(chunk)
+        return chunk in self.done or (parts is not None and all(p in self.done for p in parts))
+
+    def _results_of(self, chunk: Chunk) -> list[ChunkResult]:
+        """A chunk's result, or its sub-chunks' results when it was split."""
+        parts = [self.done[p] for p in self.parts.get(chunk, []) if p in self.done]
+        return parts + ([self.done[chunk]] if chunk in self.done else [])
+
+    def _split_rejected(
+        self, fetched: list[_Fetched], verdicts: Mapping[Chunk, ChunkVerdict]
+    ) -> tuple[list[_Fetched], dict[Chunk, ChunkVerdict]]:
+        """Chunks that failed validation and span several calendar years (daily) or months (intraday) become one
+        chunk each (`split_failed`): only those holding bad rows are rejected, the others load."""
+        out: list[_Fetched] = []
+        judged = dict(verdicts)
+        for item in fetched:
+            verdict = verdicts[item.chunk]
+            split = None
+            if not verdict.ok:
+                split = split_failed(item.chunk, item.frame["ts"], verdict.bad_rows, verdict.failed_rules)
+            if split is None:
+                out.append(item)
+                continue
+            self.parts[item.chunk] = [part.chunk for part in split]
+            frame = item.frame.reset_index(drop=True)
+            for part in (p for p in split if p.chunk not in self.done):  # not ended by an earlier attempt
+                out.append(_Fetched(part.chunk, frame.iloc[part.rows].reset_index(drop=True), item.described))
+                judged[part.chunk] = ChunkVerdict(part.chunk, part.failed_rules, part.bad_rows)
+        return out, judged
 
     def _end(self, result: ChunkResult) -> None:
         self.done[result.chunk] = result
@@ -333,6 +368,7 @@ class _Batch:
             written=outcome.written,
             unchanged=outcome.unchanged,
             revised=outcome.revised,
+            removed=outcome.removed,
             error=error,
             failed_expectations=list(verdict.failed_rules),
         )
@@ -348,6 +384,7 @@ def _results(loads: list[ChunkLoad], outcomes: Mapping[int, LoadOutcome]) -> dic
             written=o.written,
             unchanged=o.unchanged,
             revised=o.revised,
+            removed=o.removed,
         )
         for i, o in outcomes.items()
     }

@@ -25,6 +25,7 @@ from warehouse.dialects.oracle import (
     OracleBatchError,
     batches,
     bind_rows,
+    delete_absent_statement,
     fit_identifier,
     input_sizes,
     insert_stage_sql,
@@ -96,6 +97,24 @@ def test_staging_insert_and_merge_statements() -> None:
         "WHEN NOT MATCHED THEN INSERT (provider, symbol, timeframe, ts, open, high, low, close, volume, vwap, trades) "
         "VALUES (s.provider, s.symbol, s.timeframe, s.ts, s.open, s.high, s.low, s.close, s.volume, s.vwap, s.trades)"
     )
+
+
+def test_bars_the_source_dropped_are_deleted_against_the_staged_ones() -> None:
+    compiled = delete_absent_statement(CHUNK).compile(dialect=ORACLE)
+    text = " ".join(str(compiled).split())
+    assert text == (
+        "DELETE FROM bars WHERE bars.provider = :provider_1 AND bars.symbol = :symbol_1 AND bars.timeframe = "
+        ":timeframe_1 AND bars.ts >= :param_1 AND bars.ts < :param_2 AND NOT (EXISTS (SELECT * FROM "
+        f"{STAGE_TABLE} WHERE {STAGE_TABLE}.provider = bars.provider AND {STAGE_TABLE}.symbol = bars.symbol AND "
+        f"{STAGE_TABLE}.timeframe = bars.timeframe AND {STAGE_TABLE}.ts = bars.ts))"
+    )
+    assert compiled.params == {  # naive UTC, as TIMESTAMP columns hold it
+        "provider_1": "synthetic",
+        "symbol_1": "AAPL",
+        "timeframe_1": "1m",
+        "param_1": dt.datetime(2024, 3, 1),
+        "param_2": dt.datetime(2024, 4, 1),
+    }
 
 
 def test_ledger_upsert_is_one_merge_with_typed_binds() -> None:

@@ -44,6 +44,7 @@ class LoadOutcome:
     written: int  # rows inserted or changed by this load
     unchanged: bool = False
     revised: bool = False  # a chunk that was final before now has different bars: the vendor restated them
+    removed: int = 0  # bars of the window the source no longer has, deleted by this load
 
 
 Target = sa.Engine | sa.Connection  # an engine (a pooled connection per call) or a connection the caller holds
@@ -164,7 +165,8 @@ def load_chunk(
     complete_through: pd.Timestamp | None = None,
 ) -> LoadOutcome:
     """Upsert a validated chunk's bars and its ledger row (`loaded`, or `empty` when there are no bars) in
-    one transaction. A chunk identical to what the ledger holds writes no bars.
+    one transaction; bars of the window that the frame lacks are deleted (the source dropped them), so the window
+    ends equal to the source. A chunk identical to what the ledger holds writes no bars.
 
     `adjustment` (`adjusted` or `raw`) and `source_version` (e.g. a flat file's ETag) describe the bars in the
     ledger row."""
@@ -176,8 +178,8 @@ def load_chunk(
         if _is_unchanged(conn, chunk, entry, described):
             return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)
         restated, revisions = _restatement(entry, checksum)
-        written = dialect.write_bars(conn, chunk, frame)
-        revised = restated and written > 0
+        written, removed = dialect.write_window(conn, chunk, frame)
+        revised = restated and (written > 0 or removed > 0)
         row = _ledger_row(
             chunk,
             status,
@@ -189,7 +191,7 @@ def load_chunk(
             **described,
         )
         dialect.upsert(conn, ingest_ledger, [row], _LOAD_UPDATE)
-    return LoadOutcome(status, rows=len(frame), written=written, revised=revised)
+    return LoadOutcome(status, rows=len(frame), written=written, revised=revised, removed=removed)
 
 
 @dataclass(frozen=True)
@@ -427,7 +429,8 @@ def reject_chunk(
 
     By default (`rejected`) every row is quarantined and none is loaded; bars an earlier load stored in the window
     stay, and the ledger counts them. With `load_good_rows` (`partial`) only the bad rows are quarantined and the
-    others load; the chunk is then settled like a loaded one, and a rerun of the same source (same `checksum`)
+    others load, and the window ends holding exactly them (bars the source dropped, or now sends bad, are
+    deleted); the chunk is then settled like a loaded one, and a rerun of the same source (same `checksum`)
     writes nothing. The quarantine holds each distinct row once per series, however often it is seen.
     """
     reason = "chunk rejected: " + "; ".join(failed_rules)
@@ -453,7 +456,7 @@ def reject_chunk(
         )
         # The ledger row first: it locks the chunk, so two runs quarantining it at once take turns below.
         dialect.upsert(conn, ingest_ledger, [row], _LEDGER_UPDATE)
-        written = dialect.write_bars(conn, chunk, good) if len(good) else 0
+        written, removed = dialect.write_window(conn, chunk, good) if load_good_rows else (0, 0)
         quarantined = _new_quarantine_rows(conn, chunk, frame, bad_rows, reason, flow_run_id, load_good_rows)
         if quarantined:
             conn.execute(sa.insert(quarantine), quarantined)
@@ -463,7 +466,7 @@ def reject_chunk(
             .where(*_ledger_key(chunk))
             .values(rows=present, error=(error + f"; {len(quarantined)} new row(s) quarantined")[:_MAX_ERROR])
         )
-    return LoadOutcome(status, rows=present, written=written)
+    return LoadOutcome(status, rows=present, written=written, removed=removed)
 
 
 def _ledger_key(chunk: Chunk) -> list[sa.ColumnElement[bool]]:

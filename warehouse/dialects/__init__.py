@@ -7,6 +7,9 @@
 |            | else into a temp staging table, then `INSERT ... ON CONFLICT`   |                     |
 | oracle     | array-bound executemany into a global temporary staging table, | MERGE from dual     |
 |            | then one MERGE (see oracle.py)                                  |                     |
+
+Each then deletes the window's bars the load lacks (the source dropped them): SQLite only when a count of the
+window says there are any, PostgreSQL and Oracle against their staging table.
 """
 
 from __future__ import annotations

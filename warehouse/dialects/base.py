@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -30,11 +30,21 @@ def value_columns(frame: pd.DataFrame) -> list[list[Any]]:
     return columns
 
 
+class Written(NamedTuple):
+    """What writing a chunk's window did: bars inserted or changed, and bars deleted because the source no longer
+    has them."""
+
+    written: int
+    removed: int
+
+
 class Dialect(Protocol):
     name: ClassVar[str]
 
-    def write_bars(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
-        """Upsert the chunk's bars inside the caller's transaction; return the rows written."""
+    def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
+        """Make the chunk's window hold exactly the frame's bars, inside the caller's transaction: upsert them and
+        delete the window's other bars (the source dropped them). The frame's bars lie inside the window, one per
+        ts (validation saw to it)."""
         ...
 
     def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

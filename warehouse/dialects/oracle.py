@@ -7,7 +7,8 @@
 - Bars: `executemany` into the global temporary table `candleflow_bars_stage` (rows vanish at commit), in
   batches of `ARRAY_ROWS` with `setinputsizes` so every batch binds the same types, `batcherrors=True` so a bad
   row is reported with its values rather than as a bare ORA- code; then one MERGE that updates only rows whose
-  values changed (DECODE compares NULLs as equal) and inserts the rest; then the ledger row. One transaction.
+  values changed (DECODE compares NULLs as equal) and inserts the rest; then one DELETE of the window's bars the
+  staging table lacks (the source dropped them); then the ledger row. One transaction.
 - Limits: identifiers of at most 30 bytes (Oracle before 12.2) are checked here; array DML binds each column
   once per batch, so the 65,535-bind limit never applies to it; IN-lists are capped at 1,000 items
   (ORA-01795), see `IN_LIST_MAX`.
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.oracle.base import OracleDialect as OracleBaseDialect
 
 from candleflow.model import BAR_COLUMNS, BAR_KEY, BAR_VALUES, Chunk
-from warehouse.dialects.base import value_columns
+from warehouse.dialects.base import Written, value_columns
 
 STAGE_TABLE = "candleflow_bars_stage"
 ARRAY_ROWS = 10_000  # rows per executemany round trip: ~1 MB of binds, well inside the driver's buffers
@@ -83,6 +84,23 @@ def merge_bars_sql() -> str:
         f"MERGE INTO bars t USING {STAGE_TABLE} s ON ({on}) "
         f"WHEN MATCHED THEN UPDATE SET {sets} WHERE {changed} "
         f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
+    )
+
+
+def delete_absent_statement(chunk: Chunk) -> sa.Delete:
+    """DELETE the window's bars that the staged bars lack (the source dropped them), after the MERGE; with an
+    empty stage, every bar of the window. Timestamps bind as naive UTC, as stored."""
+    target, stage = (sa.table(name, *(sa.column(c) for c in BAR_KEY)) for name in ("bars", STAGE_TABLE))
+    staged = sa.exists().where(*(stage.c[c] == target.c[c] for c in BAR_KEY))
+    window = (chunk.window_start, chunk.window_end)
+    start, end = (sa.bindparam(None, _naive_utc(t.to_pydatetime()), sa.DateTime()) for t in window)
+    return sa.delete(target).where(
+        target.c.provider == chunk.provider,
+        target.c.symbol == chunk.symbol,
+        target.c.timeframe == chunk.timeframe,
+        target.c.ts >= start,
+        target.c.ts < end,
+        ~staged,
     )
 
 
@@ -144,9 +162,12 @@ def _naive_utc(value: Any) -> Any:
 class OracleDialect:
     name: ClassVar[str] = "oracle"
 
-    def write_bars(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
-        if frame.empty:
-            return 0
+    def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
+        written = self._stage_and_merge(conn, chunk, frame) if len(frame) else 0
+        removed = conn.execute(delete_absent_statement(chunk)).rowcount  # an empty stage: the whole window
+        return Written(written, max(removed, 0))
+
+    def _stage_and_merge(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
         rows = bind_rows(chunk, frame)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:

@@ -2,7 +2,8 @@
 
 Why two paths: a chunk whose window holds no bar yet cannot conflict, so its rows COPY straight into `bars`
 (the fastest keyed load there is). Otherwise rows COPY into a temporary staging table and one
-`INSERT ... SELECT ... ON CONFLICT DO UPDATE` merges them, rewriting only rows whose values changed. If
+`INSERT ... SELECT ... ON CONFLICT DO UPDATE` merges them, rewriting only rows whose values changed, and one
+DELETE removes the window's bars the staging table lacks (the source dropped them). If
 another writer lands the same window between the probe and the COPY, the unique violation rolls back to a
 savepoint and the staging path runs instead.
 """
@@ -19,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from candleflow.model import BAR_COLUMNS, BAR_VALUES, Chunk
 from warehouse.dialects import pgcopy
-from warehouse.dialects.base import upsert_bars_sql, upsert_on_conflict
+from warehouse.dialects.base import Written, upsert_bars_sql, upsert_on_conflict
 
 STAGE = "candleflow_bars_stage"
 _STAGE_COLUMNS = ("ts", *BAR_VALUES)
@@ -27,24 +28,23 @@ _CREATE_STAGE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE} (ts timestamptz NOT NULL, open float8, high float8, "
     "low float8, close float8, volume float8, vwap float8, trades int8) ON COMMIT DELETE ROWS"
 )
-_PROBE = "SELECT 1 FROM bars WHERE provider = %s AND symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s LIMIT 1"
+_IN_WINDOW = "provider = %s AND symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s"
 
 
 class PostgresDialect:
     name: ClassVar[str] = "postgresql"
 
-    def write_bars(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
-        if frame.empty:
-            return 0
+    def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        window = (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
         try:
             with raw.cursor() as cur:
-                cur.execute(
-                    _PROBE,
-                    (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end),
-                )
+                if frame.empty:  # the source has no bar in the window any more
+                    cur.execute(f"DELETE FROM bars WHERE {_IN_WINDOW}", window)
+                    return Written(0, max(cur.rowcount, 0))
+                cur.execute(f"SELECT 1 FROM bars WHERE {_IN_WINDOW} LIMIT 1", window)
                 if cur.fetchone() is None and self._copy_direct(raw, chunk, frame):
-                    return len(frame)
+                    return Written(len(frame), 0)  # nothing was there to remove
                 return self._copy_and_merge(raw, chunk, frame)
         except psycopg.Error as exc:
             # Raw-connection errors bypass SQLAlchemy: wrap them in its classes (IntegrityError, ...) so callers
@@ -66,7 +66,7 @@ class PostgresDialect:
             return False
         return True
 
-    def _copy_and_merge(self, raw: psycopg.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
+    def _copy_and_merge(self, raw: psycopg.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         payload = pgcopy.encode(pgcopy.frame_columns(frame), len(frame))
         values = ", ".join(_STAGE_COLUMNS)
         with raw.cursor() as cur:
@@ -80,8 +80,15 @@ class PostgresDialect:
                 (chunk.provider, chunk.symbol, chunk.timeframe),
             )
             written = cur.rowcount
+            # the window's bars the staged ones lack: the source dropped them (a hashed NOT IN, whatever the
+            # temporary table's missing statistics make the planner think of its size)
+            cur.execute(
+                f"DELETE FROM bars WHERE {_IN_WINDOW} AND ts NOT IN (SELECT ts FROM {STAGE})",
+                (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end),
+            )
+            removed = cur.rowcount
             cur.execute(f"TRUNCATE {STAGE}")
-        return written
+        return Written(written, removed)
 
     def occupied_windows(self, conn: sa.Connection, chunks: Sequence[Chunk]) -> set[tuple[Any, ...]]:
         """The keys of the chunks whose window holds any bar already: one query for all of them."""

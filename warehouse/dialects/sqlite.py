@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -10,29 +11,47 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from candleflow.model import BAR_COLUMNS, Chunk
-from warehouse.dialects.base import upsert_bars_sql, upsert_on_conflict, value_columns
+from warehouse.dialects.base import Written, upsert_bars_sql, upsert_on_conflict, value_columns
 
 # SQLAlchemy's own storage format for DateTime on SQLite, so its readers parse what we write.
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+_IN_WINDOW = "provider = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts < ?"
 
 
 class SqliteDialect:
     name: ClassVar[str] = "sqlite"
 
-    def write_bars(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
-        if frame.empty:
-            return 0
+    def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
+        ts = frame["ts"].dt.tz_convert("UTC").dt.strftime(SQLITE_TS_FORMAT).tolist() if len(frame) else []
+        written = self._upsert(conn, chunk, frame, ts) if ts else 0
+        return Written(written, self._remove_absent(conn, chunk, ts))
+
+    def _upsert(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame, ts: list[str]) -> int:
         n = len(frame)
-        columns: list[list[Any]] = [
-            [chunk.provider] * n,
-            [chunk.symbol] * n,
-            [chunk.timeframe] * n,
-            frame["ts"].dt.tz_convert("UTC").dt.strftime(SQLITE_TS_FORMAT).tolist(),
-        ]
+        columns: list[list[Any]] = [[chunk.provider] * n, [chunk.symbol] * n, [chunk.timeframe] * n, ts]
         columns += value_columns(frame)
         placeholders = ", ".join("?" for _ in BAR_COLUMNS)
         sql = f"INSERT INTO bars ({', '.join(BAR_COLUMNS)}) VALUES ({placeholders}) {upsert_bars_sql()}"
         result = conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+        return max(result.rowcount, 0)
+
+    def _remove_absent(self, conn: sa.Connection, chunk: Chunk, ts: list[str]) -> int:
+        """Delete the window's bars whose ts is not in `ts`. The window now holds every one of `ts`, so a count
+        of its bars (an index range) tells whether there is anything to delete; usually there is not."""
+        window = (
+            chunk.provider,
+            chunk.symbol,
+            chunk.timeframe,
+            chunk.window_start.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
+            chunk.window_end.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
+        )
+        held = conn.exec_driver_sql(f"SELECT count(*) FROM bars WHERE {_IN_WINDOW}", window).scalar_one()
+        if held <= len(ts):
+            return 0
+        result = conn.exec_driver_sql(  # the keys to keep as one JSON array: no limit on bound variables
+            f"DELETE FROM bars WHERE {_IN_WINDOW} AND ts NOT IN (SELECT value FROM json_each(?))",
+            (*window, json.dumps(ts)),
+        )
         return max(result.rowcount, 0)
 
     def utc_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
