@@ -16,6 +16,7 @@ from flows.backfill import historical_backfill
 from providers import get_provider
 from providers.base import FetchRequest
 from providers.errors import TerminalProviderError
+from tests.fault_table import record
 from tests.providers_support import synthetic_bars
 from warehouse.engine import get_engine
 from warehouse.queries import read_ledger
@@ -80,6 +81,7 @@ def test_day_first_dates_load_on_their_own_days(sqlite_url: str, tmp_path: Path)
     assert summary.ok and summary.bars_written == len(DAILY)
     pd.testing.assert_series_equal(stored(sqlite_url)["ts"], DAILY["ts"].dt.as_unit("us"), check_names=False)
     assert stored(sqlite_url)["close"].tolist() == DAILY["close"].tolist()
+    record("csv: dd/mm/yyyy dates (02/01/2024 is 2 January)", f"{summary.bars_written} bars on their own days")
 
 
 def test_the_date_order_is_decided_once_per_column(tmp_path: Path) -> None:
@@ -143,6 +145,7 @@ def test_epoch_milliseconds_load_as_their_times(sqlite_url: str, tmp_path: Path)
     )
     assert summary.ok and summary.counts()["loaded"] == 1 and summary.bars_written == 390
     assert stored(sqlite_url)["ts"].tolist() == MINUTES["ts"].tolist()
+    record("csv: epoch milliseconds", f"the unit told by the magnitude: {summary.bars_written} bars at their times")
 
 
 @pytest.mark.parametrize(("unit", "per_second"), [("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)])
@@ -195,6 +198,7 @@ def test_the_cli_no_longer_says_empty_for_numbers_it_cannot_read(
     assert f"column timestamp holds numbers from {minutes.min()} to {minutes.max()}" in line
     assert "--option epoch_unit=s|ms|us|ns" in line
     assert [e.status for e in read_ledger(get_engine(sqlite_url))] == [LedgerStatus.FAILED]
+    record("csv: numbers no epoch unit fits (minutes since 1970)", "exit 1: the chunk fails naming --option epoch_unit")
 
 
 # Item 3: rows that vanished
@@ -227,6 +231,10 @@ def test_rows_with_unreadable_times_are_quarantined_and_counted(sqlite_url: str,
     rows = quarantined(sqlite_url)
     assert [r["as_written"].split(", ")[0] for r in rows] == ["datetime=", "datetime=2024-03-08 12:6O"]
     assert all(r["ts"] is None for r in rows)
+    record(
+        "csv: a blank and an unreadable time (quarantine_rows)",
+        f"partial: both quarantined as written, {result.written} loaded; the error counts them",
+    )
 
 
 @flow_test
@@ -248,6 +256,9 @@ def test_a_local_time_skipped_at_the_spring_change_is_not_dropped(sqlite_url: st
     assert result.error == "1 bad row(s) (1 with an unreadable time); all 390 quarantined, none loaded: ts not null"
     written = [r["as_written"] for r in quarantined(sqlite_url) if r["as_written"]]
     assert len(written) == 1 and written[0].startswith("datetime=2024-03-10 02:30, Open=")
+    record(
+        "csv: a New York time skipped at the spring change", "rejected (ts not null); the row quarantined as written"
+    )
 
 
 FALL_BACK = [  # New York, 2024-11-03: 01:00-01:59 happens twice, first in summer time (EDT), then in winter time
@@ -279,6 +290,7 @@ def test_both_hours_of_a_fall_back_night_load(sqlite_url: str, tmp_path: Path) -
     )
     assert summary.ok and summary.bars_written == 5
     assert stored(sqlite_url)["ts"].tolist() == FALL_BACK_UTC
+    record("csv: both 01:00 hours of a fall-back night", "both load, summer time first in file order")
 
 
 def test_repeated_wall_times_follow_the_file_order(tmp_path: Path) -> None:
@@ -312,6 +324,7 @@ def test_five_minute_bars_in_the_minute_folder_are_refused(sqlite_url: str, tmp_
     assert result.status is LedgerStatus.FAILED and stored(sqlite_url).empty
     assert f"{tmp_path / '1m' / 'AAPL.csv'} holds bars 5m apart, not 1m bars" in (result.error or "")
     assert "move it to a 5m folder or ask for --timeframe 5m" in (result.error or "")
+    record("csv: 5-minute bars in the 1m folder", "fails naming the file, the spacing and the fix; nothing stored")
 
 
 def test_daily_and_intraday_files_read_at_the_other_kind_of_timeframe_are_refused(tmp_path: Path) -> None:
