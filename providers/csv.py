@@ -395,8 +395,11 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 @lru_cache(maxsize=4)
 def _load(path: str, _mtime_ns: int, _size: int) -> pd.DataFrame:
-    """A file's rows, read once while it is unchanged (a file of many tickers serves every symbol's chunks)."""
+    """A file's rows, read once while it is unchanged (a file of many tickers serves every symbol's chunks). Only
+    an empty cell is missing: `n/a` or `NA` stay as written (a ticker, or the text a quarantined row shows)."""
     try:
-        return pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+        if path.endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise TerminalProviderError(f"cannot read {path}: {exc}", provider=CsvProvider.name) from None

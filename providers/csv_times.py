@@ -60,7 +60,7 @@ def parse_times(
         text = text + " " + _text(time_of_day)
     if text.isna().all():
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
-    first = str(text.dropna().iloc[0])
+    first = _sample(text.dropna())
     fmt = date_format and _with_time(date_format, first)
     fmt = fmt or _format_of(text, first, column, dayfirst)
     zoned = "%z" in fmt or "%Z" in fmt or (fmt == "ISO8601" and bool(_ZONE.search(first)))
@@ -79,6 +79,12 @@ def _numeric(values: pd.Series) -> bool:
         return True
     first = values.dropna()
     return len(first) > 0 and isinstance(first.iloc[0], str) and bool(re.fullmatch(r"\d{6,}(\.\d*)?", first.iloc[0]))
+
+
+def _sample(text: pd.Series) -> str:
+    """The value the column's format is told from: its first with a digit (not a stray `n/a` above the dates)."""
+    head = text.iloc[:1000]
+    return str(next((v for v in head if any(c.isdigit() for c in v)), head.iloc[0]))
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -113,7 +119,7 @@ def _format_of(text: pd.Series, first: str, column: str, dayfirst: bool | None) 
         if guessed is None:
             raise ValueError(f"unreadable {column}: cannot tell the format of {first!r}: {_FORMAT_HINT}")
         return guessed
-    day_first = _day_first(text, first, column, dayfirst)
+    day_first = _day_first(text, match, column, dayfirst)
     separator, year, rest = match[2], match[4], match[5]
     fields = ("%d", "%m") if day_first else ("%m", "%d")
     time_format = _time_format(rest)
@@ -122,7 +128,7 @@ def _format_of(text: pd.Series, first: str, column: str, dayfirst: bool | None) 
     return separator.join([*fields, "%Y" if len(year) == 4 else "%y"]) + time_format
 
 
-def _day_first(text: pd.Series, first: str, column: str, dayfirst: bool | None) -> bool:
+def _day_first(text: pd.Series, match: re.Match[str], column: str, dayfirst: bool | None) -> bool:
     """Whether the column's dd/mm-or-mm/dd dates are day first: decided by its values, or by the option when the
     values allow both (every first and second field 12 or less)."""
     fields = text.str.extract(r"^(\d{1,2})[/.-](\d{1,2})[/.-]").astype("float64")
@@ -143,9 +149,8 @@ def _day_first(text: pd.Series, first: str, column: str, dayfirst: bool | None) 
         return found
     if dayfirst is not None:
         return dayfirst
-    date = first.split(" ", 1)[0]
-    separator = _DAY_MONTH.match(first)[2]  # type: ignore[index]
-    year = "%Y" if len(date.rsplit(separator, 1)[1]) == 4 else "%y"
+    separator, year = match[2], "%Y" if len(match[4]) == 4 else "%y"
+    date = match.string[: match.start(5)]
     as_day = pd.to_datetime(date, format=f"%d{separator}%m{separator}{year}")
     as_month = pd.to_datetime(date, format=f"%m{separator}%d{separator}{year}")
     raise ValueError(

@@ -261,6 +261,21 @@ def test_a_local_time_skipped_at_the_spring_change_is_not_dropped(sqlite_url: st
     )
 
 
+def test_unreadable_values_keep_their_row_and_never_decide_the_format(tmp_path: Path) -> None:
+    dates = DAILY["ts"].dt.strftime("%d/%m/%Y").tolist()
+    dates[0], dates[5] = "n/a", ""
+    bars_file(tmp_path / "X.csv", DAILY, dates)
+    got = fetch(tmp_path, "X", "1d", "2024-01-01", "2024-04-01")
+    assert len(got) == len(DAILY) and got["ts"].isna().sum() == 2
+    assert got["ts"].dropna().tolist() == DAILY["ts"].drop(index=[0, 5]).tolist()
+    assert sorted(got["as_written"].dropna().str.split(", ").str[0]) == ["Date=", "Date=n/a"]
+    millis = (DAILY["ts"].astype("int64") // 10**3).astype("Int64")
+    millis.iloc[3] = pd.NA
+    bars_file(tmp_path / "Y.csv", DAILY, millis, column="ts")
+    got = fetch(tmp_path, "Y", "1d", "2024-01-01", "2024-04-01")
+    assert len(got) == len(DAILY) and got["ts"].isna().sum() == 1
+
+
 FALL_BACK = [  # New York, 2024-11-03: 01:00-01:59 happens twice, first in summer time (EDT), then in winter time
     "2024-11-03 00:00",
     "2024-11-03 01:00",
