@@ -353,3 +353,24 @@ def test_daily_and_intraday_files_read_at_the_other_kind_of_timeframe_are_refuse
         info.value
     )
     assert "Ticker" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("epoch_unit=sec", "epoch_unit: Input should be 's', 'ms', 'us' or 'ns'"),
+        ("date_format=dd/mm/yyyy", "date_format 'dd/mm/yyyy' has no % directive: write it like %d/%m/%Y"),
+        ("dayfirst=maybe", "dayfirst: Input should be a valid boolean"),
+    ],
+)
+def test_bad_time_options_exit_2_before_anything_runs(
+    option: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from candleflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["backfill", "--provider", "csv", "--symbols", "AAPL", "--start", "2024-01-01", "--end", "2024-01-31"]
+    assert main([*argv, "--option", f"directory={tmp_path}", "--option", option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
