@@ -11,6 +11,16 @@ Columns, any case (`_` and `-` read as spaces), any row order; see `_ALIASES` fo
 - a Ticker or Symbol column: the file holds many tickers and the requested symbol's rows are kept.
 Other columns are ignored; when the result cannot be right (rows sharing a timestamp), the error says which
 columns were used and which ignored.
+Times are read one way per column, never row by row (providers/csv_times.py): ISO dates as such; dd/mm/yyyy or
+mm/dd/yyyy by the column's values (a first field above 12 means day first, a second field above 12 month first),
+and a column where both orders read is refused until `dayfirst=true|false` or `date_format=%d/%m/%Y` (strftime;
+with separate Date and Time columns, the Date's) says which; numbers as dates written as digits (20240102) or as
+epoch times whose unit their magnitude tells (`epoch_unit=s|ms|us|ns` says it), refused when no unit puts them
+between 1971 and five years from now. A row whose time is blank or unreadable, skipped by a DST change, or
+repeated by one without its twin (a repeated hour is read in file order, summer time first) keeps no time (NaT)
+and its text in `as_written`, in the chunk of its nearest readable row (for a DST time, the chunk of its wall
+time): validation quarantines it (`ts not null`) and the run counts it. A file whose bars are mostly spaced
+otherwise than the timeframe asked for (5-minute bars in 1m/, daily bars at 1h, minutes at 1d) is refused.
 Timestamps without a zone are read in the `timezone` option (default UTC); `label=end` for intraday bars stamped
 with their end time. Daily bars are keyed by their session date (in `timezone`) at 00:00 UTC, whatever the time
 of day written. Prices are as the file has them (`adjusted=false`, the default); with `adjusted=true` and an
@@ -35,12 +45,15 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from candleflow.errors import BadInputError
 from candleflow.model import Adjustment
 from candleflow.sessions import SessionHours
-from candleflow.timeframes import ChunkPeriod, Timeframe
+from candleflow.timeframes import TIMEFRAMES, ChunkPeriod, Timeframe
 from providers.base import SOURCE_PATTERN, SOURCE_RULE, FetchRequest, canonical_frame
+from providers.csv_times import EpochUnit, bar_spacing, localize, nearest_readable, parse_times, spacing_name
 from providers.errors import TerminalProviderError
 
 EXTENSIONS = (".csv", ".csv.gz", ".parquet")
 DIR_ENV = "CANDLEFLOW_CSV_DIR"
+# The column a row whose time cannot be read carries into the quarantine: the row as the file wrote it.
+AS_WRITTEN = "as_written"
 
 
 class CsvOptions(BaseModel):
@@ -60,6 +73,19 @@ class CsvOptions(BaseModel):
     # A name for this collection of files: its bars are stored as `csv:<source>`, apart from other collections
     # of the same symbols (without it, every csv collection shares `csv`).
     source: str | None = None
+    # dd/mm (true) or mm/dd (false) dates, for a column where no first or second field above 12 tells.
+    dayfirst: bool | None = None
+    # The time column's strftime format (e.g. %d/%m/%Y %H:%M); with separate Date and Time columns, the Date's.
+    date_format: str | None = None
+    # Numbers in the time column are epoch times in this unit; by default their magnitude tells.
+    epoch_unit: EpochUnit | None = None
+
+    @field_validator("date_format")
+    @classmethod
+    def _a_format(cls, value: str | None) -> str | None:
+        if value is not None and "%" not in value:
+            raise ValueError(f"date_format {value!r} has no % directive: write it like %d/%m/%Y")
+        return value
 
     @field_validator("source")
     @classmethod
@@ -175,9 +201,15 @@ class CsvProvider:
                     window=window,
                 )
             frame = self._read(path, symbol, request)
-            frames.append(frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)])
+            in_window = (frame["window_time"] >= request.start) & (frame["window_time"] < request.end)
+            frames.append(frame[in_window].drop(columns="window_time"))
         combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "ts"])
-        return canonical_frame(combined, provider=self.stored_as, timeframe=request.timeframe.name)
+        if AS_WRITTEN not in combined.columns:
+            return canonical_frame(combined, provider=self.stored_as, timeframe=request.timeframe.name)
+        # rows without a readable time travel with their text as written, which the quarantine shows
+        combined = combined.sort_values(["symbol", "ts"], kind="stable", na_position="last", ignore_index=True)
+        bars = canonical_frame(combined, provider=self.stored_as, timeframe=request.timeframe.name)
+        return bars.assign(**{AS_WRITTEN: combined[AS_WRITTEN].to_numpy()})
 
     def _read(self, path: Path, symbol: str, request: FetchRequest) -> pd.DataFrame:
         raw = _load(str(path), *_stamp(path))
@@ -208,8 +240,8 @@ class CsvProvider:
                 provider=self.name,
                 symbols=[symbol],
             )
-        ts = self._timestamps(raw, mapped, where, symbol, request)
-        out = pd.DataFrame({"symbol": symbol, "ts": ts})
+        ts, window_time = self._timestamps(raw, mapped, where, symbol, request)
+        out = pd.DataFrame({"symbol": symbol, "ts": ts, "window_time": window_time})
         for name in ("open", "high", "low", "close", "volume", "vwap", "trades"):
             if name in mapped:
                 out[name] = pd.to_numeric(raw[mapped[name]], errors="coerce")
@@ -217,7 +249,8 @@ class CsvProvider:
             self._adjust(out, raw, mapped, where, symbol)
         # Rows that share a timestamp with different values mean the columns were misread (a file of many
         # tickers, a time of day that was lost); identical repeated rows are bad data, which validation rejects.
-        duplicated = int((out.duplicated(["ts"]) & ~out.duplicated()).sum())
+        readable = out[out["ts"].notna()].drop(columns="window_time")
+        duplicated = int((readable.duplicated(["ts"]) & ~readable.duplicated()).sum())
         if duplicated:
             raise TerminalProviderError(
                 f"{where}: {duplicated} row(s) share a timestamp with a different row for {symbol}, so the bars "
@@ -226,35 +259,77 @@ class CsvProvider:
                 provider=self.name,
                 symbols=[symbol],
             )
+        unreadable = out["ts"].isna().to_numpy()
+        if unreadable.any():
+            out[AS_WRITTEN] = pd.Series(None, index=out.index, dtype=object)
+            out.loc[unreadable, AS_WRITTEN] = [_as_written(row) for _, row in raw[unreadable].iterrows()]
         return out
 
     def _timestamps(
         self, raw: pd.DataFrame, mapped: dict[str, str], where: str, symbol: str, request: FetchRequest
-    ) -> pd.Series:
+    ) -> tuple[pd.Series, pd.Series]:
+        """Each row's bar time in UTC (NaT where the file's time cannot be read) and the time that decides its
+        chunk's window (for an unreadable row, the nearest readable row's), so no row is lost unseen."""
+        options = self.options
         if "ts" in mapped:
-            text, used = raw[mapped["ts"]], mapped["ts"]
+            values, time_of_day, used = raw[mapped["ts"]], None, mapped["ts"]
         elif "date" in mapped and "time" in mapped:
-            text = raw[mapped["date"]].astype(str).str.strip() + " " + raw[mapped["time"]].astype(str).str.strip()
+            values, time_of_day = raw[mapped["date"]], raw[mapped["time"]]
             used = f"{mapped['date']} + {mapped['time']}"
         else:
             used = mapped.get("date") or mapped["time"]
-            text = raw[used]
+            values, time_of_day = raw[used], None
         try:
-            ts = pd.to_datetime(text, utc=False, format="mixed")
-        except (ValueError, TypeError) as exc:
-            raise TerminalProviderError(
-                f"{where}: unreadable {used}: {exc}", provider=self.name, symbols=[symbol]
-            ) from None
-        if ts.dt.tz is None:
-            ts = ts.dt.tz_localize(self.options.timezone, ambiguous="NaT", nonexistent="NaT")
+            parsed = parse_times(
+                values,
+                used,
+                time_of_day=time_of_day,
+                dayfirst=options.dayfirst,
+                date_format=options.date_format,
+                epoch_unit=options.epoch_unit,
+            )
+        except ValueError as exc:
+            raise TerminalProviderError(f"{where}: {exc}", provider=self.name, symbols=[symbol]) from None
         tf = request.timeframe
-        if tf.intraday:
-            ts = ts.dt.tz_convert("UTC")
-            if self.options.label == "end":  # a bar labelled 09:31 covers 09:30-09:31: its open time is 09:30
-                ts = ts - tf.step
-            return ts
-        # daily: the session date in the file's zone, at 00:00 UTC, whatever the time of day written
-        return ts.dt.tz_convert(self.options.timezone).dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
+        naive = parsed.dt.tz is None
+        if not tf.intraday:
+            self._check_spacing(parsed, where, symbol, tf)
+            # the session date in the file's zone, at 00:00 UTC, whatever the time of day written
+            local = parsed if naive else parsed.dt.tz_convert(options.timezone).dt.tz_localize(None)
+            ts = local.dt.normalize().dt.tz_localize("UTC")
+            return ts, nearest_readable(ts)
+        ts, window_time = localize(parsed, options.timezone) if naive else (parsed, parsed)
+        ts, window_time = ts.dt.tz_convert("UTC"), window_time.dt.tz_convert("UTC")
+        self._check_spacing(ts, where, symbol, tf)
+        if options.label == "end":  # a bar labelled 09:31 covers 09:30-09:31: its open time is 09:30
+            ts, window_time = ts - tf.step, window_time - tf.step
+        return ts, nearest_readable(window_time)
+
+    def _check_spacing(self, times: pd.Series, where: str, symbol: str, tf: Timeframe) -> None:
+        """Refuse a file whose bars are mostly spaced otherwise than the timeframe asked for (5-minute bars in the
+        1m folder would load as minutes; minutes read as daily bars would collide on their dates)."""
+        spacing = bar_spacing(times)
+        if spacing is None:
+            return
+        daily = spacing >= pd.Timedelta(hours=20)  # a day, give or take a DST change
+        if (daily and not tf.intraday) or (tf.intraday and spacing == tf.step):
+            return
+        if daily:
+            raise TerminalProviderError(
+                f"{where} holds one bar a day, not {tf.name} bars: move it where daily bars go (1d/{symbol}.csv "
+                f"or {symbol}.csv) or ask for --timeframe 1d",
+                provider=self.name,
+                symbols=[symbol],
+            )
+        name = spacing_name(spacing)
+        if name in TIMEFRAMES:
+            advice = f"move it to a {name} folder or ask for --timeframe {name}"
+        else:
+            advice = f"candleflow stores {', '.join(TIMEFRAMES)} bars: give it a file of one of those"
+        asked = f"{tf.name} bars" if tf.intraday else "daily bars"
+        raise TerminalProviderError(
+            f"{where} holds bars {name} apart, not {asked}: {advice}", provider=self.name, symbols=[symbol]
+        )
 
     def _adjust(self, out: pd.DataFrame, raw: pd.DataFrame, mapped: dict[str, str], where: str, symbol: str) -> None:
         """Scale prices by Adj Close / Close; volume from an Adj Volume column, or (adjust_volume=true) by the
@@ -308,6 +383,11 @@ def _used_and_ignored(columns: pd.Index, mapped: dict[str, str]) -> str:
     return f"columns used: {used or 'none'}; ignored: {', '.join(ignored) or 'none'}"
 
 
+def _as_written(row: pd.Series) -> str:
+    """A file's row as its columns wrote it: `Date=31/02/2024, Open=10.5, ...` (blank cells empty)."""
+    return ", ".join(f"{column}={'' if pd.isna(value) else value}" for column, value in row.items())
+
+
 def _stamp(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_mtime_ns, stat.st_size
@@ -315,8 +395,11 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 @lru_cache(maxsize=4)
 def _load(path: str, _mtime_ns: int, _size: int) -> pd.DataFrame:
-    """A file's rows, read once while it is unchanged (a file of many tickers serves every symbol's chunks)."""
+    """A file's rows, read once while it is unchanged (a file of many tickers serves every symbol's chunks). Only
+    an empty cell is missing: `n/a` or `NA` stay as written (a ticker, or the text a quarantined row shows)."""
     try:
-        return pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+        if path.endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise TerminalProviderError(f"cannot read {path}: {exc}", provider=CsvProvider.name) from None

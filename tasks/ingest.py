@@ -356,11 +356,15 @@ class _Batch:
         error: str | None = None
         if not verdict.ok:
             rules = "; ".join(verdict.failed_rules)
+            bad = f"{len(verdict.bad_rows)} bad row(s)"
+            unreadable = int(frame["ts"].isna().sum()) if "ts" in frame.columns else 0
+            if unreadable:  # the source's time was blank or unreadable: the provider kept the row to say so
+                bad += f" ({unreadable} with an unreadable time)"
             if self.on_invalid == "quarantine_rows":
                 good = len(frame) - len(verdict.bad_rows)
-                error = f"{len(verdict.bad_rows)} bad row(s) quarantined, the other {good} loaded: {rules}"
+                error = f"{bad} quarantined, the other {good} loaded: {rules}"
             else:
-                error = f"{len(verdict.bad_rows)} bad row(s); all {len(frame)} quarantined, none loaded: {rules}"
+                error = f"{bad}; all {len(frame)} quarantined, none loaded: {rules}"
         return ChunkResult(
             chunk=chunk,
             status=outcome.status,

@@ -129,10 +129,12 @@ MINUTES = pd.DataFrame(
 
 def test_separate_date_and_time_columns_and_end_labels(tmp_path: Path) -> None:
     MINUTES.to_csv(tmp_path / "ES_1m.csv", index=False)
-    bars = fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05", timezone="America/New_York", label="end")
+    # 03/04/2024 reads both ways (no day above 12 tells): the order is given
+    options = {"timezone": "America/New_York", "dayfirst": False}
+    bars = fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05", label="end", **options)
     assert bars["ts"].tolist() == [pd.Timestamp(f"2024-03-04 14:{m}", tz="UTC") for m in (30, 31, 32)]
     assert bars["close"].tolist() == [10.1, 10.2, 10.3]  # Last is the close
-    start_labelled = fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05", timezone="America/New_York")
+    start_labelled = fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05", **options)
     assert start_labelled["ts"].iloc[0] == pd.Timestamp("2024-03-04 14:31", tz="UTC")
 
 
@@ -172,7 +174,7 @@ def test_adjust_volume_divides_by_the_price_factor(tmp_path: Path) -> None:
 def test_columns_that_cannot_give_right_bars_are_named(tmp_path: Path) -> None:
     MINUTES.drop(columns=["Time"]).to_csv(tmp_path / "ES_1m.csv", index=False)  # the time of day is lost
     with pytest.raises(TerminalProviderError) as info:
-        fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05")
+        fetch(tmp_path, "ES", "1m", "2024-03-04", "2024-03-05", dayfirst=False)
     assert "2 row(s) share a timestamp with a different row for ES" in str(info.value)
     assert (
         "columns used: Date->date, Open->open, High->high, Low->low, Last->close, Volume->volume; ignored: OpenInt"

@@ -394,7 +394,7 @@ def _row_json(record: Mapping[str, object]) -> str:
     def plain(value: object) -> object:
         if isinstance(value, pd.Timestamp):
             return value.isoformat()
-        if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        if value is None or (isinstance(value, float) and value != value) or value is pd.NA or value is pd.NaT:
             return None
         return value.item() if hasattr(value, "item") else value
 
