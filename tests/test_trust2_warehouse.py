@@ -249,9 +249,13 @@ def test_connections_killed_for_the_whole_run_end_in_one_line_without_sql(
             conn.exec_driver_sql("LOCK TABLE bars IN SHARE MODE")  # writers of bars wait here, then die
             while not stop.is_set():
                 conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")  # a fresh look within the transaction
-                waiting = conn.exec_driver_sql(
-                    "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-                ).scalars().all()
+                waiting = (
+                    conn.exec_driver_sql(
+                        "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                    .scalars()
+                    .all()
+                )
                 for pid in waiting:
                     conn.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
                     killed.append(pid)

@@ -165,12 +165,13 @@ def print_summary(summary: RunSummary | None, error: BaseException | None) -> No
 
 
 def _problem_groups(summary: RunSummary) -> list[tuple[str, str | None, list[Any]]]:
-    """The chunks that did not load, those failing for the same reason together (a full disk fails them all
-    alike: one line, not one per chunk)."""
-    groups: dict[tuple[str, str | None], list[Any]] = {}
-    for result in summary.problems():
-        groups.setdefault((result.status.value, result.error), []).append(result.chunk)
-    return [(status, error, chunks) for (status, error), chunks in groups.items()]
+    """The chunks that did not load; failed ones that failed for the same reason together (a full disk or a
+    dead connection fails them all alike: one line, not one per chunk)."""
+    groups: dict[tuple[str, str | None, int], list[Any]] = {}
+    for i, result in enumerate(summary.problems()):
+        alike = -1 if result.status is LedgerStatus.FAILED else i
+        groups.setdefault((result.status.value, result.error, alike), []).append(result.chunk)
+    return [(status, error, chunks) for (status, error, _), chunks in groups.items()]
 
 
 def _filters(args: argparse.Namespace) -> tuple[str | None, list[str] | None, str | None]:
