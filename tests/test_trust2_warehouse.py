@@ -400,3 +400,24 @@ def test_a_missing_database_the_user_may_not_create_is_named_with_createdb(fresh
         "or fix --warehouse or CANDLEFLOW_WAREHOUSE_URL"
     )
     assert not _database_exists(fresh_database)
+
+
+# ---- the one translation of database errors (warehouse/errors.py), on the drivers' own error classes ----
+
+
+def test_database_errors_become_one_line_classed_by_what_to_do() -> None:
+    from warehouse.errors import WarehouseConnectionError, WarehouseError, WarehouseUnusableError, describe, explain
+
+    full = psycopg.errors.DiskFull('could not extend file "base/16384/16397": No space left on device')
+    assert isinstance(explain(full), WarehouseUnusableError)
+    assert str(explain(full)).startswith("the database server's disk is full (could not extend file")
+    killed = psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+    assert isinstance(explain(killed), WarehouseConnectionError)
+    wrapped = sa.exc.OperationalError("INSERT INTO bars VALUES (%(x)s)", {"x": 1}, killed)
+    assert describe(wrapped).startswith("the database closed the connection (terminating connection due to")
+    assert "INSERT" not in describe(wrapped) and "\n" not in describe(wrapped)
+    refused = psycopg.errors.InsufficientPrivilege("permission denied for table bars")
+    assert isinstance(explain(refused), WarehouseUnusableError) and "grant" in str(explain(refused))
+    violation = sa.exc.IntegrityError("INSERT ...", {}, psycopg.errors.UniqueViolation("duplicate key\nDETAIL: x"))
+    assert type(explain(violation)) is WarehouseError and str(explain(violation)) == "UniqueViolation: duplicate key"
+    assert explain(KeyError("volume")) is None and describe(KeyError("volume")) == "KeyError: 'volume'"
