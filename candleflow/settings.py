@@ -62,6 +62,27 @@ def run_settings() -> RunSettings:
     return load_settings(RunSettings)
 
 
+class WarehouseSettings(BaseSettings):
+    """How long to wait for the warehouse before saying why it cannot be used (its URL is --warehouse or
+    CANDLEFLOW_WAREHOUSE_URL)."""
+
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_WAREHOUSE_", env_file=".env", extra="ignore")
+
+    connect_timeout_seconds: int = Field(
+        default=10, ge=2, le=600, description="a server that does not answer a new connection within this is reported"
+    )
+    busy_timeout_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        le=3600,
+        description="SQLite: how long a write waits for another process's write lock before the run stops",
+    )
+
+
+def warehouse_settings() -> WarehouseSettings:
+    return load_settings(WarehouseSettings)
+
+
 class OracleSettings(BaseSettings):
     """How to reach an Oracle warehouse beyond its URL: a wallet (Autonomous Database) and thick mode."""
 

@@ -28,7 +28,8 @@ from tasks.ingest import BatchOutcome, current_flow_run_id, ingest_chunks
 from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
-from tasks.warehouse import prepare_warehouse, record_chunk_failure
+from tasks.warehouse import checkpoint_warehouse, prepare_warehouse, record_chunk_failure
+from warehouse.errors import WarehouseUnusableError, describe, explain
 
 
 def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: dt.date) -> list[Chunk]:
@@ -133,8 +134,10 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
     pending = iter(batches)
     futures: dict[PrefectFuture[Any], list[Chunk]] = {}
 
+    stopped: str | None = None  # the warehouse refuses every write alike: submit nothing more
+
     def submit_next() -> None:
-        batch = next(pending, None)
+        batch = next(pending, None) if stopped is None else None
         if batch is not None:
             futures[task.submit(batch, warehouse_url, options, inputs.on_invalid, names)] = batch
 
@@ -142,33 +145,53 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
         submit_next()
     run_id = current_flow_run_id()
     done = 0
+    said_stop = False
     while futures:
         future = next(as_completed(list(futures)))
         batch = futures.pop(future)
-        submit_next()
         try:
             outcome: BatchOutcome = future.result()
             results = outcome.results
             summary.stages.add(outcome.stages)
+            stopped = stopped or outcome.stopped
         except Exception as exc:  # the task failed after its retries, or broke: its unsettled chunks failed
-            error = f"{type(exc).__name__}: {exc}"
-            results = []
-            for chunk in batch:
-                record_chunk_failure(chunk, error, warehouse_url, run_id)
-                results.append(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=error))
+            error = describe(exc)
+            if isinstance(explain(exc), WarehouseUnusableError):
+                stopped = stopped or error
+            results = [ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=error) for chunk in batch]
+            if stopped is None:
+                results = [_recorded(result, warehouse_url, run_id) for result in results]
+        if stopped is not None and not said_stop:
+            logger.error("%s; the run stops: chunks not loaded yet end failed with this reason", stopped)
+            said_stop = True
+        submit_next()
+        done += len(batch)
+        if stopped is not None and not futures:  # what was never submitted fails with the warehouse's one line
+            never = [c for b in pending for c in b]
+            results += [ChunkResult(chunk=c, status=LedgerStatus.FAILED, error=stopped) for c in never]
+            done += len(never)
         for result in results:  # a chunk split after failing validation has a result per sub-chunk
             summary.results.append(result)
             progress.advanced(result)
-            if not result.status.ok:
+            if not result.status.ok and result.error != stopped:
                 logger.warning("chunk %s ended %s: %s", result.chunk.label(), result.status, result.error)
-        done += len(batch)
         advance_progress(artifact, done, len(chunks))
     summary.results.sort(key=lambda r: r.chunk)
+    checkpoint_warehouse(warehouse_url)
     summary.elapsed_seconds = time.perf_counter() - started
     publish_summary(summary)
     logger.info("%s", summary.headline())
     logger.info("%s", summary.time_line())
     return summary
+
+
+def _recorded(result: ChunkResult, warehouse_url: str | None, run_id: str | None) -> ChunkResult:
+    """A failed chunk's ledger row; when the warehouse cannot take it either, the summary still says why."""
+    try:
+        record_chunk_failure(result.chunk, result.error or "", warehouse_url, run_id)
+    except Exception as exc:
+        return replace(result, error=f"{result.error} (not recorded in the ledger: {describe(exc)})")
+    return result
 
 
 def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end: dt.date) -> None:

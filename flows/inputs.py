@@ -26,7 +26,7 @@ from candleflow.settings import oracle_settings, run_settings
 from candleflow.timeframes import Timeframe, get_timeframe
 from providers import check_provider_name, get_provider
 from providers.base import CheckedSource, Provider
-from warehouse.engine import parse_url, resolve_url
+from warehouse.engine import check_reachable, parse_url, resolve_url
 
 NameStyle = Callable[[str], str]
 
@@ -283,19 +283,22 @@ def _common(run: RunInputs) -> dict[str, Any]:
 def check_backfill(
     *, start: object, end: object, mode: object = "missing", dry_run: object = False, **run: Any
 ) -> BackfillInputs:
-    """Check a backfill's inputs (one timeframe, inclusive session dates start..end)."""
+    """Check a backfill's inputs (one timeframe, inclusive session dates start..end), the warehouse last (see
+    warehouse.engine.check_reachable: it answers, and a table of candleflow's names is candleflow's)."""
     checked = check_run(**run)
     name: NameStyle = run.get("name", param_name)
     first, last = parse_date(start, "start"), parse_date(end, "end")  # type: ignore[arg-type]
     check_date_range(first, last)
     _not_far_ahead(last, name("end"))
     checked.check_dates(first, last)
+    plan_mode, dry = parse_mode(mode), _flag(dry_run, name("dry_run"))  # type: ignore[arg-type]
+    check_reachable(checked.warehouse_url)
     return BackfillInputs(
         **_common(checked),
         start=first,
         end=last,
-        mode=parse_mode(mode),  # type: ignore[arg-type]
-        dry_run=_flag(dry_run, name("dry_run")),
+        mode=plan_mode,
+        dry_run=dry,
     )
 
 
@@ -306,10 +309,13 @@ def check_update(
     checked = check_run(**run)
     name: NameStyle = run.get("name", param_name)
     last = _checked_end(end, checked, name)
+    lookback = _integer(lookback_days, name("lookback_days"), minimum=1)
+    overlap = None if overlap_days is None else _integer(overlap_days, name("overlap_days"), minimum=0)
+    check_reachable(checked.warehouse_url)
     return UpdateInputs(
         **_common(checked),
-        lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),
-        overlap_days=None if overlap_days is None else _integer(overlap_days, name("overlap_days"), minimum=0),
+        lookback_days=lookback,
+        overlap_days=overlap,
         end=last,
     )
 
@@ -321,9 +327,12 @@ def check_repair(
     checked = check_run(**run)
     name: NameStyle = run.get("name", param_name)
     last = _checked_end(end, checked, name)
+    lookback = _integer(lookback_days, name("lookback_days"), minimum=1)
+    dry = _flag(dry_run, name("dry_run"))
+    check_reachable(checked.warehouse_url)
     return RepairInputs(
         **_common(checked),
-        lookback_days=_integer(lookback_days, name("lookback_days"), minimum=1),
+        lookback_days=lookback,
         end=last,
-        dry_run=_flag(dry_run, name("dry_run")),
+        dry_run=dry,
     )

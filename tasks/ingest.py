@@ -35,6 +35,7 @@ from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
 from warehouse.engine import get_engine
+from warehouse.errors import WarehouseConnectionError, WarehouseUnusableError, describe, explain
 from warehouse.loader import (
     ChunkLoad,
     LoadOutcome,
@@ -49,14 +50,13 @@ __all__ = ["BatchOutcome", "OnInvalid", "ingest_chunks"]
 
 
 def is_transient(error: BaseException) -> bool:
-    """A retry can help: the provider said so, or the warehouse connection dropped or was busy
-    (OperationalError: lost connection, timeout, SQLite "database is locked"). Never for validation failures,
-    terminal provider errors, constraint violations or our own bugs."""
+    """A retry can help: the provider said so, or the warehouse connection dropped or timed out
+    (warehouse.errors.WarehouseConnectionError). Never for validation failures, terminal provider errors,
+    constraint violations, a warehouse that refuses every write alike (disk full, a SQLite file locked beyond the
+    busy timeout, which already was the wait) or our own bugs."""
     if isinstance(error, TransientProviderError):
         return True
-    return isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) and not isinstance(
-        error, sa.exc.IntegrityError
-    )
+    return isinstance(explain(error), WarehouseConnectionError)
 
 
 def retry_only_transient(_task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
@@ -95,6 +95,7 @@ class BatchOutcome:
 
     results: list[ChunkResult]
     stages: StageTimes
+    stopped: str | None = None  # the warehouse refuses every write alike (disk full, locked): the run stops
 
 
 @dataclass
@@ -151,6 +152,7 @@ class _Batch:
         self.stages = earlier[1] if earlier else StageTimes()
         self.parts: dict[Chunk, list[Chunk]] = earlier[2] if earlier else {}  # chunks split into sub-chunks
         self.retry_error: BaseException | None = None  # a transient error to raise so Prefect retries the rest
+        self.stopped: str | None = None  # why the warehouse cannot take any chunk now (WarehouseUnusableError)
         # how far each window's bars were final when fetched, by (window, timeframe, calendar)
         self.final_through: dict[tuple[pd.Timestamp, pd.Timestamp, str, str], pd.Timestamp] = {}
 
@@ -163,11 +165,11 @@ class _Batch:
             fetched, verdicts = self._split_rejected(fetched, verdicts)
         self._load(fetched, verdicts)
         self.stages.spans.append((started, time.monotonic()))
-        if self.retry_error is not None and not self.last_attempt:
+        if self.retry_error is not None and not self.last_attempt and self.stopped is None:
             with _earlier_lock:
                 _earlier[self.task_run_id or ""] = (self.done, self.stages, self.parts)
             raise self.retry_error
-        return BatchOutcome([result for c in self.chunks for result in self._results_of(c)], self.stages)
+        return BatchOutcome([result for c in self.chunks for result in self._results_of(c)], self.stages, self.stopped)
 
     def _ended(self, chunk: Chunk) -> bool:
         parts = self.parts.get(chunk)
@@ -205,7 +207,7 @@ class _Batch:
 
     def _fail(self, chunks: list[Chunk], error: BaseException | str) -> None:
         """Chunks that cannot be retried (or are out of retries): `failed` in the ledger, with the reason."""
-        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        reason = error if isinstance(error, str) else describe(error)
         for chunk in chunks:
             try:
                 record_failure(self.engine, chunk, reason, flow_run_id=self.run_id)
@@ -299,6 +301,8 @@ class _Batch:
                 rest = [load for load in loads if load.chunk not in together]
                 together |= _results(rest, load_fresh_chunks(conn, rest, flow_run_id=self.run_id))
             except Exception as exc:
+                if self._stop(exc):
+                    return []
                 if not is_transient(exc) or self.last_attempt:
                     raise
                 self.retry_error = self.retry_error or exc
@@ -310,6 +314,8 @@ class _Batch:
                 try:
                     self._end(self._load_one(conn, item, verdicts[item.chunk]))
                 except Exception as exc:
+                    if self._stop(exc):
+                        return []
                     if not is_transient(exc):
                         self._fail([item.chunk], exc)
                     elif not self.last_attempt:
@@ -319,6 +325,18 @@ class _Batch:
                         self._fail([item.chunk], exc)
                         return [f for f in fetched[i + 1 :] if f.chunk not in together]
         return []
+
+    def _stop(self, error: BaseException) -> bool:
+        """A warehouse that refuses every write alike (disk full, a file locked by another process): the batch's
+        chunks not ended yet fail with its one line, without trying each (nor a ledger row that would fail the
+        same way), and the run stops submitting more. True when it was that."""
+        explained = explain(error)
+        if not isinstance(explained, WarehouseUnusableError):
+            return False
+        self.stopped = str(explained)
+        for chunk in [c for c in self.chunks if c not in self.done]:
+            self._end(ChunkResult(chunk=chunk, status=LedgerStatus.FAILED, error=self.stopped))
+        return True
 
     def _chunk_load(self, item: _Fetched) -> ChunkLoad:
         return ChunkLoad(item.chunk, item.frame, item.checksum, **self._described(item))

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 
 from candleflow.model import Chunk, LedgerEntry
 from tasks.ingest import retry_only_transient
-from warehouse.engine import check_reachable, get_engine
+from warehouse.engine import check_reachable, checkpoint, ensure_database, get_engine, safe_url
+from warehouse.errors import one_line_errors
 from warehouse.loader import record_failure
 from warehouse.queries import has_schema, read_ledger, read_watermarks
 from warehouse.schema import ensure_schema
@@ -19,28 +21,35 @@ from warehouse.schema import ensure_schema
 @task(name="prepare_warehouse", cache_policy=NO_CACHE, retry_condition_fn=retry_only_transient)
 def prepare_warehouse(warehouse_url: str | None) -> None:
     """Check the warehouse is reachable and create missing tables. Idempotent, so a connection dropped halfway
-    is retried like anywhere else (flows.chunks.prepare sets the retries)."""
-    ensure_schema(check_reachable(warehouse_url))
+    is retried like anywhere else (flows.chunks.prepare sets the retries). A PostgreSQL database that does not
+    exist yet is created when the warehouse user may (check_reachable refused the run otherwise)."""
+    with one_line_errors():
+        if ensure_database(warehouse_url):
+            engine = get_engine(warehouse_url)
+            get_run_logger().warning("created the warehouse database %s", safe_url(engine.url))
+        ensure_schema(check_reachable(warehouse_url))
 
 
 @task(name="read_ledger", cache_policy=NO_CACHE)
 def read_ledger_task(
     warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str
 ) -> list[LedgerEntry]:
-    engine = check_reachable(warehouse_url)
-    if not has_schema(engine):  # a new warehouse (or a dry run before the first load) holds nothing yet
-        return []
-    return read_ledger(engine, provider, symbols, timeframe, count_bars=True)
+    with one_line_errors():
+        engine = check_reachable(warehouse_url)
+        if not has_schema(engine):  # a new warehouse (or a dry run before the first load) holds nothing yet
+            return []
+        return read_ledger(engine, provider, symbols, timeframe, count_bars=True)
 
 
 @task(name="read_watermarks", cache_policy=NO_CACHE)
 def read_watermarks_task(
     warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str
 ) -> dict[str, pd.Timestamp]:
-    engine = check_reachable(warehouse_url)
-    if not has_schema(engine):
-        return {}
-    return read_watermarks(engine, provider, symbols, timeframe)
+    with one_line_errors():
+        engine = check_reachable(warehouse_url)
+        if not has_schema(engine):
+            return {}
+        return read_watermarks(engine, provider, symbols, timeframe)
 
 
 @task(
@@ -49,4 +58,10 @@ def read_watermarks_task(
     task_run_name="failed {chunk.symbol}:{chunk.timeframe}",
 )
 def record_chunk_failure(chunk: Chunk, error: str, warehouse_url: str | None, flow_run_id: str | None) -> None:
-    record_failure(get_engine(warehouse_url), chunk, error, flow_run_id=flow_run_id)
+    with one_line_errors():
+        record_failure(get_engine(warehouse_url), chunk, error, flow_run_id=flow_run_id)
+
+
+def checkpoint_warehouse(warehouse_url: str | None) -> None:
+    """At the end of a run: a SQLite warehouse's file holds everything the run committed (see engine.checkpoint)."""
+    checkpoint(get_engine(warehouse_url))

@@ -117,10 +117,24 @@ def test_a_symbol_cannot_reach_outside_the_csv_directory(tmp_path, monkeypatch, 
 
 
 def test_unreachable_postgres_database_is_named(postgres_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
-    url = postgres_url.split("?")[0].rsplit("/", 1)[0] + "/no_such_db"
-    assert main([*BACKFILL, "--warehouse", url]) == 2
+    """A user who may create databases gets the missing one created (tests/test_trust2_warehouse.py); one who may
+    not is told the command that creates it."""
+    import psycopg
+
+    from tests.conftest import PG_DSN
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS cf_cli_nocreate")
+        conn.execute("CREATE ROLE cf_cli_nocreate LOGIN NOCREATEDB")
+    try:
+        url = postgres_url.split("?")[0].rsplit("/", 1)[0].replace("postgres@", "cf_cli_nocreate@") + "/no_such_db"
+        assert main([*BACKFILL, "--warehouse", url]) == 2
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute("DROP ROLE cf_cli_nocreate")
     err = capsys.readouterr().err
     assert 'database "no_such_db" does not exist' in err and "CANDLEFLOW_WAREHOUSE_URL" in err
+    assert "createdb -h 127.0.0.1 -p 5432 -U cf_cli_nocreate no_such_db" in err
 
 
 def test_argparse_errors_exit_2() -> None:

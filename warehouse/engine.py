@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import os
 import threading
 from pathlib import Path
@@ -9,16 +12,19 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from candleflow.errors import BadInputError
-from warehouse import oracle_connect
+from candleflow.settings import warehouse_settings
+from warehouse import databases, oracle_connect
+from warehouse.errors import WarehouseConnectionError, explain
 
 DEFAULT_URL = "sqlite:///candleflow.db"
 URL_ENV = "CANDLEFLOW_WAREHOUSE_URL"
 _HINT = "fix --warehouse or CANDLEFLOW_WAREHOUSE_URL"
 _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
+_checked: set[str] = set()  # engines whose warehouse held candleflow's tables, all of them ours, when checked
 
 
 def resolve_url(url: str | None) -> str:
@@ -78,7 +84,7 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
+def _configure_sqlite(engine: sa.Engine, busy_timeout_seconds: float) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" below emit BEGIN IMMEDIATE: a deferred transaction that later wants to
@@ -86,13 +92,33 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        # another process's write lock: wait this long, then stop the run saying so (warehouse.errors)
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _connect_arguments(url: URL) -> dict[str, Any]:
+    """Driver arguments that bound the wait for a server that accepts connections but never answers, and notice a
+    server gone silent mid-run (TCP keepalives), unless the URL sets them itself."""
+    timeout = warehouse_settings().connect_timeout_seconds
+    if url.get_backend_name() == "postgresql":
+        wanted: dict[str, Any] = {
+            "connect_timeout": timeout,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+    elif url.get_backend_name() == "oracle":
+        wanted = {"tcp_connect_timeout": float(timeout)}
+    else:
+        return {}
+    return {k: v for k, v in wanted.items() if k not in url.query}
 
 
 def get_engine(url: str | None = None) -> sa.Engine:
@@ -108,22 +134,56 @@ def get_engine(url: str | None = None) -> sa.Engine:
         engine = _engines.get(key)
         if engine is None:
             oracle = parsed.get_backend_name() == "oracle"
+            arguments: dict[str, Any] = oracle_connect.engine_arguments() if oracle else {}
+            arguments["connect_args"] = {**_connect_arguments(parsed), **arguments.get("connect_args", {})}
             try:
-                engine = sa.create_engine(
-                    parsed, pool_pre_ping=True, **(oracle_connect.engine_arguments() if oracle else {})
-                )
+                engine = sa.create_engine(parsed, pool_pre_ping=True, **arguments)
             except NoSuchModuleError as exc:
                 raise BadInputError(f"warehouse URL {safe_url(parsed)}: no driver ({exc}); {_HINT}") from None
             if parsed.get_backend_name() == "sqlite":
-                _configure_sqlite(engine)
+                _configure_sqlite(engine, warehouse_settings().busy_timeout_seconds)
+                _checkpoint_at_exit()
             if oracle:
                 oracle_connect.configure(engine)
             _engines[key] = engine
     return engine
 
 
-def check_reachable(url: str | None = None) -> sa.Engine:
-    """Fail with one clear line if the warehouse cannot be used; writes nothing (a new SQLite file included)."""
+@functools.cache
+def _checkpoint_at_exit() -> None:
+    atexit.register(checkpoint_all)
+
+
+def checkpoint(engine: sa.Engine, *, wait_seconds: float = 0.0) -> None:
+    """SQLite: copy the write-ahead log into the database file, so the file alone holds every committed bar
+    (a copied `candleflow.db` without its `-wal` file is otherwise missing them). With `wait_seconds`, waits that
+    long for other processes' readers and writers and empties the log file too (TRUNCATE); without, copies what
+    it can at once (PASSIVE: the end of a run, beside other runs). Nothing to do for other databases."""
+    if engine.dialect.name != "sqlite":
+        return
+    mode = "TRUNCATE" if wait_seconds > 0 else "PASSIVE"
+    with contextlib.suppress(DBAPIError), engine.connect() as conn:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
+        try:
+            conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(warehouse_settings().busy_timeout_seconds * 1000)}")
+
+
+def checkpoint_all() -> None:
+    """At exit: checkpoint every SQLite warehouse this process used and close its connections."""
+    with _engines_lock:
+        engines = [e for e in _engines.values() if e.dialect.name == "sqlite"]
+    for engine in engines:
+        with contextlib.suppress(Exception):
+            checkpoint(engine, wait_seconds=2.0)
+            engine.dispose()
+
+
+def check_reachable(url: str | None = None, *, writes: bool = False) -> sa.Engine:
+    """Fail with one clear line if the warehouse cannot be used: unreachable, silent, a PostgreSQL database that
+    is missing and may not be created, a table of candleflow's names that is not candleflow's, or (`writes`) a
+    SQLite file another process holds locked. Writes nothing (a new SQLite file or database included)."""
     parsed = parse_url(resolve_url(url))
     path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
     if path is not None:
@@ -132,17 +192,64 @@ def check_reachable(url: str | None = None) -> sa.Engine:
             raise BadInputError(f"warehouse {safe_url(parsed)}: folder {folder} does not exist; create it or {_HINT}")
         if not os.access(folder, os.W_OK):
             raise BadInputError(f"warehouse {safe_url(parsed)}: folder {folder} is not writable; {_HINT}")
-        return get_engine(url)
+        engine = get_engine(url)
+        if path.exists():
+            _probe(engine, parsed, writes=writes)
+        return engine
     engine = get_engine(url)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except DBAPIError as exc:
+        if databases.is_missing_database(exc):
+            if databases.may_create(parsed, _connect_arguments(parsed)):
+                return engine  # the run's first load creates it (ensure_database)
+            raise databases.missing_database_error(parsed) from None
         fix = oracle_connect.explain(exc) if parsed.get_backend_name() == "oracle" else None
         if fix is not None:
             raise BadInputError(f"cannot use warehouse {safe_url(parsed)}: {fix}") from None
-        if not isinstance(exc, OperationalError):
-            raise
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise BadInputError(f"cannot reach warehouse {safe_url(parsed)}: {reason}; {_HINT}") from None
+        raise _unusable(parsed, exc) from None
+    _probe(engine, parsed, writes=False)
     return engine
+
+
+def _unusable(url: URL, error: DBAPIError) -> BadInputError:
+    explained = explain(error)
+    if isinstance(explained, WarehouseConnectionError):
+        return BadInputError(f"cannot reach warehouse {safe_url(url)}: {explained}; {_HINT}")
+    return BadInputError(f"cannot use warehouse {safe_url(url)}: {explained}")
+
+
+def _probe(engine: sa.Engine, url: URL, *, writes: bool) -> None:
+    """Candleflow's tables, if present, are candleflow's; with `writes`, a write transaction can start (SQLite:
+    no other process holds the file locked beyond the busy timeout). Checked once per engine while it holds them."""
+    from warehouse.schema import check_tables
+
+    key = url.render_as_string(hide_password=False)
+    try:
+        if writes:
+            with engine.begin():  # BEGIN IMMEDIATE on SQLite (see _configure_sqlite), then COMMIT: writes nothing
+                pass
+        if key in _checked:
+            return
+        if check_tables(engine):
+            _checked.add(key)
+    except DBAPIError as exc:
+        raise _unusable(url, exc) from None
+
+
+def ensure_database(url: str | None = None) -> bool:
+    """Create a PostgreSQL warehouse's missing database (when its role may); True when this call created it."""
+    parsed = parse_url(resolve_url(url))
+    if parsed.get_backend_name() != "postgresql":
+        return False
+    try:
+        with get_engine(url).connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return False
+    except DBAPIError as exc:
+        if not databases.is_missing_database(exc):
+            raise
+    created = databases.create_database(parsed, _connect_arguments(parsed))
+    get_engine(url).dispose()  # its pool may hold a failed first attempt
+    return created

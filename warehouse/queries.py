@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from candleflow.model import LedgerEntry, LedgerStatus
 from candleflow.sessions import DEFAULT_CALENDAR, schedule, sessions_of
 from candleflow.timeframes import get_timeframe
+from warehouse.databases import is_missing_database
 from warehouse.dialects import dialect_for
 from warehouse.dialects.oracle import IN_LIST_MAX
 from warehouse.engine import sqlite_path
@@ -23,12 +24,17 @@ def _utc(value: object) -> pd.Timestamp:
 
 
 def has_schema(engine: sa.Engine) -> bool:
-    """Whether the warehouse holds candleflow's tables. A SQLite file that does not exist yet holds none, and is
-    not created by asking (a dry run or `status` on a new warehouse leaves no empty file behind)."""
+    """Whether the warehouse holds candleflow's tables. A SQLite file or PostgreSQL database that does not exist
+    yet holds none, and is not created by asking (a dry run or `status` on a new warehouse leaves nothing behind)."""
     path = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
     if path is not None and not path.exists():
         return False
-    names = set(sa.inspect(engine).get_table_names())
+    try:
+        names = set(sa.inspect(engine).get_table_names())
+    except sa.exc.DBAPIError as exc:
+        if is_missing_database(exc):  # a PostgreSQL database the run's first load creates
+            return False
+        raise
     return all(t in names for t in metadata.tables)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
+from candleflow.errors import BadInputError
 from warehouse.dialects import dialect_for
 
 metadata = sa.MetaData()
@@ -115,6 +116,51 @@ _ADDED_COLUMNS = {
 }
 
 
+class ForeignTableError(BadInputError):
+    """A table with one of candleflow's names is not candleflow's: loading into it would fail or mislead."""
+
+
+def check_tables(engine: sa.Engine) -> bool:
+    """Refuse a warehouse holding a table of one of candleflow's names that is not candleflow's (other columns,
+    another primary key), before anything is created or written: one line naming the table and what differs.
+    Columns that later releases added (`_ADDED_COLUMNS`) may be missing: `ensure_schema` adds them. True when
+    every table is there."""
+    inspector = sa.inspect(engine)
+    present = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name in present:
+            differences = _differences(inspector, table)
+            if differences:
+                where = engine.url.render_as_string(hide_password=True)
+                raise ForeignTableError(
+                    f"warehouse {where}: table {table.name} is not candleflow's ({'; '.join(differences)}): rename or "
+                    "drop it, or point --warehouse or CANDLEFLOW_WAREHOUSE_URL at another database"
+                )
+    return all(name in present for name in metadata.tables)
+
+
+def _differences(inspector: sa.Inspector, table: sa.Table) -> list[str]:
+    columns = {c["name"].lower(): c for c in inspector.get_columns(table.name)}
+    optional = set(_ADDED_COLUMNS.get(table, ()))
+    missing = [c.name for c in table.columns if c.name not in columns and c.name not in optional]
+    out = [f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"] if missing else []
+    key = [name.lower() for name in inspector.get_pk_constraint(table.name).get("constrained_columns") or []]
+    required = [
+        name
+        for name, c in columns.items()
+        if name not in table.c and name not in key and not c.get("nullable", True) and c.get("default") is None
+    ]
+    if required:
+        out.append(
+            f"required column{'s' if len(required) > 1 else ''} candleflow does not write: {', '.join(required)}"
+        )
+    wanted = [c.name for c in table.primary_key]
+    if sorted(key) != sorted(wanted):
+        found = f"primary key ({', '.join(key)})" if key else "no primary key"
+        out.append(f"{found} where candleflow's is ({', '.join(wanted)})")
+    return out
+
+
 _SCHEMA_LOCK = 0x63616E646C65  # "candle": the advisory lock that serialises schema changes on PostgreSQL
 
 
@@ -144,6 +190,7 @@ def ensure_schema(engine: sa.Engine) -> None:
 
 
 def _ensure_schema(engine: sa.Engine) -> None:
+    check_tables(engine)  # a foreign table of one of our names: refused before anything is created
     metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
         dialect_for(engine).create_support_tables(conn)

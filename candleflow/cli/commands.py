@@ -36,7 +36,7 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
     warehouse answers, and return the flow's parameters; raises BadInputError naming the input."""
     from flows.inputs import check_backfill, check_repair, check_update, flag_name
-    from warehouse.engine import check_reachable, resolve_url
+    from warehouse.engine import check_reachable, ensure_database, resolve_url, safe_url
 
     run: dict[str, Any] = {
         "provider": args.provider,
@@ -85,7 +85,10 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
             dry_run=repair.dry_run,
         )
     params.update(symbols=checked.symbols, max_cost_usd=checked.max_cost_usd)
-    check_reachable(params["warehouse_url"])
+    writes = not params.get("dry_run", False)
+    engine = check_reachable(params["warehouse_url"], writes=writes)  # a SQLite file locked by another process
+    if writes and ensure_database(params["warehouse_url"]):
+        err.print(f"candleflow: created the warehouse database {safe_url(engine.url)}", markup=False)
     return params
 
 
@@ -137,8 +140,10 @@ def run_with_progress(command: str, params: dict[str, Any]) -> tuple[RunSummary 
 
 
 def print_summary(summary: RunSummary | None, error: BaseException | None) -> None:
+    from warehouse.errors import describe
+
     if summary is None:
-        err.print(f"candleflow: the run broke: {type(error).__name__}: {error}", markup=False)
+        err.print(f"candleflow: the run broke: {describe(error) if error else 'no result'}", markup=False)
         return
     if summary.dry_run:
         out.print(summary.headline(), markup=False)
@@ -150,8 +155,23 @@ def print_summary(summary: RunSummary | None, error: BaseException | None) -> No
     out.print(summary.headline(), markup=False)
     if summary.results and summary.elapsed_seconds > 0:
         out.print(f"  {summary.time_line()}", markup=False)
-    for result in summary.problems():
-        out.print(f"  {result.status.value.upper()} {result.chunk.label()}: {result.error}", markup=False)
+    for status, why, chunks in _problem_groups(summary):
+        label = (
+            chunks[0].label()
+            if len(chunks) == 1
+            else f"{len(chunks)} chunks ({chunks[0].label()} .. {chunks[-1].label()})"
+        )
+        out.print(f"  {status.upper()} {label}: {why}", markup=False)
+
+
+def _problem_groups(summary: RunSummary) -> list[tuple[str, str | None, list[Any]]]:
+    """The chunks that did not load; failed ones that failed for the same reason together (a full disk or a
+    dead connection fails them all alike: one line, not one per chunk)."""
+    groups: dict[tuple[str, str | None, int], list[Any]] = {}
+    for i, result in enumerate(summary.problems()):
+        alike = -1 if result.status is LedgerStatus.FAILED else i
+        groups.setdefault((result.status.value, result.error, alike), []).append(result.chunk)
+    return [(status, error, chunks) for (status, error, _), chunks in groups.items()]
 
 
 def _filters(args: argparse.Namespace) -> tuple[str | None, list[str] | None, str | None]:
