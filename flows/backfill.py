@@ -26,6 +26,7 @@ from flows.chunks import (
 from flows.inputs import check_backfill
 from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
+from tasks.secrets import check_key_block
 from tasks.warehouse import read_ledger_task
 
 
@@ -90,6 +91,7 @@ def historical_backfill(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    check_key_block(inputs.provider, inputs.provider_options)
     series = inputs.series(inputs.timeframes[0])
     chunks = plan_series(series, series.symbols, inputs.start, inputs.end)
     summary = RunSummary(flow="historical_backfill", planned=len(chunks), dry_run=inputs.dry_run)

@@ -27,6 +27,7 @@ from flows.chunks import (
 from flows.inputs import check_update
 from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
+from tasks.secrets import check_key_block
 from tasks.warehouse import read_watermarks_task
 
 
@@ -87,6 +88,7 @@ def incremental_update(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    check_key_block(inputs.provider, inputs.provider_options)
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     prepare(inputs.warehouse_url)
     overlap = dt.timedelta(days=inputs.overlap_days) if inputs.overlap_days is not None else None

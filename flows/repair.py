@@ -27,6 +27,7 @@ from flows.inputs import check_repair
 from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
 from tasks.coverage import measure_coverage
+from tasks.secrets import check_key_block
 
 
 @flow(
@@ -87,6 +88,7 @@ def repair_gaps(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    check_key_block(inputs.provider, inputs.provider_options)
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     first = last - dt.timedelta(days=inputs.lookback_days)
     inputs.check_dates(first, last)
