@@ -26,7 +26,7 @@ from candleflow.settings import RunSettings, oracle_settings, run_settings
 from candleflow.timeframes import Timeframe, get_timeframe
 from providers import check_provider_name, get_provider
 from providers.base import CheckedSource, KeyedSource, Provider
-from warehouse.engine import parse_url, resolve_url
+from warehouse.engine import PASSWORD_ENV, URL_ENV, has_password, parse_url, resolve_url
 
 NameStyle = Callable[[str], str]
 
@@ -241,6 +241,11 @@ def check_run(
         raise BadInputError(f"unknown {name('on_invalid')} {on_invalid!r}: use reject or quarantine_rows")
     if warehouse_url is not None and not isinstance(warehouse_url, str):
         raise BadInputError(f"{name('warehouse_url')} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db")
+    if warehouse_url and has_password(warehouse_url):
+        raise BadInputError(
+            f"{name('warehouse_url')} holds a password, which Prefect keeps in plain text with the run's parameters: "
+            f"leave it out of the URL and set {PASSWORD_ENV} (or {URL_ENV} with the password) where the run runs"
+        )
     url = parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
     calendars = symbol_calendars(calendar or options.get("calendar"), checked_symbols, settings.calendars, name)
     if url.get_backend_name() == "oracle":

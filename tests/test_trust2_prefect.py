@@ -105,3 +105,66 @@ def _ledger_rows(url: str) -> int:
         if not sa.inspect(conn).has_table("ingest_ledger"):
             return 0
         return int(conn.execute(sa.text("SELECT count(*) FROM ingest_ledger")).scalar() or 0)
+
+
+PASSWORD = "s3cret-pw"
+
+
+def _with_password(url: str, password: str) -> str:
+    return url.replace("postgres@", f"postgres:{password}@", 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.server
+def test_the_warehouse_password_never_reaches_the_prefect_database(team: Any, postgres_url: str) -> None:
+    """A command-line run into a warehouse whose URL holds a password: the Prefect server's database, dumped
+    whole (flow-run parameters, logs, artifacts, events), holds the URL without it. The local PostgreSQL trusts
+    every connection, so any password works."""
+    argv = [str(BIN / "candleflow"), "backfill", "--symbols", "PWD1", "--start", "2024-01-01", "--end", "2024-12-31"]
+    argv += ["--warehouse", _with_password(postgres_url, PASSWORD)]
+    done = subprocess.run(argv, env=team.env(), capture_output=True, text=True, cwd=team.home, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "1 chunks run (1 loaded" in done.stdout
+    dump = subprocess.run(
+        ["pg_dump", "--data-only", "-h", "127.0.0.1", "-U", "postgres", "-d", team.database],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    assert schema in dump, "the run's parameters are in the dump"
+    assert PASSWORD not in dump
+    assert "postgres@127.0.0.1:5432/test" in dump
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_flow_refuses_a_warehouse_url_holding_a_password(postgres_url: str) -> None:
+    from flows.backfill import historical_backfill
+
+    url = _with_password(postgres_url, "other-pw")
+    state = historical_backfill(
+        symbols=["PWD2"], start=D(2024, 1, 1), end=D(2024, 1, 31), warehouse_url=url, return_state=True
+    )
+    assert state.is_failed()
+    message = str(state.message)
+    assert message.endswith(
+        "warehouse_url holds a password, which Prefect keeps in plain text with the run's parameters: leave it out "
+        "of the URL and set CANDLEFLOW_WAREHOUSE_PASSWORD (or CANDLEFLOW_WAREHOUSE_URL with the password) where the "
+        "run runs"
+    ), message
+    assert "other-pw" not in message
+
+
+def test_the_password_comes_from_where_the_run_runs(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from warehouse.engine import get_engine, without_password
+
+    full = _with_password(postgres_url, PASSWORD)
+    bare, password = without_password(full)
+    assert password == PASSWORD and PASSWORD not in bare and bare.startswith("postgresql+psycopg://postgres@")
+    monkeypatch.setenv("CANDLEFLOW_WAREHOUSE_URL", full)
+    assert get_engine(bare).url.password == PASSWORD
+    monkeypatch.delenv("CANDLEFLOW_WAREHOUSE_URL")
+    monkeypatch.setenv("CANDLEFLOW_WAREHOUSE_PASSWORD", "from-the-environment")
+    assert get_engine(bare).url.password == "from-the-environment"
