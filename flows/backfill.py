@@ -23,8 +23,15 @@ from flows.chunks import (
     report_coverage,
     run_chunks,
 )
+from flows.form import OptionalAmount, OptionalText
 from flows.inputs import check_backfill
-from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
+from flows.runs import (
+    chunk_task_runner,
+    expected_failures_end_quietly,
+    notify_on_completion,
+    notify_on_failure,
+    run_name,
+)
 from providers import ProviderName
 from tasks.secrets import check_key_block
 from tasks.warehouse import read_ledger_task
@@ -39,6 +46,7 @@ from tasks.warehouse import read_ledger_task
     on_crashed=[notify_on_failure],
     on_completion=[notify_on_completion],
 )
+@expected_failures_end_quietly
 def historical_backfill(
     symbols: Annotated[list[str], Field(min_length=1)],
     start: dt.date,
@@ -48,10 +56,10 @@ def historical_backfill(
     mode: PlanModeName = "missing",
     on_invalid: OnInvalid = "reject",
     dry_run: bool = False,
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    max_cost_usd: OptionalAmount = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
-    calendar: str | None = None,
-    warehouse_url: str | None = None,
+    calendar: OptionalText = None,
+    warehouse_url: OptionalText = None,
 ) -> RunSummary:
     """Backfill bars for the symbols at one timeframe over the session dates start..end.
 

@@ -147,7 +147,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
         batch = futures.pop(future)
         submit_next()
         try:
-            outcome: BatchOutcome = future.result()
+            outcome = batch_outcome(future)
             results = outcome.results
             summary.stages.add(outcome.stages)
         except Exception as exc:  # the task failed after its retries, or broke: its unsettled chunks failed
@@ -169,6 +169,17 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
     logger.info("%s", summary.headline())
     logger.info("%s", summary.time_line())
     return summary
+
+
+def batch_outcome(future: PrefectFuture[Any]) -> BatchOutcome:
+    """What a batch task did, also when it ended Failed because none of its chunks loaded (its outcome is that
+    state's result); raises what a task that broke raised."""
+    outcome = future.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if not isinstance(outcome, BatchOutcome):
+        raise TypeError(f"the batch task returned {type(outcome).__name__}, not its outcome")
+    return outcome
 
 
 def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end: dt.date) -> None:

@@ -148,7 +148,7 @@ def _integer(value: object, name: str, *, minimum: int) -> int:
 
 
 def _cost_limit(value: object, name: str) -> float | None:
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):  # a form field left (or made) empty
         return None
     try:
         number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else math.nan

@@ -4,6 +4,7 @@ database, quiet expected failures, crash notices that say what to do, and a work
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.team_server import BIN
+from tests.team_server import BIN, wait_for
 
 D = dt.date
 KEY_VARIABLES = (
@@ -168,3 +169,98 @@ def test_the_password_comes_from_where_the_run_runs(postgres_url: str, monkeypat
     monkeypatch.delenv("CANDLEFLOW_WAREHOUSE_URL")
     monkeypatch.setenv("CANDLEFLOW_WAREHOUSE_PASSWORD", "from-the-environment")
     assert get_engine(bare).url.password == "from-the-environment"
+
+
+def _logs(team: Any, run_id: str) -> list[str]:
+    body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+    return [log["message"] for log in team.post("/logs/filter", body)]
+
+
+def _ended_logs(team: Any, run_id: str, message: str) -> list[str]:
+    """The run's logs once they hold its last line, `Finished in state Failed('<message>...`."""
+    logs = _logs(team, run_id)
+    return logs if any(m.startswith(f"Finished in state Failed('{message}") for m in logs) else []
+
+
+@pytest.mark.postgres
+@pytest.mark.server
+def test_expected_failures_log_one_line_and_no_traceback(team: Any, deployed: Any) -> None:
+    """Bad input and rejected chunks are expected failures: the run's logs and the worker's console carry no
+    traceback, and a batch task whose chunks were all rejected says so in its state instead of showing green."""
+    console_before = deployed.worker_log.stat().st_size
+    bad = team.run_deployment(
+        "historical_backfill", "backfill", {"symbols": ["QBAD"], "start": "2024-02-01", "end": "2024-01-01"}
+    )
+    parameters = {"symbols": ["QREJ1", "QREJ2"], "start": "2023-01-01", "end": "2023-12-31"}
+    rejected = team.run_deployment(
+        "historical_backfill", "backfill", parameters | {"provider_options": {"invalid_chunk_rate": 1.0}}
+    )
+    for run_id, message in (
+        (bad, "BadInputError: end date 2024-01-01 is before start date 2024-02-01: swap them or fix one"),
+        (rejected, "IncompleteRunError: 2 of 2 chunk(s) did not load (2 rejected, 0 failed; 0 loaded, 0 empty)"),
+    ):
+        run = team.wait_final(run_id, timeout=180)
+        assert run["state_type"] == "FAILED" and message in run["state"]["message"], run["state"]
+        logs = wait_for(f"flow run {run_id} to log its end", functools.partial(_ended_logs, team, run_id, message), 30)
+        assert [m for m in logs if "Traceback" in m or "exception" in m] == [], logs
+    batches = [t for t in team.task_runs(rejected) if t["name"].startswith("ingest")]
+    assert {(t["state_type"], t["state_name"], t["state"]["message"]) for t in batches} == {
+        ("FAILED", "Rejected", "1 of 1 chunks did not load: 1 rejected")
+    }
+    with deployed.worker_log.open("rb") as log:
+        log.seek(console_before)
+        console = log.read().decode(errors="replace")
+    assert bad in console and rejected in console, "the worker ran both"
+    assert "Traceback" not in console, console
+
+
+OPTIONAL_FIELDS = ("max_cost_usd (Optional)", "calendar (Optional)", "warehouse_url (Optional)")
+
+
+@pytest.fixture(scope="module")
+def page(team: Any, deployed: Any) -> Any:
+    from tests.test_ui import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import re
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1800})
+        context.route(re.compile(r"^https?://(?!127\.0\.0\.1|localhost)"), lambda route: route.abort())
+        context.set_default_timeout(30_000)
+        yield context.new_page()
+        browser.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.server
+def test_optional_form_fields_read_as_plain_inputs(page: Any, team: Any) -> None:
+    """max_cost_usd, calendar and warehouse_url showed "Property is type None" in the run form: each is now one
+    plain input, left empty for "none", and a value typed into it reaches the run."""
+    from playwright.sync_api import expect
+
+    from tests.test_ui import OUTPUT, field, open_form, set_date, set_symbols, submit
+
+    deployment_id = open_form(page, team)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "backfill-optional-fields.png"), full_page=True)
+    expect(page.get_by_text("Property is type")).to_have_count(0)
+    for label in OPTIONAL_FIELDS:
+        block = field(page, label)
+        expect(block).to_be_visible()
+        expect(block.locator("input, textarea")).to_have_count(1)
+        expect(block.locator("input, textarea")).to_have_value("")
+    set_symbols(page, ["FORM1"])
+    set_date(page, "start", "2024-03-01")
+    set_date(page, "end", "2024-03-28")
+    field(page, "max_cost_usd (Optional)").locator("input, textarea").fill("2.5")
+    field(page, "calendar (Optional)").locator("input, textarea").fill("XLON")
+    run = submit(page, deployment_id)
+    stored = team.flow_run(run["id"])["parameters"]
+    assert stored["max_cost_usd"] == 2.5 and stored["calendar"] == "XLON"
+    assert stored.get("warehouse_url") is None
+    final = team.wait_final(run["id"], timeout=120)
+    assert final["state_type"] == "COMPLETED", final["state"]["message"]
