@@ -264,3 +264,72 @@ def test_optional_form_fields_read_as_plain_inputs(page: Any, team: Any) -> None
     assert stored.get("warehouse_url") is None
     final = team.wait_final(run["id"], timeout=120)
     assert final["state_type"] == "COMPLETED", final["state"]["message"]
+
+
+def _deployment_on_own_pool(team: Any, pool: str) -> str:
+    """The backfill deployment copied onto a work pool of its own, so a worker this test stops serves it alone."""
+    team.post("/work_pools/", {"name": pool, "type": "process"})
+    source = team.deployment("historical_backfill", "backfill")
+    fields = ("flow_id", "entrypoint", "path", "pull_steps", "parameter_openapi_schema", "job_variables", "tags")
+    body = {k: source[k] for k in fields if source.get(k) is not None}
+    body |= {"name": f"backfill-{pool}", "work_pool_name": pool, "enforce_parameter_schema": False}
+    return str(team.post("/deployments/", body)["id"])
+
+
+@pytest.mark.postgres
+@pytest.mark.server
+def test_sigterm_stops_the_worker_and_the_crash_notice_says_how_to_finish(
+    team: Any, deployed: Any, receiver: Any, team_warehouse: str, tmp_path: Path
+) -> None:
+    """`candleflow worker` stops within seconds of SIGTERM (it ignored it for over a minute while a run went on);
+    its run ends Crashed, and the notice says the run's process died, how many chunks had committed, and what to
+    run to finish."""
+    import signal
+    import time
+
+    from tests.conftest import ROOT, count
+    from tests.team_server import stop
+
+    deployment_id = _deployment_on_own_pool(team, "cf-sigterm")
+    env = team.env(
+        CANDLEFLOW_WAREHOUSE_URL=team_warehouse,
+        CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        CANDLEFLOW_TASK_WORKERS="1",  # one small batch after another: the run is mid-way for a while
+        CANDLEFLOW_BATCH_ROWS="20000",
+    )
+    with (tmp_path / "worker.log").open("wb") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "candleflow"), "worker", "--pool", "cf-sigterm"], env=env, cwd=ROOT, stdout=out, stderr=out
+        )
+    try:
+        parameters = {"symbols": ["TERMW1", "TERMW2"], "start": "2022-01-01", "end": "2023-12-31", "timeframe": "1m"}
+        run_id = str(team.post(f"/deployments/{deployment_id}/create_flow_run", {"parameters": parameters})["id"])
+
+        def ended_chunks() -> int:
+            sql = f"SELECT count(*) FROM ingest_ledger WHERE flow_run_id = '{run_id}'"
+            return team.flow_run(run_id)["state_type"] == "RUNNING" and count(team_warehouse, sql)
+
+        wait_for("the run to commit its first chunks", ended_chunks, timeout=180)
+        wait_for(
+            "the run's labels to count them", lambda: "candleflow.chunks_ended" in team.flow_run(run_id)["labels"], 30
+        )
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    finally:
+        stop(worker)
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert worker.returncode == 128 + signal.SIGTERM, log[-3000:]
+    run = team.wait_final(run_id, timeout=60)
+    assert run["state_type"] == "CRASHED", run["state"]
+    (notice,) = wait_for("the crash notice", lambda: receiver.about(run_id), timeout=60)
+    body = notice["body"]
+    committed = count(team_warehouse, f"SELECT count(*) FROM ingest_ledger WHERE flow_run_id = '{run_id}'")
+    said = int(body.split("The run's process died: ")[1].split(" of 48 chunks")[0])
+    assert 1 <= said <= committed, body
+    assert (
+        f"{said} of 48 chunks had ended before it and stay committed. To finish, run it again with the same "
+        "parameters (deployment " in body
+    ), body
+    time.sleep(1)
+    assert len(receiver.about(run_id)) == 1
