@@ -115,7 +115,7 @@ def serve(settings: TeamServerSettings, *, host: str, port: int, database: str |
 def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> int:
     """Run a process worker on `pool` (it runs the deployments' flow runs as subprocesses) until it stops or
     this command gets SIGTERM, SIGINT or SIGHUP (see `supervise`); returns the exit code."""
-    from deployments.prefect_api import check_server, configured_api_url
+    from deployments.prefect_api import check_server, configured_api_url, die_with_parent
 
     api = configured_api_url()
     if not api:
@@ -132,7 +132,9 @@ def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> int:
         f"candleflow: worker on pool {pool!r} of {api}; runs send heartbeats every {settings.heartbeat_seconds} s",
         flush=True,
     )
-    return supervise(subprocess.Popen(argv, env=env))
+    # on Linux the kernel stops the worker if this command is killed outright (SIGKILL), so none is left behind
+    preexec = die_with_parent(os.getpid()) if sys.platform == "linux" else None
+    return supervise(subprocess.Popen(argv, env=env, preexec_fn=preexec))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -97,15 +97,17 @@ def test_a_flow_without_its_key_or_its_secret_block_fails_before_fetching(
     assert _ledger_rows(sqlite_url) == 0
 
 
-def _ledger_rows(url: str) -> int:
+def _ledger_rows(url: str, flow_run_id: str | None = None) -> int:
+    """Ledger rows (of one flow run), 0 before the table exists."""
     import sqlalchemy as sa
 
     from warehouse.engine import get_engine
 
+    sql = "SELECT count(*) FROM ingest_ledger" + (" WHERE flow_run_id = :run" if flow_run_id else "")
     with get_engine(url).connect() as conn:
         if not sa.inspect(conn).has_table("ingest_ledger"):
             return 0
-        return int(conn.execute(sa.text("SELECT count(*) FROM ingest_ledger")).scalar() or 0)
+        return int(conn.execute(sa.text(sql), {"run": flow_run_id} if flow_run_id else {}).scalar() or 0)
 
 
 PASSWORD = "s3cret-pw"
@@ -258,9 +260,10 @@ def test_optional_form_fields_read_as_plain_inputs(page: Any, team: Any) -> None
     set_date(page, "end", "2024-03-28")
     field(page, "max_cost_usd (Optional)").locator("input, textarea").fill("2.5")
     field(page, "calendar (Optional)").locator("input, textarea").fill("XLON")
+    field(page, "dry_run (Optional)").get_by_role("switch").click()  # the shared warehouse stays as it is
     run = submit(page, deployment_id)
     stored = team.flow_run(run["id"])["parameters"]
-    assert stored["max_cost_usd"] == 2.5 and stored["calendar"] == "XLON"
+    assert stored["max_cost_usd"] == 2.5 and stored["calendar"] == "XLON" and stored["dry_run"] is True
     assert stored.get("warehouse_url") is None
     final = team.wait_final(run["id"], timeout=120)
     assert final["state_type"] == "COMPLETED", final["state"]["message"]
@@ -279,7 +282,7 @@ def _deployment_on_own_pool(team: Any, pool: str) -> str:
 @pytest.mark.postgres
 @pytest.mark.server
 def test_sigterm_stops_the_worker_and_the_crash_notice_says_how_to_finish(
-    team: Any, deployed: Any, receiver: Any, team_warehouse: str, tmp_path: Path
+    team: Any, deployed: Any, receiver: Any, postgres_url: str, tmp_path: Path
 ) -> None:
     """`candleflow worker` stops within seconds of SIGTERM (it ignored it for over a minute while a run went on);
     its run ends Crashed, and the notice says the run's process died, how many chunks had committed, and what to
@@ -287,12 +290,12 @@ def test_sigterm_stops_the_worker_and_the_crash_notice_says_how_to_finish(
     import signal
     import time
 
-    from tests.conftest import ROOT, count
-    from tests.team_server import stop
+    from tests.conftest import ROOT
+    from tests.team_server import processes_with, stop
 
     deployment_id = _deployment_on_own_pool(team, "cf-sigterm")
     env = team.env(
-        CANDLEFLOW_WAREHOUSE_URL=team_warehouse,
+        CANDLEFLOW_WAREHOUSE_URL=postgres_url,  # a warehouse of its own: the shared one's counts stay
         CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url,
         PREFECT_WORKER_QUERY_SECONDS="1",
         CANDLEFLOW_TASK_WORKERS="1",  # one small batch after another: the run is mid-way for a while
@@ -307,8 +310,7 @@ def test_sigterm_stops_the_worker_and_the_crash_notice_says_how_to_finish(
         run_id = str(team.post(f"/deployments/{deployment_id}/create_flow_run", {"parameters": parameters})["id"])
 
         def ended_chunks() -> int:
-            sql = f"SELECT count(*) FROM ingest_ledger WHERE flow_run_id = '{run_id}'"
-            return team.flow_run(run_id)["state_type"] == "RUNNING" and count(team_warehouse, sql)
+            return team.flow_run(run_id)["state_type"] == "RUNNING" and _ledger_rows(postgres_url, run_id)
 
         wait_for("the run to commit its first chunks", ended_chunks, timeout=180)
         wait_for(
@@ -320,11 +322,12 @@ def test_sigterm_stops_the_worker_and_the_crash_notice_says_how_to_finish(
         stop(worker)
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert worker.returncode == 128 + signal.SIGTERM, log[-3000:]
+    assert processes_with(f"PREFECT__FLOW_RUN_ID={run_id}") == [], "the run's process must not outlive the worker"
     run = team.wait_final(run_id, timeout=60)
     assert run["state_type"] == "CRASHED", run["state"]
     (notice,) = wait_for("the crash notice", lambda: receiver.about(run_id), timeout=60)
     body = notice["body"]
-    committed = count(team_warehouse, f"SELECT count(*) FROM ingest_ledger WHERE flow_run_id = '{run_id}'")
+    committed = _ledger_rows(postgres_url, run_id)
     said = int(body.split("The run's process died: ")[1].split(" of 48 chunks")[0])
     assert 1 <= said <= committed, body
     assert (
