@@ -80,7 +80,8 @@ def incremental_update(
             pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...). Empty: each symbol's calendar from
             CANDLEFLOW_CALENDARS on the worker, else XNYS.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
-            sqlite:///candleflow.db in its working directory.
+            sqlite:///candleflow.db in its working directory. No password here (Prefect keeps parameters in plain
+            text): the worker's CANDLEFLOW_WAREHOUSE_PASSWORD gives it.
     """
     started = time.perf_counter()
     inputs = check_update(

@@ -241,12 +241,12 @@ def check_run(
         raise BadInputError(f"unknown {name('on_invalid')} {on_invalid!r}: use reject or quarantine_rows")
     if warehouse_url is not None and not isinstance(warehouse_url, str):
         raise BadInputError(f"{name('warehouse_url')} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db")
+    url = parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
     if warehouse_url and has_password(warehouse_url):
         raise BadInputError(
             f"{name('warehouse_url')} holds a password, which Prefect keeps in plain text with the run's parameters: "
             f"leave it out of the URL and set {PASSWORD_ENV} (or {URL_ENV} with the password) where the run runs"
         )
-    url = parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
     calendars = symbol_calendars(calendar or options.get("calendar"), checked_symbols, settings.calendars, name)
     if url.get_backend_name() == "oracle":
         oracle_settings()
