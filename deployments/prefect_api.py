@@ -51,7 +51,7 @@ def signals_unwind() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
     def preexec() -> None:  # runs in the child between fork and exec
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -85,7 +85,7 @@ def _temporary_server_class() -> Any:
             return subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", *args],
                 env=env,
-                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent(os.getpid()) if sys.platform == "linux" else None,
             )
 
     return TemporaryServer

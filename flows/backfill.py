@@ -23,9 +23,17 @@ from flows.chunks import (
     report_coverage,
     run_chunks,
 )
+from flows.form import OptionalAmount, OptionalText
 from flows.inputs import check_backfill
-from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
+from flows.runs import (
+    chunk_task_runner,
+    expected_failures_end_quietly,
+    notify_on_completion,
+    notify_on_failure,
+    run_name,
+)
 from providers import ProviderName
+from tasks.secrets import check_key_block
 from tasks.warehouse import read_ledger_task
 
 
@@ -38,6 +46,7 @@ from tasks.warehouse import read_ledger_task
     on_crashed=[notify_on_failure],
     on_completion=[notify_on_completion],
 )
+@expected_failures_end_quietly
 def historical_backfill(
     symbols: Annotated[list[str], Field(min_length=1)],
     start: dt.date,
@@ -47,10 +56,10 @@ def historical_backfill(
     mode: PlanModeName = "missing",
     on_invalid: OnInvalid = "reject",
     dry_run: bool = False,
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    max_cost_usd: OptionalAmount = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
-    calendar: str | None = None,
-    warehouse_url: str | None = None,
+    calendar: OptionalText = None,
+    warehouse_url: OptionalText = None,
 ) -> RunSummary:
     """Backfill bars for the symbols at one timeframe over the session dates start..end.
 
@@ -75,7 +84,8 @@ def historical_backfill(
             pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...). Empty: each symbol's calendar from
             CANDLEFLOW_CALENDARS on the worker, else XNYS.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
-            sqlite:///candleflow.db in its working directory.
+            sqlite:///candleflow.db in its working directory. No password here (Prefect keeps parameters in plain
+            text): the worker's CANDLEFLOW_WAREHOUSE_PASSWORD gives it.
     """
     started = time.perf_counter()
     inputs = check_backfill(
@@ -92,6 +102,7 @@ def historical_backfill(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    check_key_block(inputs.provider, inputs.provider_options)
     series = inputs.series(inputs.timeframes[0])
     chunks = plan_series(series, series.symbols, inputs.start, inputs.end)
     summary = RunSummary(flow="historical_backfill", planned=len(chunks), dry_run=inputs.dry_run)

@@ -150,7 +150,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
         future = next(as_completed(list(futures)))
         batch = futures.pop(future)
         try:
-            outcome: BatchOutcome = future.result()
+            outcome = batch_outcome(future)
             results = outcome.results
             summary.stages.add(outcome.stages)
             stopped = stopped or outcome.stopped
@@ -192,6 +192,17 @@ def _recorded(result: ChunkResult, warehouse_url: str | None, run_id: str | None
     except Exception as exc:
         return replace(result, error=f"{result.error} (not recorded in the ledger: {describe(exc)})")
     return result
+
+
+def batch_outcome(future: PrefectFuture[Any]) -> BatchOutcome:
+    """What a batch task did, also when it ended Failed because none of its chunks loaded (its outcome is that
+    state's result); raises what a task that broke raised."""
+    outcome = future.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if not isinstance(outcome, BatchOutcome):
+        raise TypeError(f"the batch task returned {type(outcome).__name__}, not its outcome")
+    return outcome
 
 
 def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end: dt.date) -> None:

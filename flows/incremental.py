@@ -24,9 +24,17 @@ from flows.chunks import (
     report_coverage,
     run_chunks,
 )
+from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
-from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
+from flows.runs import (
+    chunk_task_runner,
+    expected_failures_end_quietly,
+    notify_on_completion,
+    notify_on_failure,
+    run_name,
+)
 from providers import ProviderName
+from tasks.secrets import check_key_block
 from tasks.warehouse import read_watermarks_task
 
 
@@ -39,18 +47,19 @@ from tasks.warehouse import read_watermarks_task
     on_crashed=[notify_on_failure],
     on_completion=[notify_on_completion],
 )
+@expected_failures_end_quietly
 def incremental_update(
     symbols: Annotated[list[str], Field(min_length=1)],
     timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
     provider: ProviderName = "synthetic",
     lookback_days: Annotated[int, Field(ge=1)] = 30,
-    overlap_days: Annotated[int | None, Field(ge=0)] = None,
-    end: dt.date | None = None,
+    overlap_days: OptionalCount = None,
+    end: OptionalDate = None,
     on_invalid: OnInvalid = "reject",
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    max_cost_usd: OptionalAmount = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
-    calendar: str | None = None,
-    warehouse_url: str | None = None,
+    calendar: OptionalText = None,
+    warehouse_url: OptionalText = None,
 ) -> RunSummary:
     """Fetch each series from its watermark (its newest loaded bar) minus an overlap, up to end, so late vendor
     corrections are picked up. Overlapping chunks are always fetched again: that is the point of the overlap.
@@ -72,7 +81,8 @@ def incremental_update(
             pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...). Empty: each symbol's calendar from
             CANDLEFLOW_CALENDARS on the worker, else XNYS.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
-            sqlite:///candleflow.db in its working directory.
+            sqlite:///candleflow.db in its working directory. No password here (Prefect keeps parameters in plain
+            text): the worker's CANDLEFLOW_WAREHOUSE_PASSWORD gives it.
     """
     started = time.perf_counter()
     inputs = check_update(
@@ -88,6 +98,7 @@ def incremental_update(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    check_key_block(inputs.provider, inputs.provider_options)
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     prepare(inputs.warehouse_url)
     overlap = dt.timedelta(days=inputs.overlap_days) if inputs.overlap_days is not None else None

@@ -23,10 +23,18 @@ from flows.chunks import (
     report_coverage,
     run_chunks,
 )
+from flows.form import OptionalAmount, OptionalDate, OptionalText
 from flows.inputs import check_repair
-from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
+from flows.runs import (
+    chunk_task_runner,
+    expected_failures_end_quietly,
+    notify_on_completion,
+    notify_on_failure,
+    run_name,
+)
 from providers import ProviderName
 from tasks.coverage import measure_coverage
+from tasks.secrets import check_key_block
 
 
 @flow(
@@ -38,18 +46,19 @@ from tasks.coverage import measure_coverage
     on_crashed=[notify_on_failure],
     on_completion=[notify_on_completion],
 )
+@expected_failures_end_quietly
 def repair_gaps(
     symbols: Annotated[list[str], Field(min_length=1)],
     timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
     provider: ProviderName = "synthetic",
     lookback_days: Annotated[int, Field(ge=1)] = 30,
-    end: dt.date | None = None,
+    end: OptionalDate = None,
     dry_run: bool = False,
     on_invalid: OnInvalid = "reject",
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    max_cost_usd: OptionalAmount = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
-    calendar: str | None = None,
-    warehouse_url: str | None = None,
+    calendar: OptionalText = None,
+    warehouse_url: OptionalText = None,
 ) -> RunSummary:
     """Find the closed sessions of the lookback that have no bars (or fewer than a full session) and that the
     ledger does not explain (never fetched, failed, or lost after loading), and fetch exactly the chunks that
@@ -72,7 +81,8 @@ def repair_gaps(
             pandas_market_calendars one (CME_Equity, CMEGlobex_Crude, ...). Empty: each symbol's calendar from
             CANDLEFLOW_CALENDARS on the worker, else XNYS.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
-            sqlite:///candleflow.db in its working directory.
+            sqlite:///candleflow.db in its working directory. No password here (Prefect keeps parameters in plain
+            text): the worker's CANDLEFLOW_WAREHOUSE_PASSWORD gives it.
     """
     started = time.perf_counter()
     inputs = check_repair(
@@ -88,6 +98,7 @@ def repair_gaps(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    check_key_block(inputs.provider, inputs.provider_options)
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     first = last - dt.timedelta(days=inputs.lookback_days)
     inputs.check_dates(first, last)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -36,8 +37,13 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
     warehouse answers, and return the flow's parameters; raises BadInputError naming the input."""
     from flows.inputs import check_backfill, check_repair, check_update, flag_name
-    from warehouse.engine import check_reachable, ensure_database, resolve_url, safe_url
+    from warehouse.engine import PASSWORD_ENV, check_reachable, ensure_database, resolve_url, safe_url, without_password
 
+    # The run's warehouse_url parameter never holds the password (Prefect stores parameters in plain text): the
+    # flow runs in this process and finds it in this process's environment.
+    warehouse_url, password = without_password(resolve_url(args.warehouse))
+    if password is not None:
+        os.environ[PASSWORD_ENV] = password
     run: dict[str, Any] = {
         "provider": args.provider,
         "symbols": args.symbols,
@@ -45,7 +51,7 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "provider_options": parse_options(args.option) or None,
         "on_invalid": args.on_invalid,
         "max_cost_usd": args.max_cost_usd,
-        "warehouse_url": resolve_url(args.warehouse),
+        "warehouse_url": warehouse_url,
         "calendar": args.calendar,
         "name": flag_name,
     }
