@@ -59,8 +59,10 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "backfill":
         backfill = check_backfill(**run, start=args.start, end=args.end, mode=args.mode, dry_run=args.dry_run)
         checked: Any = backfill
+        frames = [tf.name for tf in backfill.timeframes]
         params.update(
-            timeframe=backfill.timeframes[0].name,
+            timeframe=frames[0],
+            timeframes=frames if len(frames) > 1 else None,  # one timeframe: the run's parameters as before
             start=backfill.start,
             end=backfill.end,
             mode=str(backfill.mode),
