@@ -139,3 +139,73 @@ def test_gaps_checks_every_regular_interval_around_a_lunch_break(
     assert main(["gaps", *series, *where, "--json"]) == 1
     (gap,) = json.loads(capsys.readouterr().out)
     assert (gap["session"], gap["state"], gap["present"], gap["expected"]) == ("2024-03-06", "partial", 65, 66)
+
+
+def minute_file_with_closing_prints(directory: Path) -> Path:
+    """Three winter sessions of 1m bars, 09:30-15:59 New York, each followed by a 16:00 closing print (21:00 UTC),
+    as real S&P 500 minute files have."""
+    days = [pd.Timestamp(d, tz="UTC") for d in ("2024-01-02", "2024-01-03", "2024-01-04")]
+    stamps = pd.DatetimeIndex([])
+    for day in days:
+        regular = pd.date_range(day + pd.Timedelta("14:30:00"), day + pd.Timedelta("20:59:00"), freq="1min")
+        stamps = stamps.append(regular).append(pd.DatetimeIndex([day + pd.Timedelta("21:00:00")]))
+    return minute_file(directory, stamps)
+
+
+CLOSING_PRINTS = ["--symbols", "AAPL", "--timeframe", "1m", "--start", "2024-01-02", "--end", "2024-01-04"]
+
+
+def test_a_rejection_names_the_rows_their_local_time_the_hours_and_the_ways_out(
+    sqlite_url: str, tmp_path: Path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    directory = minute_file_with_closing_prints(tmp_path / "files")
+    argv = ["backfill", "--provider", "csv", *CLOSING_PRINTS, "--warehouse", sqlite_url]
+    assert main([*argv, "--option", f"directory={directory}"]) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if "REJECTED" in line]  # one line per chunk
+    assert "ts inside a session of the exchange calendar" in line  # the expectation's name, as in the suite
+    assert "3 row(s)" in line
+    assert "2024-01-02 16:00, 2024-01-03 16:00, 2024-01-04 16:00 America/New_York" in line, line
+    assert "regular hours 09:30-16:00 America/New_York" in line, line
+    for way_out in ("--on-invalid quarantine_rows", "--option hours=extended", "--calendar NAME"):
+        assert way_out in line, line
+    # the named way out works: the closing prints are pre- and post-market hours' bars
+    assert main([*argv, "--option", f"directory={directory}", "--option", "hours=extended"]) == 0
+    assert bars_of(sqlite_url, "1m") == 3 * 391
+
+
+def test_a_rejection_by_a_rule_other_than_the_session_names_its_rows_and_the_quarantine_option(
+    sqlite_url: str, tmp_path: Path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    stamps = pd.date_range("2024-01-02 14:30", "2024-01-02 20:59", freq="1min", tz="UTC")
+    directory = minute_file(tmp_path / "files", stamps)
+    path = directory / "1m" / "AAPL.csv"
+    frame = pd.read_csv(path)
+    frame.loc[5, "high"] = frame.loc[5, "low"] - 1  # 09:35 New York: high below low
+    frame.to_csv(path, index=False)
+    argv = ["backfill", "--provider", "csv", *CLOSING_PRINTS[:4], "--start", "2024-01-02", "--end", "2024-01-02"]
+    assert main([*argv, "--warehouse", sqlite_url, "--option", f"directory={directory}"]) == 1
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "REJECTED" in line]
+    assert "high >= low: 1 row(s) at 2024-01-02 09:35 America/New_York" in line, line
+    assert "--on-invalid quarantine_rows" in line and "hours=extended" not in line, line
+
+
+def test_quarantine_reasons_are_those_of_the_latest_run(sqlite_url: str, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    directory = minute_file_with_closing_prints(tmp_path / "files")
+    argv = ["backfill", "--provider", "csv", *CLOSING_PRINTS, "--warehouse", sqlite_url]
+    argv += ["--option", f"directory={directory}", "--mode", "all"]
+    assert main([*argv, "--calendar", "XHKG"]) == 1  # Hong Kong's hours: every row is outside them
+    held = "SELECT count(*) FROM quarantine"
+    assert count(sqlite_url, held) == 3 * 391
+    first_run = "SELECT count(DISTINCT flow_run_id) FROM quarantine"
+    assert count(sqlite_url, first_run) == 1
+    assert main(argv) == 1  # New York's: only the closing prints are
+    assert count(sqlite_url, held) == 3 * 391  # each row held once
+    session_rule = "failed_expectations LIKE 'ts inside a session of the exchange calendar%'"
+    assert count(sqlite_url, f"SELECT count(*) FROM quarantine WHERE {session_rule}") == 3
+    chunk_rule = "failed_expectations LIKE 'chunk rejected: ts inside a session%'"
+    assert count(sqlite_url, f"SELECT count(*) FROM quarantine WHERE {chunk_rule}") == 3 * 390
+    assert count(sqlite_url, first_run) == 1  # flow_run_id: the run that first saw them
