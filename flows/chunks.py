@@ -162,7 +162,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
             progress.advanced(result)
             if not result.status.ok:
                 logger.warning("chunk %s ended %s: %s", result.chunk.label(), result.status, result.error)
-        advance_progress(artifact, done, len(chunks))
+        advance_progress(artifact, done, len(chunks), summary.flow)
     summary.results.sort(key=lambda r: r.chunk)
     summary.elapsed_seconds = time.perf_counter() - started
     publish_summary(summary)

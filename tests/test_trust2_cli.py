@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -209,3 +210,75 @@ def test_quarantine_reasons_are_those_of_the_latest_run(sqlite_url: str, tmp_pat
     chunk_rule = "failed_expectations LIKE 'chunk rejected: ts inside a session%'"
     assert count(sqlite_url, f"SELECT count(*) FROM quarantine WHERE {chunk_rule}") == 3 * 390
     assert count(sqlite_url, first_run) == 1  # flow_run_id: the run that first saw them
+
+
+def flow_run_of(state: Any) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def artifacts_of(flow_run_id: Any) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key or a.type or "": a for a in found}
+
+
+def test_update_and_repair_runs_say_what_they_are_in_their_names(sqlite_url: str) -> None:
+    from flows.backfill import historical_backfill
+    from flows.incremental import incremental_update
+    from flows.repair import repair_gaps
+
+    common: dict[str, Any] = {"symbols": ["AAPL", "MSFT"], "warehouse_url": sqlite_url}
+    end = dt.date(2024, 5, 1)
+    backfill = historical_backfill(**common, start=dt.date(2024, 4, 1), end=end, return_state=True)
+    update = incremental_update(**common, timeframes=["1d", "1h"], end=end, return_state=True)
+    repair = repair_gaps(**common, timeframes=["1d", "1h"], end=end, dry_run=True, return_state=True)
+    assert flow_run_of(backfill).name == "synthetic AAPL,MSFT 1d 2024-04-01..2024-05-01"
+    assert flow_run_of(update).name == "update synthetic AAPL,MSFT 1d,1h to 2024-05-01"
+    assert flow_run_of(repair).name == "repair synthetic AAPL,MSFT 1d,1h to 2024-05-01"
+
+
+def test_the_run_artifacts_read_naturally_and_fit_the_page(sqlite_url: str) -> None:
+    from flows.backfill import historical_backfill
+
+    state = historical_backfill(
+        symbols=["AAPL", "MSFT"],
+        start=dt.date(2024, 1, 2),
+        end=dt.date(2024, 1, 31),
+        warehouse_url=sqlite_url,
+        return_state=True,
+    )
+    assert state.is_completed()
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    progress = artifacts["progress"]
+    assert (progress.data, progress.description) == (100.0, "historical_backfill: 2 of 2 chunks done")
+    summary = str(artifacts["historical-backfill-summary"].data)
+    counts = summary.split("\n\n")[1].splitlines()  # the first table: one row per count, two columns
+    assert counts[:2] == ["| count | value |", "|---|---:|"]
+    assert "| chunks planned | 2 |" in counts and "| loaded | 2 |" in counts and "| bars written | 42 |" in counts
+    assert all(line.count("|") == 3 for line in counts)
+
+
+def test_repair_looks_back_as_far_as_an_update_unless_its_deployment_says_why() -> None:
+    import inspect
+
+    import yaml
+
+    from flows.incremental import incremental_update
+    from flows.repair import repair_gaps
+    from tests.conftest import ROOT
+
+    def default(flow: Any) -> Any:
+        return inspect.signature(flow.fn).parameters["lookback_days"].default
+
+    assert default(repair_gaps) == default(incremental_update) == 30
+    deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert deployments["repair-gaps"]["parameters"]["lookback_days"] == default(repair_gaps)
+    assert deployments["incremental"]["parameters"]["lookback_days"] == default(incremental_update)
