@@ -44,7 +44,7 @@ def historical_backfill(
     end: dt.date,
     provider: ProviderName = "synthetic",
     timeframe: TimeframeName = "1d",
-    timeframes: list[TimeframeName] | None = None,
+    timeframes: list[TimeframeName] = [],  # noqa: B006 (never mutated; a list, not None: a plain list field in the UI)
     mode: PlanModeName = "missing",
     on_invalid: OnInvalid = "reject",
     dry_run: bool = False,
@@ -61,7 +61,7 @@ def historical_backfill(
         end: Last session date to fill (inclusive); on or after start.
         provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.
         timeframe: Bar size: 1m, 5m, 15m, 1h or 1d.
-        timeframes: Several bar sizes in one run, e.g. ["1d", "1h"]; when given, they replace timeframe.
+        timeframes: Several bar sizes in one run, e.g. 1d and 1h; when any are given, they replace timeframe.
         mode: missing fetches what the ledger does not hold as loaded or empty; failed only chunks that ended
             failed or rejected; all everything, rewriting only bars that changed.
         on_invalid: A chunk failing validation: reject keeps all of it out; quarantine_rows loads its good rows.

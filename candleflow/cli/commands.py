@@ -60,9 +60,10 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         backfill = check_backfill(**run, start=args.start, end=args.end, mode=args.mode, dry_run=args.dry_run)
         checked: Any = backfill
         frames = [tf.name for tf in backfill.timeframes]
+        if len(frames) > 1:  # one timeframe: the run's parameters as before
+            params["timeframes"] = frames
         params.update(
             timeframe=frames[0],
-            timeframes=frames if len(frames) > 1 else None,  # one timeframe: the run's parameters as before
             start=backfill.start,
             end=backfill.end,
             mode=str(backfill.mode),
