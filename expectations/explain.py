@@ -50,19 +50,22 @@ def explain_verdict(verdict: ChunkVerdict, frame: pd.DataFrame, *, hours: Sessio
     for rule, positions in by_rule.items():
         grouped.setdefault(tuple(positions), []).append(rule)
     session_rule = rule_of_column("in_session")
+    intraday = get_timeframe(chunk.timeframe).intraday
     parts = []
     for rows, rules in grouped.items():
         text = ", ".join(rules)
         if rows:
             text += f": {len(rows)} row(s) at {_when(frame, rows, chunk.timeframe, chunk.calendar)}"
-            if session_rule in rules:
+            if session_rule in rules and intraday:
                 text += f", outside {_hours(chunk.window_start, chunk.window_end, chunk.calendar, hours)}"
+            elif session_rule in rules:
+                text += f", dates {chunk.calendar} has no session on"
         parts.append(text)
     options = []
     if ways_out.reject:
         options.append("--on-invalid quarantine_rows loads the other rows")
     if session_rule in by_rule:
-        if ways_out.hours_option and hours == "regular":
+        if ways_out.hours_option and hours == "regular" and intraday:
             options.append("--option hours=extended if they are pre- or post-market bars")
         options.append(f"--calendar NAME if {chunk.symbol} trades on another exchange than {chunk.calendar}")
     ways = f". Ways out: {'; '.join(options)}" if options else ""

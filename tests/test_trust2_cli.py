@@ -283,3 +283,14 @@ def test_repair_looks_back_as_far_as_an_update_unless_its_deployment_says_why() 
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert deployments["repair-gaps"]["parameters"]["lookback_days"] == default(repair_gaps)
     assert deployments["incremental"]["parameters"]["lookback_days"] == default(incremental_update)
+
+
+def test_a_daily_bar_on_no_session_is_named_by_its_date(sqlite_url: str, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    rows = ["2024-01-05,1.5,2,1,1.5,100", "2024-01-06,1.5,2,1,1.5,100"]  # a Friday and a Saturday
+    (tmp_path / "SATD.csv").write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    argv = ["backfill", "--provider", "csv", "--symbols", "SATD", "--start", "2024-01-02", "--end", "2024-01-31"]
+    assert main([*argv, "--warehouse", sqlite_url, "--option", f"directory={tmp_path}"]) == 1
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "REJECTED" in line]
+    assert "1 row(s) at 2024-01-06, dates XNYS has no session on. Ways out: --on-invalid quarantine_rows" in line
+    assert "--calendar NAME if SATD trades on another exchange than XNYS" in line and "hours=" not in line, line
