@@ -160,15 +160,19 @@ class RunSummary:
 
     def markdown(self) -> str:
         c = self.counts()
-        rows = [
-            "| chunks planned | skipped (held) | not published | loaded | empty | partial | rejected | failed "
-            "| unchanged | revised | bars removed | bars written | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {self.planned} | {self.skipped} | {len(self.not_published)} | {c['loaded']} | {c['empty']} "
-            f"| {c['partial']} | {c['rejected']} | {c['failed']} | {self.unchanged} | {self.revised} "
-            f"| {self.removed} | {self.bars_written} "
-            f"| {self.elapsed_seconds:.1f} |",
-        ]
+        counts = {
+            "chunks planned": self.planned,
+            "skipped (held)": self.skipped,
+            "not published": len(self.not_published),
+            **{str(s): c[str(s)] for s in LedgerStatus},
+            "unchanged": self.unchanged,
+            "revised": self.revised,
+            "bars removed": self.removed,
+            "bars written": self.bars_written,
+            "seconds": f"{self.elapsed_seconds:.1f}",
+        }
+        # one row per count: twelve columns side by side were cut off at the UI's 1440 px
+        rows = ["| count | value |", "|---|---:|", *(f"| {name} | {value} |" for name, value in counts.items())]
         if self.results and self.elapsed_seconds > 0:
             breakdown = self.time_breakdown()
             stages = self.stages

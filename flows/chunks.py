@@ -175,7 +175,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
             progress.advanced(result)
             if not result.status.ok and result.error != stopped:
                 logger.warning("chunk %s ended %s: %s", result.chunk.label(), result.status, result.error)
-        advance_progress(artifact, done, len(chunks))
+        advance_progress(artifact, done, len(chunks), summary.flow)
     summary.results.sort(key=lambda r: r.chunk)
     checkpoint_warehouse(warehouse_url)
     summary.elapsed_seconds = time.perf_counter() - started

@@ -71,9 +71,14 @@ def _quiet_engine_on_expected_failures() -> None:
 _quiet_engine_on_expected_failures()
 
 
+# What a run's name starts with, so a manual update and a repair over the same series read apart.
+_RUN_KIND = {"incremental_update": "update ", "repair_gaps": "repair "}
+
+
 def run_name() -> str:
-    """`synthetic AAPL,MSFT 1d 2024-01-01..2024-12-31`, from the run's parameters as given (they are not checked
-    yet when Prefect names the run, so nothing here may fail)."""
+    """`synthetic AAPL,MSFT 1d 2024-01-01..2024-12-31` for a backfill, `update synthetic AAPL 1d,1h to
+    2024-05-01` or `repair ...` for the others, from the run's parameters as given (they are not checked yet when
+    Prefect names the run, so nothing here may fail)."""
     try:
         p: dict[str, Any] = dict(current_run.parameters or {})
         symbols = p.get("symbols") or []
@@ -82,7 +87,8 @@ def run_name() -> str:
         frames = p.get("timeframes") or [p.get("timeframe", "1d")]
         frames = frames.split(",") if isinstance(frames, str) else list(frames)
         when = f"{p['start']}..{p['end']}" if "start" in p else f"to {p.get('end') or 'today'}"
-        return f"{p.get('provider', 'synthetic')} {who} {','.join(map(str, frames))} {when}"
+        kind = _RUN_KIND.get(str(current_run.flow_name), "")
+        return f"{kind}{p.get('provider', 'synthetic')} {who} {','.join(map(str, frames))} {when}"
     except Exception:  # a name is not worth failing a run for
         return str(current_run.flow_name or "candleflow run")
 

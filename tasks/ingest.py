@@ -20,6 +20,7 @@ from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run, task_run
 from prefect.states import Completed, Failed, State
+from pydantic import BaseModel
 
 from candleflow.checksum import frame_checksum
 from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
@@ -29,6 +30,7 @@ from candleflow.sessions import final_through
 from candleflow.settings import run_settings
 from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
+from expectations.explain import WaysOut, explain_verdict
 from expectations.validate import ChunkVerdict
 from providers import get_provider, provider_of
 from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, FetchRequest
@@ -143,6 +145,8 @@ class _Batch:
         self.limits = limits
         name = provider_of(chunks[0].provider)  # `csv:quandl` is the csv provider, its bars stored apart
         self.provider = get_provider(name, with_secrets(name, provider_options))
+        options = getattr(self.provider, "options", None)  # e.g. csv's `hours`, named as a way out of a rejection
+        self.hours_option = isinstance(options, BaseModel) and "hours" in type(options).model_fields
         self.engine = get_engine(warehouse_url)
         self.run_id = current_flow_run_id()
         self.task_run_id, self.last_attempt = _attempt()
@@ -374,11 +378,12 @@ class _Batch:
             )
         error: str | None = None
         if not verdict.ok:
-            rules = "; ".join(verdict.failed_rules)
             bad = f"{len(verdict.bad_rows)} bad row(s)"
             unreadable = int(frame["ts"].isna().sum()) if "ts" in frame.columns else 0
             if unreadable:  # the source's time was blank or unreadable: the provider kept the row to say so
                 bad += f" ({unreadable} with an unreadable time)"
+            hours, ways_out = self.provider.session_hours, WaysOut(self.on_invalid == "reject", self.hours_option)
+            rules = explain_verdict(verdict, frame, hours=hours, ways_out=ways_out)
             if self.on_invalid == "quarantine_rows":
                 good = len(frame) - len(verdict.bad_rows)
                 error = f"{bad} quarantined, the other {good} loaded: {rules}"

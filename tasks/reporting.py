@@ -19,17 +19,24 @@ CHUNKS_ENDED_LABEL = "candleflow.chunks_ended"
 CHUNKS_PLANNED_LABEL = "candleflow.chunks_planned"
 
 
+def progress_text(flow: str, done: int, total: int) -> str:
+    """`historical_backfill: 1 of 2 chunks done`: the progress artifact's description."""
+    return f"{flow}: {done} of {total} chunk{'' if total == 1 else 's'} done"
+
+
 def start_progress(total: int, flow: str) -> UUID | None:
     if total == 0:
         return None
     label_progress(0, total)
-    artifact_id = create_progress_artifact(progress=0.0, description=f"{flow}: chunks done out of {total}")
+    artifact_id = create_progress_artifact(progress=0.0, description=progress_text(flow, 0, total))
     return artifact_id if isinstance(artifact_id, UUID) else None
 
 
-def advance_progress(artifact_id: UUID | None, done: int, total: int) -> None:
+def advance_progress(artifact_id: UUID | None, done: int, total: int, flow: str) -> None:
+    """The bar and its description, in the one update call the bar alone would cost."""
     if artifact_id is not None and total:
-        update_progress_artifact(artifact_id=artifact_id, progress=100.0 * done / total)
+        description = progress_text(flow, done, total)
+        update_progress_artifact(artifact_id=artifact_id, progress=100.0 * done / total, description=description)
         label_progress(done, total)
 
 

@@ -488,29 +488,32 @@ def _new_quarantine_rows(
     flow_run_id: str | None,
     only_bad: bool,
 ) -> list[dict[str, object]]:
-    """The rows to quarantine that the quarantine does not hold yet (by content, per series)."""
+    """The rows to quarantine that the quarantine does not hold yet (by content, per series). Rows it holds
+    already take this run's reasons (`failed_expectations`); their `flow_run_id` stays the run that first saw them."""
     q = quarantine.c
-    held = set(
-        conn.execute(
-            sa.select(q.row_hash).where(
-                q.provider == chunk.provider,
-                q.symbol == chunk.symbol,
-                q.timeframe == chunk.timeframe,
-                q.window_start == chunk.window_start.to_pydatetime(),
-                q.row_hash.is_not(None),
-            )
-        ).scalars()
+    window = (
+        q.provider == chunk.provider,
+        q.symbol == chunk.symbol,
+        q.timeframe == chunk.timeframe,
+        q.window_start == chunk.window_start.to_pydatetime(),
     )
+    reasons = sa.select(q.row_hash, q.failed_expectations).where(*window, q.row_hash.is_not(None))
+    held: dict[str, str] = {str(h): str(f) for h, f in conn.execute(reasons).tuples()}
     now = _now()
     out: list[dict[str, object]] = []
+    restated: list[dict[str, object]] = []
     for i, record in enumerate(frame.to_dict("records")):
         if only_bad and i not in bad_rows:
             continue
         data = _row_json(record)
         digest = row_hash(chunk, data)
+        failed = "; ".join(bad_rows[i]) if i in bad_rows else reason
         if digest in held:
+            if held[digest] != failed:
+                restated.append({"digest": digest, "failed": failed})
+                held[digest] = failed
             continue
-        held.add(digest)
+        held[digest] = failed
         out.append(
             {
                 "provider": chunk.provider,
@@ -521,11 +524,14 @@ def _new_quarantine_rows(
                 "ts": _safe_ts(record.get("ts")),
                 "row_data": data,
                 "row_hash": digest,
-                "failed_expectations": "; ".join(bad_rows[i]) if i in bad_rows else reason,
+                "failed_expectations": failed,
                 "flow_run_id": flow_run_id,
                 "quarantined_at": now,
             }
         )
+    if restated:
+        now_failed = sa.update(quarantine).where(*window, q.row_hash == sa.bindparam("digest"))
+        conn.execute(now_failed.values(failed_expectations=sa.bindparam("failed")), restated)
     return out
 
 
