@@ -1,8 +1,8 @@
 """Coverage: which sessions of the exchange calendar have bars, which lack them, and why. Pure.
 
 Every session of a series is one of:
-- complete: as many bars as a full session has (or, for vendors that send no bar for an interval without
-  trades, at least one);
+- complete: a bar for every interval of its regular hours (or, for vendors that send no bar for an interval
+  without trades, at least one bar); pre- and post-market bars are extra, never counted for a regular interval;
 - partial: some bars, fewer than a full session has;
 - explained: no bars, and the ledger says why: the provider had none, or validation rejected them (all, or the
   session's rows of a `partial` chunk);
@@ -24,7 +24,7 @@ import pandas as pd
 
 from candleflow.model import LedgerEntry, LedgerStatus
 from candleflow.planning import utc_midnight
-from candleflow.sessions import expected_bars_per_session
+from candleflow.sessions import SessionHours, expected_bars_per_session
 from candleflow.timeframes import Timeframe
 
 
@@ -72,6 +72,14 @@ class Gap:
     reason: str
 
 
+def hours_counted(partial: bool) -> SessionHours:
+    """Which intraday bars count toward their session. For vendors that send a bar for every interval
+    (`partial`), only the regular session's: its count then says how many regular intervals have their bar, and
+    a pre- or post-market bar never stands in for a missing regular one. For vendors that send bars only when
+    traded, any bar of the extended session (one is enough to make it complete)."""
+    return "regular" if partial else "extended"
+
+
 def explain(session: dt.date, entries: Iterable[LedgerEntry]) -> Reason:
     """Why a session lacks bars, from the ledger rows whose window holds it (a failure anywhere wins)."""
     noon = utc_midnight(session) + pd.Timedelta(hours=12)  # inside the session's chunk, whatever its windows
@@ -99,7 +107,8 @@ def classify_sessions(
     partial: bool = True,
     expected: pd.Series | None = None,
 ) -> list[SessionCoverage]:
-    """Each session of `schedule` with its state. `partial=False` for vendors that send no bar for an interval
+    """Each session of `schedule` with its state, from `bars_per_session` counted with `hours_counted(partial)`
+    hours. `partial=False` for vendors that send no bar for an interval
     without trades: any bar makes the session complete. `expected`: `expected_bars_per_session(schedule,
     timeframe)`, when the caller classifies many series over one schedule."""
     entries = list(ledger)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
-from candleflow.model import OnInvalid
+from candleflow.model import Chunk, OnInvalid
 from candleflow.planning import PlanModeName, select_chunks
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
@@ -23,7 +23,7 @@ from flows.chunks import (
     report_coverage,
     run_chunks,
 )
-from flows.inputs import check_backfill
+from flows.inputs import BackfillInputs, SeriesRequest, check_backfill
 from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
 from providers import ProviderName
 from tasks.warehouse import read_ledger_task
@@ -44,6 +44,7 @@ def historical_backfill(
     end: dt.date,
     provider: ProviderName = "synthetic",
     timeframe: TimeframeName = "1d",
+    timeframes: list[TimeframeName] | None = None,
     mode: PlanModeName = "missing",
     on_invalid: OnInvalid = "reject",
     dry_run: bool = False,
@@ -52,7 +53,7 @@ def historical_backfill(
     calendar: str | None = None,
     warehouse_url: str | None = None,
 ) -> RunSummary:
-    """Backfill bars for the symbols at one timeframe over the session dates start..end.
+    """Backfill bars for the symbols at one timeframe (or several) over the session dates start..end.
 
     Args:
         symbols: Tickers to backfill, e.g. AAPL, MSFT, BRK.B (1-32 characters of A-Z 0-9 . - / ^ =).
@@ -60,6 +61,7 @@ def historical_backfill(
         end: Last session date to fill (inclusive); on or after start.
         provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.
         timeframe: Bar size: 1m, 5m, 15m, 1h or 1d.
+        timeframes: Several bar sizes in one run, e.g. ["1d", "1h"]; when given, they replace timeframe.
         mode: missing fetches what the ledger does not hold as loaded or empty; failed only chunks that ended
             failed or rejected; all everything, rewriting only bars that changed and removing those the source
             no longer has.
@@ -81,7 +83,7 @@ def historical_backfill(
     inputs = check_backfill(
         provider=provider,
         symbols=symbols,
-        timeframes=[timeframe],
+        timeframes=timeframes or [timeframe],
         start=start,
         end=end,
         mode=mode,
@@ -92,25 +94,34 @@ def historical_backfill(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
-    series = inputs.series(inputs.timeframes[0])
+    summary = RunSummary(flow="historical_backfill", dry_run=inputs.dry_run)
+    todo: list[Chunk] = []
+    for each in inputs.timeframes:
+        todo += _select(summary, inputs, inputs.series(each))
+    summary.todo = todo
+    if hasattr(inputs.source, "stored_as"):  # collections of files: say which one holds what was skipped
+        summary.skip_note = (
+            f"as {inputs.stored_as} (another set of files for these symbols needs its own --option source=NAME; "
+            "--mode all reloads these)"
+        )
+    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd)  # one quote
+    if inputs.dry_run:
+        summary.elapsed_seconds = time.perf_counter() - started
+        return summary
+    prepare(inputs.warehouse_url)
+    run_chunks(summary, todo, inputs, started=started)
+    report_coverage(summary, inputs, inputs.start, inputs.end)
+    return finish(summary)
+
+
+def _select(summary: RunSummary, inputs: BackfillInputs, series: SeriesRequest) -> list[Chunk]:
+    """One timeframe's chunks over start..end that the mode asks for, counting the planned and held ones."""
     chunks = plan_series(series, series.symbols, inputs.start, inputs.end)
-    summary = RunSummary(flow="historical_backfill", planned=len(chunks), dry_run=inputs.dry_run)
+    summary.planned += len(chunks)
     versions = published_versions(series, chunks)
     published = drop_unpublished(summary, chunks, versions)
     ledger = read_ledger_task(inputs.warehouse_url, inputs.stored_as, series.symbols, series.timeframe.name)
     adjustment = str(series.provider.adjustment)
     selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions)
-    summary.skipped, summary.todo = len(selection.skipped), selection.todo
-    if hasattr(series.provider, "stored_as"):  # collections of files: say which one holds what was skipped
-        summary.skip_note = (
-            f"as {inputs.stored_as} (another set of files for these symbols needs its own --option source=NAME; "
-            "--mode all reloads these)"
-        )
-    check_budget(summary, series, selection.todo, inputs.max_cost_usd)
-    if inputs.dry_run:
-        summary.elapsed_seconds = time.perf_counter() - started
-        return summary
-    prepare(inputs.warehouse_url)
-    run_chunks(summary, selection.todo, inputs, started=started)
-    report_coverage(summary, inputs, inputs.start, inputs.end)
-    return finish(summary)
+    summary.skipped += len(selection.skipped)
+    return selection.todo

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from candleflow.coverage import SessionCoverage, classify_sessions
+from candleflow.coverage import SessionCoverage, classify_sessions, hours_counted
 from candleflow.model import LedgerEntry
 from candleflow.planning import request_window
 from candleflow.sessions import closed_sessions, expected_bars_per_session
@@ -37,7 +37,8 @@ def measure_coverage(
     stored = has_schema(engine)
     tf = get_timeframe(timeframe)
     window = request_window(start, end)
-    counts = bars_per_session_of(engine, provider, symbols, tf.name, *window, calendar) if stored else {}
+    hours = hours_counted(partial)
+    counts = bars_per_session_of(engine, provider, symbols, tf.name, *window, calendar, hours) if stored else {}
     ledger = read_ledger(engine, provider, symbols, tf.name) if stored else []
     expected = expected_bars_per_session(sched, tf)
     by_symbol: dict[str, list[LedgerEntry]] = {}

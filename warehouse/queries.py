@@ -9,8 +9,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.model import LedgerEntry, LedgerStatus
-from candleflow.sessions import DEFAULT_CALENDAR, schedule, sessions_of
-from candleflow.timeframes import get_timeframe
+from candleflow.sessions import DEFAULT_CALENDAR, SessionHours, schedule, sessions_of
+from candleflow.timeframes import Timeframe, get_timeframe
 from warehouse.dialects import dialect_for
 from warehouse.dialects.oracle import IN_LIST_MAX
 from warehouse.engine import sqlite_path
@@ -179,9 +179,10 @@ def bars_per_session(
     start: pd.Timestamp,
     end: pd.Timestamp,
     calendar: str = DEFAULT_CALENDAR,
+    hours: SessionHours = "extended",
 ) -> dict[dt.date, int]:
     """Bar count per session of `calendar` for one series in [start, end)."""
-    return bars_per_session_of(engine, provider, [symbol], timeframe, start, end, calendar).get(symbol, {})
+    return bars_per_session_of(engine, provider, [symbol], timeframe, start, end, calendar, hours).get(symbol, {})
 
 
 def bars_per_session_of(
@@ -192,12 +193,14 @@ def bars_per_session_of(
     start: pd.Timestamp,
     end: pd.Timestamp,
     calendar: str = DEFAULT_CALENDAR,
+    hours: SessionHours = "extended",
 ) -> dict[str, dict[dt.date, int]]:
     """Bar count per symbol and session for the session dates of [start, end), for many series of one provider
     and timeframe in one query; symbols without bars are absent. Daily bars count for their date; intraday bars
-    for the session whose hours (extended: pre- and post-market included) hold them, by time, not by UTC date: a
-    session that spans UTC midnight counts as one (bars from the UTC day before `start` included, where a
-    session may open), and bars outside every session count for none."""
+    for the session whose `hours` hold them, by time, not by UTC date: a session that spans UTC midnight counts
+    as one (bars from the UTC day before `start` included, where a session may open), and bars outside every
+    session count for none. With `regular` hours, pre- and post-market bars count for none either: a session's
+    count is then how many of its regular intervals have their bar (bars are unique and on the grid)."""
     c = bars.c
     tf = get_timeframe(timeframe)
     out: dict[str, dict[dt.date, int]] = {}
@@ -221,23 +224,29 @@ def bars_per_session_of(
         start = start - pd.Timedelta(days=1)
     dialect = dialect_for(engine)
     bucket = (dialect.utc_hour(c.ts) if tf.intraday else dialect.utc_date(c.ts)).label("bucket")
+    cuts = _regular_cuts(start, end, tf, calendar) if tf.intraday and hours == "regular" else []
+    parts = [sa.case(*((dialect.utc_minute(c.ts) < m, i) for i, m in enumerate(cuts)), else_=len(cuts))] if cuts else []
     query = (
-        sa.select(c.symbol, bucket, sa.func.count())
+        sa.select(c.symbol, bucket, *parts, sa.func.count())
         .where(
             _series_filter(bars, provider, symbols, timeframe),
             c.ts >= start.to_pydatetime(),
             c.ts < end.to_pydatetime(),
         )
-        .group_by(c.symbol, bucket)
+        .group_by(c.symbol, bucket, *parts)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     if not rows:
         return out
-    frame = pd.DataFrame([tuple(row) for row in rows], columns=["symbol", "bucket", "bars"])  # plain tuples: fast
+    columns = ["symbol", "bucket", *(["part"] if cuts else []), "bars"]
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=columns)  # plain tuples: fast
     stamps = pd.Series(pd.to_datetime(frame["bucket"]).dt.tz_localize(None).dt.tz_localize("UTC"))
-    if tf.intraday:  # an hour's bars belong to the session its hour overlaps (hours never straddle two sessions)
-        sessions = sessions_of(stamps, get_timeframe("1h"), calendar, "extended")
+    if cuts:  # each part of an hour lies wholly inside or outside the regular session: its first bar says which
+        offsets = pd.to_timedelta(pd.Series([0, *cuts])[frame["part"].to_numpy()].to_numpy(), unit="min")
+        sessions = sessions_of(stamps + offsets, tf, calendar, "regular")
+    elif tf.intraday:  # an hour's bars belong to the session its hour overlaps (hours never straddle two sessions)
+        sessions = sessions_of(stamps, get_timeframe("1h"), calendar, hours)
     else:
         sessions = stamps.dt.tz_localize(None)
     frame["session"] = sessions.to_numpy()
@@ -247,3 +256,19 @@ def bars_per_session_of(
     for symbol, day, n in zip(counted["symbol"].to_numpy(), days, counted["bars"].to_numpy(), strict=True):
         out.setdefault(str(symbol), {})[day] = int(n)
     return out
+
+
+def _regular_cuts(start: pd.Timestamp, end: pd.Timestamp, tf: Timeframe, calendar: str) -> list[int]:
+    """The minutes past the UTC hour where, for some session of [start, end), a bar of `tf` starts or stops
+    belonging to the regular session (its open and close, its break), sorted and without 0: the hour's parts
+    between them hold bars of one kind only, so counting bars per part tells regular bars from the rest."""
+    sched = schedule((start - pd.Timedelta(days=1)).date(), end.date(), calendar)
+    step = tf.step
+    edges = [
+        sched["open"].dt.floor(step),
+        sched["close"].dt.ceil(step),
+        sched["break_start"].dt.ceil(step),
+        sched["break_end"].dt.floor(step),
+    ]
+    minutes = pd.concat(edges).dropna().dt.minute
+    return sorted(int(m) for m in minutes.unique() if m)

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--verbose", action="store_true", help="show Prefect's log lines on the terminal")
 
     b = sub.add_parser("backfill", help="fill a date range")
-    common(b)
+    common(b, timeframes=True)
     b.add_argument("--start", required=True, help="first session date, YYYY-MM-DD (inclusive)")
     b.add_argument("--end", required=True, help="last session date, YYYY-MM-DD (inclusive)")
     b.add_argument("--mode", default="missing", help="missing (default), failed or all")

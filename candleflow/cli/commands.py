@@ -59,8 +59,10 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "backfill":
         backfill = check_backfill(**run, start=args.start, end=args.end, mode=args.mode, dry_run=args.dry_run)
         checked: Any = backfill
+        frames = [tf.name for tf in backfill.timeframes]
         params.update(
-            timeframe=backfill.timeframes[0].name,
+            timeframe=frames[0],
+            timeframes=frames if len(frames) > 1 else None,  # one timeframe: the run's parameters as before
             start=backfill.start,
             end=backfill.end,
             mode=str(backfill.mode),
@@ -166,7 +168,7 @@ def _when(ts: Any, intraday: bool) -> str:
 
 def status(args: argparse.Namespace) -> int:
     """Coverage per (provider, symbol, timeframe): bars, first and last, sessions missing, ledger outcomes."""
-    from candleflow.coverage import find_gaps
+    from candleflow.coverage import find_gaps, hours_counted
     from candleflow.settings import run_settings
     from flows.inputs import flag_name, symbol_calendars
     from warehouse.engine import check_reachable
@@ -202,9 +204,11 @@ def status(args: argparse.Namespace) -> int:
         calendar = symbol_calendars(None, [row.symbol], run_settings().calendars, flag_name)[row.symbol]
         sched = schedule(first, last, calendar)
         window = request_window(first, last)
-        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *window, calendar)
+        partial = _counts_partial(row.provider)
+        hours = hours_counted(partial)
+        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *window, calendar, hours)
         ledger = read_ledger(engine, row.provider, [row.symbol], row.timeframe)
-        gaps = find_gaps(sched, tf, per_day, ledger, partial=_counts_partial(row.provider))
+        gaps = find_gaps(sched, tf, per_day, ledger, partial=partial)
         missing = sum(g.present == 0 for g in gaps)
         mine = counts[
             (counts.provider == row.provider) & (counts.symbol == row.symbol) & (counts.timeframe == row.timeframe)
@@ -260,7 +264,7 @@ def _counts_partial(provider: str) -> bool:
 def gaps(args: argparse.Namespace) -> int:
     """Sessions in [start, end] without bars (or with fewer than a full session has), with the reason: as ranges
     of consecutive sessions sharing a state and reason, or (--json) every session, one object each."""
-    from candleflow.coverage import SessionState, classify_sessions, incomplete_ranges
+    from candleflow.coverage import SessionState, classify_sessions, hours_counted, incomplete_ranges
     from candleflow.settings import run_settings
     from flows.inputs import flag_name, symbol_calendars
     from providers import check_stored_key
@@ -281,12 +285,15 @@ def gaps(args: argparse.Namespace) -> int:
     window = request_window(start, end)
     expected_total = 0
     counts_partial = _counts_partial(provider)
+    hours = hours_counted(counts_partial)
     found: list[dict[str, Any]] = []
     table = Table("symbol", "sessions", "state", "bars", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
     for symbol in symbols:
         sched = schedule(start, end, calendars[symbol])
         expected_total += len(sched)
-        per_day = bars_per_session(engine, provider, symbol, tf.name, *window, calendars[symbol]) if stored else {}
+        per_day: dict[Any, int] = {}
+        if stored:
+            per_day = bars_per_session(engine, provider, symbol, tf.name, *window, calendars[symbol], hours)
         ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
         coverage = classify_sessions(sched, tf, per_day, ledger, partial=counts_partial)
         by_day = {c.session: c for c in coverage}

@@ -55,6 +55,10 @@ class Dialect(Protocol):
         """SQL for the UTC hour a timestamp falls in ('YYYY-MM-DD HH:00' text or a timestamp)."""
         ...
 
+    def utc_minute(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """SQL for the minute of the UTC hour a timestamp falls in, an integer 0-59."""
+        ...
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

@@ -188,6 +188,9 @@ class OracleDialect:
     def utc_hour(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.func.to_char(column, "YYYY-MM-DD HH24") + ":00"
 
+    def utc_minute(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.to_char(column, "MI"), sa.Integer())
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

@@ -132,6 +132,9 @@ class PostgresDialect:
     def utc_hour(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.func.date_trunc("hour", sa.func.timezone("UTC", column))
 
+    def utc_minute(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.date_part("minute", sa.func.timezone("UTC", column)), sa.Integer())  # India: +05:30
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:

@@ -60,6 +60,9 @@ class SqliteDialect:
     def utc_hour(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.func.substr(column, 1, 13) + ":00"
 
+    def utc_minute(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.substr(column, 15, 2), sa.Integer())
+
     def upsert(
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:
