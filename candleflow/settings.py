@@ -57,6 +57,18 @@ class RunSettings(BaseSettings):
         description='exchange calendar per symbol, JSON, e.g. {"^FTSE": "XLON", "ES": "CME_Equity"} (default XNYS)',
     )
 
+    def key_block(self, provider: str) -> tuple[str | None, str | None]:
+        """The Prefect Secret block named to hold `provider`'s key (None when none is named), and the variable
+        that names it (None for providers whose keys come from the environment only)."""
+        setting = KEY_BLOCK_SETTINGS.get(provider)
+        if setting is None:
+            return None, None
+        return getattr(self, setting), f"CANDLEFLOW_{setting.upper()}"
+
+
+# provider -> the RunSettings field naming the Prefect Secret block that holds its key
+KEY_BLOCK_SETTINGS = {"polygon": "polygon_api_key_block", "databento": "databento_api_key_block"}
+
 
 def run_settings() -> RunSettings:
     return load_settings(RunSettings)

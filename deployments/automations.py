@@ -24,9 +24,18 @@ _CANDLEFLOW_RUNS = {"prefect.resource.id": "prefect.flow-run.*"}
 _CANDLEFLOW_FLOWS = {"prefect.resource.role": "flow", "prefect.resource.name": list(FLOW_NAMES)}
 
 NOTICE_SUBJECT = "candleflow: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}"
+# A crashed run's process died and said nothing: the notice counts its chunks from the run's labels
+# (tasks/reporting.py) and says what to run to finish, as tasks/notify.py's crash_lines does for the hooks.
 NOTICE_BODY = """{{ flow.name }} run {{ flow_run.name }} ended {{ flow_run.state.name }}.
-{{ flow_run.state.message }}
-{% if deployment %}deployment: {{ deployment.name }}
+{% if flow_run.state.type == "CRASHED" %}The run's process died: \
+{% if "candleflow.chunks_planned" in flow_run.labels %}{{ flow_run.labels["candleflow.chunks_ended"] }} of \
+{{ flow_run.labels["candleflow.chunks_planned"] }} chunks had \
+ended before it and stay committed.{% else %}no chunk had ended before it.{% endif %} To finish, run it again with \
+the same parameters ({% if deployment %}deployment {{ deployment.name }}{% else %}the same candleflow command\
+{% endif %}): what committed is skipped (a backfill's mode missing, the default, fetches only the rest).
+Prefect said: {{ flow_run.state.message }}
+{% else %}{{ flow_run.state.message }}
+{% endif %}{% if deployment %}deployment: {{ deployment.name }}
 {% endif %}run: {{ flow_run|ui_url }}"""
 
 

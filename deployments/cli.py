@@ -54,7 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
     from deployments.server import work
 
     settings = team_server_settings()
-    work(settings, pool=args.pool or settings.pool, limit=args.limit)
+    return work(settings, pool=args.pool or settings.pool, limit=args.limit)
 
 
 def _setup(args: argparse.Namespace) -> int:

@@ -2,14 +2,20 @@
 
 `candleflow server` creates the database if it is missing, then becomes `prefect server start` (the same process:
 Ctrl-C or SIGTERM stops it) with the UI pointed at its own API, so the UI works on any port. `candleflow worker`
-becomes `prefect worker start` on the pool of prefect.yaml, with runs sending heartbeats.
+runs `prefect worker start` on the pool of prefect.yaml, with runs sending heartbeats, and stops it within seconds
+of SIGTERM or Ctrl-C, its runs marked Crashed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import NoReturn
 
 import psycopg
@@ -106,8 +112,9 @@ def serve(settings: TeamServerSettings, *, host: str, port: int, database: str |
     os.execve(sys.executable, argv, server_environment(url, host, port))
 
 
-def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> NoReturn:
-    """Become a process worker on `pool`: it runs the deployments' flow runs as subprocesses."""
+def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> int:
+    """Run a process worker on `pool` (it runs the deployments' flow runs as subprocesses) until it stops or
+    this command gets SIGTERM, SIGINT or SIGHUP (see `supervise`); returns the exit code."""
     from deployments.prefect_api import check_server, configured_api_url
 
     api = configured_api_url()
@@ -125,4 +132,54 @@ def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> NoRet
         f"candleflow: worker on pool {pool!r} of {api}; runs send heartbeats every {settings.heartbeat_seconds} s",
         flush=True,
     )
-    os.execve(sys.executable, argv, env)
+    return supervise(subprocess.Popen(argv, env=env))
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_SECONDS = 20.0  # how long the worker and its runs get to end after the signal, before they are killed
+
+
+def supervise(worker: subprocess.Popen[bytes]) -> int:
+    """Wait for the worker. On a stop signal, end its flow runs first (SIGTERM: each marks its run Crashed and
+    exits once its chunks in flight are done), then the worker, and kill what is left after STOP_SECONDS.
+    Prefect's worker alone, told to stop, waited for its runs to finish: over a minute, or hours."""
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, _frame: received.append(signum)) for signum in STOP_SIGNALS
+    }
+    try:
+        deadline: float | None = None
+        while True:
+            try:
+                code = worker.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if received and deadline is None:
+                name = signal.Signals(received[0]).name
+                print(f"candleflow: {name}: stopping the worker; its runs are marked Crashed", flush=True)
+                _signal_all(_children(worker.pid), signal.SIGTERM)
+                worker.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + STOP_SECONDS
+            elif deadline is not None and time.monotonic() > deadline:
+                _signal_all([*_children(worker.pid), worker.pid], signal.SIGKILL)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 + received[0] if received else code
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (its flow runs), read from /proc; none where there is no /proc."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)

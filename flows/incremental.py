@@ -6,7 +6,7 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from candleflow.model import Chunk, OnInvalid
@@ -14,19 +14,19 @@ from candleflow.planning import incremental_start
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
 from candleflow.timeframes import TimeframeName
-from flows.chunks import (
-    check_budget,
-    drop_unpublished,
-    finish,
-    plan_series,
-    prepare,
-    published_versions,
-    report_coverage,
-    run_chunks,
-)
+from flows.chunks import TASK_ASKS, finish, prepare, report_coverage, run_chunks
+from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
-from flows.runs import chunk_task_runner, notify_on_completion, notify_on_failure, run_name
+from flows.plan import check_budget, drop_unpublished, plan_series, published_versions
+from flows.runs import (
+    chunk_task_runner,
+    expected_failures_end_quietly,
+    notify_on_completion,
+    notify_on_failure,
+    run_name,
+)
 from providers import ProviderName
+from tasks.secrets import check_key_block
 from tasks.warehouse import read_watermarks_task
 
 
@@ -39,18 +39,19 @@ from tasks.warehouse import read_watermarks_task
     on_crashed=[notify_on_failure],
     on_completion=[notify_on_completion],
 )
+@expected_failures_end_quietly
 def incremental_update(
     symbols: Annotated[list[str], Field(min_length=1)],
     timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
     provider: ProviderName = "synthetic",
     lookback_days: Annotated[int, Field(ge=1)] = 30,
-    overlap_days: Annotated[int | None, Field(ge=0)] = None,
-    end: dt.date | None = None,
+    overlap_days: OptionalCount = None,
+    end: OptionalDate = None,
     on_invalid: OnInvalid = "reject",
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    max_cost_usd: OptionalAmount = None,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
-    calendar: str | None = None,
-    warehouse_url: str | None = None,
+    calendar: OptionalText = None,
+    warehouse_url: OptionalText = None,
 ) -> RunSummary:
     """Fetch each series from its watermark (its newest loaded bar) minus an overlap, up to end, so late vendor
     corrections are picked up. Overlapping chunks are always fetched again: that is the point of the overlap.
@@ -88,6 +89,7 @@ def incremental_update(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    check_key_block(inputs.provider, inputs.provider_options)
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     prepare(inputs.warehouse_url)
     overlap = dt.timedelta(days=inputs.overlap_days) if inputs.overlap_days is not None else None
@@ -109,8 +111,10 @@ def incremental_update(
             first = min(first, start)
             chunks += plan_series(series, [symbol], start, last)
         summary.planned += len(chunks)
-        todo += drop_unpublished(summary, chunks, published_versions(series, chunks))
-    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd)  # one quote for all
+        todo += drop_unpublished(summary, chunks, published_versions(series, chunks, TASK_ASKS))
+    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd, TASK_ASKS)  # one quote
+    if summary.cost_usd is not None:
+        get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(todo))
     run_chunks(summary, todo, inputs, started=started)
     report_coverage(summary, inputs, first, last)
     return finish(summary)

@@ -22,11 +22,11 @@ from candleflow.inputs import check_date_range, parse_date, parse_symbols
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
 from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, get_calendar
-from candleflow.settings import oracle_settings, run_settings
+from candleflow.settings import RunSettings, oracle_settings, run_settings
 from candleflow.timeframes import Timeframe, get_timeframe
 from providers import check_provider_name, get_provider
-from providers.base import CheckedSource, Provider
-from warehouse.engine import parse_url, resolve_url
+from providers.base import CheckedSource, KeyedSource, Provider
+from warehouse.engine import PASSWORD_ENV, URL_ENV, has_password, parse_url, resolve_url
 
 NameStyle = Callable[[str], str]
 
@@ -148,7 +148,7 @@ def _integer(value: object, name: str, *, minimum: int) -> int:
 
 
 def _cost_limit(value: object, name: str) -> float | None:
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):  # a form field left (or made) empty
         return None
     try:
         number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else math.nan
@@ -233,14 +233,20 @@ def check_run(
         raise BadInputError(f'{name("provider_options")} must map option names to values, e.g. {{"seed": 7}}')
     options = dict(provider_options or {})
     source = get_provider(provider_name, options)  # the provider's own options model rejects bad options
+    settings = run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
+    check_keys(provider_name, source, settings)
     if isinstance(source, CheckedSource):  # options that depend on this machine: a directory, a file per symbol
         source.check_inputs(checked_symbols, checked_timeframes)
     if on_invalid not in get_args(OnInvalid):
         raise BadInputError(f"unknown {name('on_invalid')} {on_invalid!r}: use reject or quarantine_rows")
     if warehouse_url is not None and not isinstance(warehouse_url, str):
         raise BadInputError(f"{name('warehouse_url')} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db")
+    if warehouse_url and has_password(warehouse_url):
+        raise BadInputError(
+            f"{name('warehouse_url')} holds a password, which Prefect keeps in plain text with the run's parameters: "
+            f"leave it out of the URL and set {PASSWORD_ENV} (or {URL_ENV} with the password) where the run runs"
+        )
     url = parse_url(resolve_url(warehouse_url or None))  # a malformed or unsupported URL, before anything runs
-    settings = run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
     calendars = symbol_calendars(calendar or options.get("calendar"), checked_symbols, settings.calendars, name)
     if url.get_backend_name() == "oracle":
         oracle_settings()
@@ -257,6 +263,19 @@ def check_run(
         warehouse_url=warehouse_url or None,
         stored_as=str(getattr(source, "stored_as", provider_name)),
     )
+
+
+def check_keys(provider: str, source: Provider, settings: RunSettings) -> None:
+    """A provider that needs keys has them in the environment (or its options), or a Prefect Secret block is
+    named for them (the flow checks that block before it fetches: it is Prefect's to look up)."""
+    missing = source.missing_keys() if isinstance(source, KeyedSource) else None
+    if not missing:
+        return
+    block, variable = settings.key_block(provider)
+    if block:
+        return
+    where = f", or name a Prefect Secret block holding it in {variable}" if variable else ""
+    raise BadInputError(f"provider {provider} has no key: set {missing}{where}; nothing was fetched")
 
 
 def symbol_calendars(

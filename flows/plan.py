@@ -23,8 +23,7 @@ from flows.inputs import BackfillInputs, RepairInputs, RunInputs, SeriesRequest
 from providers import get_provider
 from providers.base import FetchRequest, KeyedSource, PricedSource, VersionedSource
 from warehouse import coverage
-from warehouse.engine import check_reachable
-from warehouse.queries import has_schema, read_ledger
+from warehouse.queries import ledger_of
 
 
 @dataclass(frozen=True)
@@ -43,15 +42,6 @@ def request_for(chunks: Sequence[Chunk]) -> FetchRequest:
     first = chunks[0]
     symbols = tuple(c.symbol for c in chunks)
     return FetchRequest(symbols, get_timeframe(first.timeframe), first.window_start, first.window_end)
-
-
-def ledger_of(warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str) -> list[LedgerEntry]:
-    """The ledger rows of the series, with each window's bar count; none for a warehouse without tables yet (a
-    dry run before the first load creates nothing)."""
-    engine = check_reachable(warehouse_url)
-    if not has_schema(engine):
-        return []
-    return read_ledger(engine, provider, symbols, timeframe, count_bars=True)
 
 
 def _versions(
@@ -95,9 +85,7 @@ def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: 
     return sorted(out, key=lambda c: (order[c.symbol], c.window_start))
 
 
-def published_versions(
-    series: SeriesRequest, chunks: Sequence[Chunk], asks: Asks
-) -> dict[dt.date, str | None] | None:
+def published_versions(series: SeriesRequest, chunks: Sequence[Chunk], asks: Asks) -> dict[dt.date, str | None] | None:
     """For providers that publish one versioned file per date: each planned date's current version (None when
     not published yet). None for other providers."""
     if not isinstance(series.provider, VersionedSource) or not chunks:

@@ -3,21 +3,25 @@ ends Failed or Crashed (see tasks/notify.py for the channels)."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import Flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run as current_run
-from prefect.states import State
+from prefect.states import Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from candleflow.errors import IncompleteRunError
+from candleflow.errors import BadInputError, IncompleteRunError
 from candleflow.report import RunSummary
 from candleflow.settings import notify_settings, run_settings
 from tasks.notify import notice_for_state, send_notice, server_will_notify
 
 logger = logging.getLogger("candleflow.notify")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def chunk_task_runner() -> TaskRunner[Any]:
@@ -28,6 +32,43 @@ def chunk_task_runner() -> TaskRunner[Any]:
     if settings.task_runner == "processes":
         return ProcessPoolTaskRunner(max_workers=settings.task_workers)
     return ThreadPoolTaskRunner(max_workers=settings.task_workers)
+
+
+def expected_failures_end_quietly(fn: Callable[P, R]) -> Callable[P, R | State[Any]]:
+    """Put under `@flow`: a run that fails for an expected reason (bad input, a budget, chunks rejected or failed)
+    returns its Failed state with the error as its result instead of raising it, so Prefect logs it in one line
+    ("Finished in state Failed(...)") and no traceback: raised, it printed two full tracebacks in the run's logs
+    (the flow engine's, then the engine process's) and about 50 lines on the worker's console. The state's
+    message is the error's; its result is the error itself, which the command line and the hooks read."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R | State[Any]:
+        try:
+            return fn(*args, **kwargs)
+        except (BadInputError, IncompleteRunError) as error:
+            return Failed(message=f"{type(error).__name__}: {error}", data=error)
+
+    return run
+
+
+class _ExpectedFailureFilter(logging.Filter):
+    """Drops the flow-run process's last records, "Engine execution exited with unexpected exception" and a full
+    traceback (logged for the run and for the engine), when the run failed for an expected reason: Prefect's
+    engine re-raises the returned Failed state's error there, after the run logged it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, BadInputError | IncompleteRunError)
+
+
+def _quiet_engine_on_expected_failures() -> None:
+    for name in ("prefect.engine", "prefect.flow_runs"):
+        engine = logging.getLogger(name)
+        if not any(isinstance(f, _ExpectedFailureFilter) for f in engine.filters):
+            engine.addFilter(_ExpectedFailureFilter())
+
+
+_quiet_engine_on_expected_failures()
 
 
 def run_name() -> str:

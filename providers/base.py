@@ -75,6 +75,16 @@ class CheckedSource(Protocol):
 
 
 @runtime_checkable
+class KeyedSource(Protocol):
+    """A provider that needs keys (an API key, flat-file credentials): it says which are missing before a run
+    starts, so a run without them is refused as bad input instead of failing every chunk."""
+
+    def missing_keys(self) -> str | None:
+        """None when its keys are at hand (in the options or the environment); else the variables to set."""
+        ...
+
+
+@runtime_checkable
 class ClockedSource(Protocol):
     """A provider with a clock of its own (the synthetic provider's `now`): which bars had closed is decided by
     it, not by the machine's clock."""

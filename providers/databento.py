@@ -87,6 +87,9 @@ class DatabentoProvider:
     def adjustment(self) -> Adjustment:
         return Adjustment.RAW
 
+    def missing_keys(self) -> str | None:
+        return None if self.options.api_key or api_key() else KEY_ENV
+
     def _client(self, request: FetchRequest | None = None) -> Any:
         import databento
 

@@ -86,6 +86,11 @@ class FlatFilesProvider:
     def bucket(self) -> str:
         return self.options.bucket or os.environ.get(BUCKET_ENV) or DEFAULT_BUCKET
 
+    def missing_keys(self) -> str | None:
+        keys = ((self.options.access_key_id, ACCESS_KEY_ENV), (self.options.secret_access_key, SECRET_KEY_ENV))
+        missing = [env for value, env in keys if not _secret(value, env)]
+        return " and ".join(missing) or None
+
     def _client(self) -> Any:
         import boto3
         from botocore.config import Config

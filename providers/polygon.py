@@ -86,14 +86,16 @@ class PolygonProvider:
     def adjustment(self) -> Adjustment:
         return Adjustment.ADJUSTED if self.options.adjusted else Adjustment.RAW
 
+    def missing_keys(self) -> str | None:
+        return None if self.options.api_key or api_key() else "MASSIVE_API_KEY (or POLYGON_API_KEY)"
+
     def _client(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
         from massive import RESTClient
 
+        missing = self.missing_keys()
+        if missing:
+            raise TerminalProviderError(f"no API key: set {missing}", provider=self.name, window=window)
         key = self.options.api_key.get_secret_value() if self.options.api_key else api_key()
-        if not key:
-            raise TerminalProviderError(
-                "no API key: set MASSIVE_API_KEY (or POLYGON_API_KEY)", provider=self.name, window=window
-            )
         base = self.options.base_url or os.environ.get(BASE_URL_ENV)
         kwargs: dict[str, Any] = {"base": base.rstrip("/")} if base else {}
         return RESTClient(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run, task_run
-from prefect.states import State
+from prefect.states import Completed, Failed, State
 
 from candleflow.checksum import frame_checksum
 from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
@@ -420,9 +421,25 @@ def ingest_chunks(
     provider_options: Mapping[str, Any] | None,
     on_invalid: OnInvalid,
     limits: LimitNames | None = None,
-) -> BatchOutcome:
+) -> BatchOutcome | State[BatchOutcome]:
     """Fetch a batch of chunks from their provider (one request per window, or per group of symbols for
     providers that serve many), validate them all in one suite call, then load or quarantine each chunk in its
     own transaction with its ledger row. A retry (transient errors only) redoes only the chunks that had not
     ended."""
-    return _Batch(chunks, warehouse_url, provider_options, on_invalid, limits).run()
+    return batch_end(_Batch(chunks, warehouse_url, provider_options, on_invalid, limits).run())
+
+
+def batch_end(outcome: BatchOutcome) -> BatchOutcome | State[BatchOutcome]:
+    """The batch task's final state says what became of its chunks, so the UI never shows green for a batch that
+    loaded nothing: Failed (named Rejected when validation kept them all out) when no chunk loaded, Completed with
+    a message when some did not. The outcome is the state's result either way: the flow counts every chunk."""
+    missed = Counter(str(r.status) for r in outcome.results if not r.status.ok)
+    if not missed:
+        return outcome
+    count = sum(missed.values())
+    message = f"{count} of {len(outcome.results)} chunks did not load: " + ", ".join(
+        f"{n} {status}" for status, n in sorted(missed.items())
+    )
+    if count < len(outcome.results):
+        return Completed(data=outcome, message=message)
+    return Failed(data=outcome, message=message, name="Rejected" if set(missed) == {"rejected"} else "Failed")

@@ -36,7 +36,9 @@ def provider_limit_name(provider: str) -> str:
 
 def warehouse_limit_name(warehouse_url: str | None) -> str:
     url = parse_url(resolve_url(warehouse_url))
-    digest = hashlib.blake2b(url.render_as_string(hide_password=True).encode(), digest_size=4).hexdigest()
+    # without the password: a run's URL leaves it out (it comes from the worker's environment), set-up's may not
+    unique = url._replace(password=None).render_as_string(hide_password=False)
+    digest = hashlib.blake2b(unique.encode(), digest_size=4).hexdigest()
     return f"candleflow-warehouse-{url.get_backend_name()}-{digest}"
 
 

@@ -25,6 +25,7 @@ from prefect.states import State
 from candleflow.errors import BadInputError
 from candleflow.report import RunSummary
 from candleflow.settings import NotifySettings, notify_settings
+from tasks.reporting import CHUNKS_ENDED_LABEL, CHUNKS_PLANNED_LABEL
 
 FLOW_NAMES = ("historical_backfill", "incremental_update", "repair_gaps")
 FAILURE_AUTOMATION = "candleflow: notify on failed or crashed runs"
@@ -99,7 +100,9 @@ def notice_for_state(flow_name: str, run: FlowRun, state: State[Any], summary: R
     chunks that failed or were rejected), and its page in the UI."""
     subject = f"candleflow: {flow_name} run {run.name} {state.name}"
     lines = [f"{flow_name} run {run.name} ended {state.name}."]
-    if summary is not None:
+    if state.is_crashed():
+        lines += crash_lines(run, state)
+    elif summary is not None:
         lines += [summary.headline(), summary.failure_message(limit=20) if not summary.ok else ""]
     elif state.message:
         lines.append(state.message)
@@ -107,6 +110,24 @@ def notice_for_state(flow_name: str, run: FlowRun, state: State[Any], summary: R
     if ui:
         lines.append(f"run: {ui}/flow-runs/flow-run/{run.id}")
     return Notice(subject, "\n".join(line for line in lines if line))
+
+
+def crash_lines(run: FlowRun, state: State[Any]) -> list[str]:
+    """For a run whose process died: how many chunks had ended (each committed with its ledger row, counted in
+    the run's labels) and what to run to finish. The server's Automation says the same (deployments/automations)."""
+    with get_client(sync_client=True) as client:
+        labels = client.read_flow_run(run.id).labels
+    if CHUNKS_PLANNED_LABEL in labels:
+        ended = f"{labels.get(CHUNKS_ENDED_LABEL, 0)} of {labels[CHUNKS_PLANNED_LABEL]} chunks had ended before it"
+        ended += " and stay committed."
+    else:
+        ended = "no chunk had ended before it."
+    again = "the deployment" if run.deployment_id else "the same candleflow command"
+    return [
+        f"The run's process died: {ended} To finish, run it again with the same parameters ({again}): what "
+        "committed is skipped (a backfill's mode missing, the default, fetches only the rest).",
+        f"Prefect said: {state.message}",
+    ]
 
 
 def send_notice(notice: Notice, *, success: bool = False) -> int:

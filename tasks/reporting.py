@@ -8,14 +8,21 @@ from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
 
 from candleflow.coverage import SessionCoverage, coverage_markdown
 from candleflow.report import RunSummary
+
+# The run's labels that count its chunks: a crash notice sent by the server reads them (deployments/automations.py)
+CHUNKS_ENDED_LABEL = "candleflow.chunks_ended"
+CHUNKS_PLANNED_LABEL = "candleflow.chunks_planned"
 
 
 def start_progress(total: int, flow: str) -> UUID | None:
     if total == 0:
         return None
+    label_progress(0, total)
     artifact_id = create_progress_artifact(progress=0.0, description=f"{flow}: chunks done out of {total}")
     return artifact_id if isinstance(artifact_id, UUID) else None
 
@@ -23,6 +30,17 @@ def start_progress(total: int, flow: str) -> UUID | None:
 def advance_progress(artifact_id: UUID | None, done: int, total: int) -> None:
     if artifact_id is not None and total:
         update_progress_artifact(artifact_id=artifact_id, progress=100.0 * done / total)
+        label_progress(done, total)
+
+
+def label_progress(done: int, total: int) -> None:
+    """Keep on the flow run how many of its chunks ended (each committed with its ledger row): when the run's
+    process dies, it can say nothing itself, and the server's notice reads the count from here."""
+    run_id = flow_run.get_id()
+    if run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run_labels(UUID(str(run_id)), {CHUNKS_ENDED_LABEL: done, CHUNKS_PLANNED_LABEL: total})
 
 
 def publish_summary(summary: RunSummary) -> None:

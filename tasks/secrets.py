@@ -1,36 +1,54 @@
 """Provider keys from Prefect Secret blocks, resolved inside the task so they never become flow parameters,
-task inputs, logs or artifacts. Keys in the environment win over blocks."""
+task inputs, logs or artifacts. Keys in the environment (or the options) win over blocks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from prefect.blocks.system import Secret
 
 from candleflow.errors import BadInputError
 from candleflow.settings import run_settings
-from providers.databento import api_key as databento_env_key
-from providers.polygon import api_key as polygon_env_key
+from providers import get_provider
+from providers.base import KeyedSource
 
-# provider -> (its env key lookup, the setting naming its Secret block, that setting's env variable)
-_KEYED: dict[str, tuple[Callable[[], str | None], str, str]] = {
-    "polygon": (polygon_env_key, "polygon_api_key_block", "CANDLEFLOW_POLYGON_API_KEY_BLOCK"),
-    "databento": (databento_env_key, "databento_api_key_block", "CANDLEFLOW_DATABENTO_API_KEY_BLOCK"),
-}
+
+def _block_to_use(provider: str, options: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(block, the variable naming it) when `provider`'s key must come from a Secret block: one is named and
+    neither the options nor the environment hold the key."""
+    block, variable = run_settings().key_block(provider)
+    if not block or not variable:
+        return None
+    source = get_provider(provider, options)
+    if not isinstance(source, KeyedSource) or source.missing_keys() is None:
+        return None
+    return block, variable
+
+
+def _load(block: str, variable: str) -> str:
+    try:
+        secret = cast(Secret[str], Secret.load(block))  # typed as sync-or-async; sync in a sync task
+    except ValueError:
+        raise BadInputError(f"no Prefect Secret block named {block!r}: create it or fix {variable}") from None
+    value = secret.get()
+    if not value:
+        raise BadInputError(f"the Prefect Secret block {block!r} is empty: save the key in it or fix {variable}")
+    return str(value)
 
 
 def with_secrets(provider: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`options` plus the provider's key from its Secret block, when one is named and no env key is set."""
+    """`options` plus the provider's key from its Secret block, when one is named and no other key is set."""
     resolved = dict(options or {})
-    if provider not in _KEYED:
-        return resolved
-    env_key, setting, variable = _KEYED[provider]
-    block = getattr(run_settings(), setting)
-    if block and "api_key" not in resolved and not env_key():
-        try:
-            secret = cast(Secret[str], Secret.load(block))  # typed as sync-or-async; sync in a sync task
-            resolved["api_key"] = secret.get()
-        except ValueError:
-            raise BadInputError(f"no Prefect Secret block named {block!r}: create it or fix {variable}") from None
+    found = _block_to_use(provider, resolved)
+    if found is not None:
+        resolved["api_key"] = _load(*found)
     return resolved
+
+
+def check_key_block(provider: str, options: Mapping[str, Any] | None) -> None:
+    """A flow's first step: the Secret block its provider's key must come from exists and holds a key, so a run
+    without it fails at once, before fetching (the command line checked the environment already)."""
+    found = _block_to_use(provider, options)
+    if found is not None:
+        _load(*found)

@@ -86,7 +86,9 @@ def test_the_backfill_form_schema(team: TeamServer, deployed: Any) -> None:
     assert props["on_invalid"]["enum"] == ["reject", "quarantine_rows"]
     assert props["start"]["format"] == props["end"]["format"] == "date"
     assert props["symbols"]["type"] == "array" and props["symbols"]["items"] == {"type": "string"}
-    assert props["max_cost_usd"]["anyOf"][0]["minimum"] == 0
+    assert (props["max_cost_usd"]["type"], props["max_cost_usd"]["minimum"]) == ("number", 0)
+    for name in ("max_cost_usd", "calendar", "warehouse_url"):  # one plain input in the form, empty for none
+        assert "anyOf" not in props[name] and props[name]["default"] is None
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
 

@@ -16,6 +16,7 @@ from warehouse import oracle_connect
 
 DEFAULT_URL = "sqlite:///candleflow.db"
 URL_ENV = "CANDLEFLOW_WAREHOUSE_URL"
+PASSWORD_ENV = "CANDLEFLOW_WAREHOUSE_PASSWORD"
 _HINT = "fix --warehouse or CANDLEFLOW_WAREHOUSE_URL"
 _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
@@ -65,6 +66,40 @@ def masked(url: str) -> str:
     return f"{head[:start]}{user}:***@{host}"
 
 
+def without_password(url: str) -> tuple[str, str | None]:
+    """`url` with its password taken out, and the password (None when it has none): what may become a Prefect
+    parameter, and what may not. A URL that does not parse is returned as it is (the checks refuse it)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url, None
+    if parsed.password is None:
+        return url, None
+    return parsed._replace(password=None).render_as_string(hide_password=False), str(parsed.password)
+
+
+def has_password(url: str) -> bool:
+    return without_password(url)[1] is not None
+
+
+def with_password(url: URL) -> URL:
+    """A URL naming a user but no password gets it from where this process runs, never from a parameter:
+    $CANDLEFLOW_WAREHOUSE_PASSWORD, else $CANDLEFLOW_WAREHOUSE_URL when that names the same user and database
+    with a password."""
+    if not url.username or url.password is not None:
+        return url
+    password = os.environ.get(PASSWORD_ENV)
+    if not password and os.environ.get(URL_ENV):
+        try:
+            env = parse_url(os.environ[URL_ENV])
+        except BadInputError:
+            return url
+        same = ("drivername", "username", "host", "port", "database")
+        if all(getattr(env, part) == getattr(url, part) for part in same):
+            password = env.password
+    return url.set(password=password) if password else url
+
+
 def safe_url(url: URL | str) -> str:
     parsed = url if isinstance(url, URL) else make_url(url)
     return parsed.render_as_string(hide_password=True)
@@ -97,7 +132,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
 def get_engine(url: str | None = None) -> sa.Engine:
     """One engine per warehouse URL per process (engines are thread-safe and pool connections)."""
-    parsed = parse_url(resolve_url(url))
+    parsed = with_password(parse_url(resolve_url(url)))
     path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
     if path is not None and not path.is_absolute():
         # `sqlite:///candleflow.db` means the file in the working directory *now*: pin it, so an engine made in

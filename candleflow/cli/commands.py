@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -32,12 +34,18 @@ def cells(*values: object) -> list[Text]:
     return [Text(str(v)) for v in values]
 
 
-def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
+def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
-    warehouse answers, and return the flow's parameters; raises BadInputError naming the input."""
+    warehouse answers, and return the flow's parameters and the checked inputs (flows.inputs.RunInputs); raises
+    BadInputError naming the input."""
     from flows.inputs import check_backfill, check_repair, check_update, flag_name
-    from warehouse.engine import check_reachable, resolve_url
+    from warehouse.engine import PASSWORD_ENV, check_reachable, resolve_url, without_password
 
+    # The run's warehouse_url parameter never holds the password (Prefect stores parameters in plain text): the
+    # flow runs in this process and finds it in this process's environment.
+    warehouse_url, password = without_password(resolve_url(args.warehouse))
+    if password is not None:
+        os.environ[PASSWORD_ENV] = password
     run: dict[str, Any] = {
         "provider": args.provider,
         "symbols": args.symbols,
@@ -45,7 +53,7 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "provider_options": parse_options(args.option) or None,
         "on_invalid": args.on_invalid,
         "max_cost_usd": args.max_cost_usd,
-        "warehouse_url": resolve_url(args.warehouse),
+        "warehouse_url": warehouse_url,
         "calendar": args.calendar,
         "name": flag_name,
     }
@@ -88,7 +96,23 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         )
     params.update(symbols=checked.symbols, max_cost_usd=checked.max_cost_usd)
     check_reachable(params["warehouse_url"])
-    return params
+    return params, checked
+
+
+def print_plan(command: str, inputs: Any) -> bool:
+    """A dry run's plan made with plain calls and printed, without Prefect or Great Expectations (a second, where
+    a flow run took 10-20 s with its temporary server); False, printing nothing, when the plan needs Prefect (the
+    vendor must be asked with a key that only a Prefect Secret block holds). A quote above the budget raises
+    BudgetExceededError."""
+    from flows.plan import PLAIN_ASKS, plan_backfill, plan_repair, plans_without_prefect
+
+    if not plans_without_prefect(inputs):
+        return False
+    started = time.perf_counter()
+    summary = plan_backfill(inputs, PLAIN_ASKS) if command == "backfill" else plan_repair(inputs, PLAIN_ASKS)
+    summary.elapsed_seconds = time.perf_counter() - started
+    print_summary(summary, None)
+    return True
 
 
 class _LiveProgress:
