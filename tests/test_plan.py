@@ -32,7 +32,8 @@ def test_a_dry_run_needs_no_prefect_server_and_writes_nothing(tmp_path: Path) ->
         "PYTHONPATH": str(ROOT),
         "PREFECT_API_URL": "http://127.0.0.1:9/api",  # nothing listens there: a call to a server would fail
     }
-    argv = ["backfill", "--symbols", "AAPL,MSFT", "--timeframe", "1d,1h", "--start", "2024-01-01", "--end", "2024-06-30"]
+    argv = ["backfill", "--symbols", "AAPL,MSFT", "--timeframe", "1d,1h", "--start", "2024-01-01"]
+    argv += ["--end", "2024-06-30"]
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *argv, "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
