@@ -6,25 +6,17 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field
 
-from candleflow.model import Chunk, OnInvalid
-from candleflow.planning import PlanModeName, select_chunks
+from candleflow.model import OnInvalid
+from candleflow.planning import PlanModeName
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
-from flows.chunks import (
-    check_budget,
-    drop_unpublished,
-    finish,
-    plan_series,
-    prepare,
-    published_versions,
-    report_coverage,
-    run_chunks,
-)
+from flows.chunks import TASK_ASKS, finish, prepare, report_coverage, run_chunks
 from flows.form import OptionalAmount, OptionalText
-from flows.inputs import BackfillInputs, SeriesRequest, check_backfill
+from flows.inputs import check_backfill
+from flows.plan import plan_backfill
 from flows.runs import (
     chunk_task_runner,
     expected_failures_end_quietly,
@@ -34,7 +26,6 @@ from flows.runs import (
 )
 from providers import ProviderName
 from tasks.secrets import check_key_block
-from tasks.warehouse import read_ledger_task
 
 
 @flow(
@@ -105,34 +96,13 @@ def historical_backfill(
         calendar=calendar or None,
     )
     check_key_block(inputs.provider, inputs.provider_options)
-    summary = RunSummary(flow="historical_backfill", dry_run=inputs.dry_run)
-    todo: list[Chunk] = []
-    for each in inputs.timeframes:
-        todo += _select(summary, inputs, inputs.series(each))
-    summary.todo = todo
-    if hasattr(inputs.source, "stored_as"):  # collections of files: say which one holds what was skipped
-        summary.skip_note = (
-            f"as {inputs.stored_as} (another set of files for these symbols needs its own --option source=NAME; "
-            "--mode all reloads these)"
-        )
-    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd)  # one quote
+    summary = plan_backfill(inputs, TASK_ASKS)
+    if summary.cost_usd is not None:
+        get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(summary.todo))
     if inputs.dry_run:
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
     prepare(inputs.warehouse_url)
-    run_chunks(summary, todo, inputs, started=started)
+    run_chunks(summary, summary.todo, inputs, started=started)
     report_coverage(summary, inputs, inputs.start, inputs.end)
     return finish(summary)
-
-
-def _select(summary: RunSummary, inputs: BackfillInputs, series: SeriesRequest) -> list[Chunk]:
-    """One timeframe's chunks over start..end that the mode asks for, counting the planned and held ones."""
-    chunks = plan_series(series, series.symbols, inputs.start, inputs.end)
-    summary.planned += len(chunks)
-    versions = published_versions(series, chunks)
-    published = drop_unpublished(summary, chunks, versions)
-    ledger = read_ledger_task(inputs.warehouse_url, inputs.stored_as, series.symbols, series.timeframe.name)
-    adjustment = str(series.provider.adjustment)
-    selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions)
-    summary.skipped += len(selection.skipped)
-    return selection.todo

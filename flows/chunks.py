@@ -13,79 +13,35 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from candleflow.coverage import SessionCoverage
-from candleflow.errors import BudgetExceededError, IncompleteRunError
+from candleflow.errors import IncompleteRunError
 from candleflow.model import Chunk, ChunkResult, LedgerStatus
-from candleflow.planning import batch_chunks, group_chunks, plan_chunks, session_of
+from candleflow.planning import batch_chunks
 from candleflow.report import RunSummary
-from candleflow.sessions import get_calendar, schedule
 from candleflow.settings import run_settings
-from candleflow.timeframes import ChunkPeriod
 from flows import progress
-from flows.inputs import RunInputs, SeriesRequest
-from providers.base import PricedSource, VersionedSource
+from flows.inputs import RunInputs
+from flows.plan import Asks
 from tasks.coverage import measure_coverage
 from tasks.ingest import BatchOutcome, current_flow_run_id, ingest_chunks
 from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
-from tasks.warehouse import checkpoint_warehouse, prepare_warehouse, record_chunk_failure
+from tasks.warehouse import checkpoint_warehouse, prepare_warehouse, read_ledger_task, record_chunk_failure
 from warehouse.errors import WarehouseUnusableError, describe, explain
 
 
-def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: dt.date) -> list[Chunk]:
-    """The chunks for `symbols` over the session dates start..end, cut the way the provider serves them, each
-    on its symbol's exchange calendar (its time zone for session-dated windows, its sessions for validation)."""
-    period = series.provider.chunk_period
-    order = {symbol: i for i, symbol in enumerate(symbols)}
-    out: list[Chunk] = []
-    for calendar, group in series.by_calendar(symbols).items():
-        sessions: list[dt.date] = []
-        if period is ChunkPeriod.SESSION:
-            sessions = [d.date() for d in schedule(start, end, calendar).index]
-        tz = get_calendar(calendar).tz
-        planned = plan_chunks(series.key, group, series.timeframe, start, end, period=period, sessions=sessions, tz=tz)
-        out += [replace(chunk, calendar=calendar) for chunk in planned]
-    return sorted(out, key=lambda c: (order[c.symbol], c.window_start))
+def _versions_task(
+    provider: str, options: Mapping[str, Any] | None, timeframe: str, dates: list[dt.date]
+) -> dict[dt.date, str | None]:
+    return source_versions_task.with_options(retries=run_settings().retries)(provider, options, timeframe, dates)
 
 
-def published_versions(series: SeriesRequest, chunks: Sequence[Chunk]) -> dict[dt.date, str | None] | None:
-    """For providers that publish one versioned file per date: each planned date's current version (None when
-    not published yet). None for other providers."""
-    if not isinstance(series.provider, VersionedSource) or not chunks:
-        return None
-    dates = sorted({session_of(c) for c in chunks})
-    return source_versions_task.with_options(retries=run_settings().retries)(
-        series.provider_name, series.provider_options, series.timeframe.name, dates
-    )
+def _quote_task(provider: str, options: Mapping[str, Any] | None, groups: list[list[Chunk]]) -> float:
+    return estimate_cost_task.with_options(retries=run_settings().retries)(provider, options, groups)
 
 
-def drop_unpublished(
-    summary: RunSummary, chunks: Sequence[Chunk], versions: Mapping[dt.date, str | None] | None
-) -> list[Chunk]:
-    """Chunks whose date has no file yet are not fetched and not errors: the summary lists them."""
-    if versions is None:
-        return list(chunks)
-    summary.not_published += [c for c in chunks if versions.get(session_of(c)) is None]
-    return [c for c in chunks if versions.get(session_of(c)) is not None]
-
-
-def check_budget(
-    summary: RunSummary, series: SeriesRequest, chunks: Sequence[Chunk], max_cost_usd: float | None
-) -> None:
-    """Ask a charging vendor what fetching `chunks` costs, record it in the summary, and refuse the run before
-    anything is downloaded when the quote is above `max_cost_usd`."""
-    if not isinstance(series.provider, PricedSource) or not chunks:
-        return
-    groups = group_chunks(chunks, series.provider.max_symbols_per_request)
-    summary.cost_usd = estimate_cost_task.with_options(retries=run_settings().retries)(
-        series.provider_name, series.provider_options, groups
-    )
-    get_run_logger().info("%s quotes $%.2f for %d chunks", series.provider_name, summary.cost_usd, len(chunks))
-    if max_cost_usd is not None and summary.cost_usd > max_cost_usd:
-        raise BudgetExceededError(
-            f"{series.provider_name} quotes ${summary.cost_usd:,.2f} for {len(chunks)} chunks, above "
-            f"max_cost_usd ${max_cost_usd:,.2f}: nothing was downloaded. Raise --max-cost-usd or fetch less"
-        )
+# How a flow's plan asks the warehouse and the vendor: Prefect tasks (retried, and shown in the run's graph).
+TASK_ASKS = Asks(ledger=read_ledger_task, versions=_versions_task, quote=_quote_task, coverage=measure_coverage)
 
 
 def transient_retries() -> dict[str, Any]:

@@ -6,7 +6,7 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from candleflow.model import Chunk, OnInvalid
@@ -14,18 +14,10 @@ from candleflow.planning import incremental_start
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
 from candleflow.timeframes import TimeframeName
-from flows.chunks import (
-    check_budget,
-    drop_unpublished,
-    finish,
-    plan_series,
-    prepare,
-    published_versions,
-    report_coverage,
-    run_chunks,
-)
+from flows.chunks import TASK_ASKS, finish, prepare, report_coverage, run_chunks
 from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
+from flows.plan import check_budget, drop_unpublished, plan_series, published_versions
 from flows.runs import (
     chunk_task_runner,
     expected_failures_end_quietly,
@@ -120,8 +112,10 @@ def incremental_update(
             first = min(first, start)
             chunks += plan_series(series, [symbol], start, last)
         summary.planned += len(chunks)
-        todo += drop_unpublished(summary, chunks, published_versions(series, chunks))
-    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd)  # one quote for all
+        todo += drop_unpublished(summary, chunks, published_versions(series, chunks, TASK_ASKS))
+    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd, TASK_ASKS)  # one quote
+    if summary.cost_usd is not None:
+        get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(todo))
     run_chunks(summary, todo, inputs, started=started)
     report_coverage(summary, inputs, first, last)
     return finish(summary)

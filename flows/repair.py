@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Annotated, Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field
 
-from candleflow.coverage import SessionCoverage, repair_ranges
-from candleflow.model import Chunk, OnInvalid
+from candleflow.model import OnInvalid
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
-from flows.chunks import (
-    check_budget,
-    drop_unpublished,
-    finish,
-    plan_series,
-    prepare,
-    published_versions,
-    report_coverage,
-    run_chunks,
-)
+from flows.chunks import TASK_ASKS, finish, prepare, report_coverage, run_chunks
 from flows.form import OptionalAmount, OptionalDate, OptionalText
 from flows.inputs import check_repair
+from flows.plan import plan_repair, repair_window
 from flows.runs import (
     chunk_task_runner,
     expected_failures_end_quietly,
@@ -33,7 +23,6 @@ from flows.runs import (
     run_name,
 )
 from providers import ProviderName
-from tasks.coverage import measure_coverage
 from tasks.secrets import check_key_block
 
 
@@ -99,39 +88,15 @@ def repair_gaps(
         calendar=calendar or None,
     )
     check_key_block(inputs.provider, inputs.provider_options)
-    last = inputs.end or dt.datetime.now(dt.UTC).date()
-    first = last - dt.timedelta(days=inputs.lookback_days)
-    inputs.check_dates(first, last)
-    summary = RunSummary(flow="repair_gaps", dry_run=inputs.dry_run, sessions_to_repair=0)
-    todo: list[Chunk] = []
-    for timeframe in inputs.timeframes:
-        series = inputs.series(timeframe)
-        coverage: dict[str, list[SessionCoverage]] = {}
-        for calendar, symbols in inputs.by_calendar().items():
-            coverage |= measure_coverage(
-                inputs.warehouse_url,
-                inputs.stored_as,
-                symbols,
-                timeframe.name,
-                first,
-                last,
-                calendar=calendar,
-                partial=not inputs.source.bars_only_when_traded,
-            )
-        chunks: list[Chunk] = []
-        for symbol, sessions in coverage.items():
-            summary.sessions_to_repair = (summary.sessions_to_repair or 0) + sum(c.repairable for c in sessions)
-            for range_start, range_end in repair_ranges(sessions):
-                chunks += plan_series(series, [symbol], range_start, range_end)
-        summary.planned += len(chunks)
-        todo += drop_unpublished(summary, chunks, published_versions(series, chunks))
-    summary.todo = todo
-    check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd)
+    first, last = repair_window(inputs)
+    summary = plan_repair(inputs, TASK_ASKS)
+    if summary.cost_usd is not None:
+        get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(summary.todo))
     if inputs.dry_run:
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
-    if todo:
+    if summary.todo:
         prepare(inputs.warehouse_url)
-    run_chunks(summary, todo, inputs, started=started)
+    run_chunks(summary, summary.todo, inputs, started=started)
     report_coverage(summary, inputs, first, last)
     return finish(summary)

@@ -14,7 +14,7 @@ from tasks.ingest import retry_only_transient
 from warehouse.engine import check_reachable, checkpoint, ensure_database, get_engine, safe_url
 from warehouse.errors import one_line_errors
 from warehouse.loader import record_failure
-from warehouse.queries import has_schema, read_ledger, read_watermarks
+from warehouse.queries import has_schema, ledger_of, read_watermarks
 from warehouse.schema import ensure_schema
 
 
@@ -35,10 +35,7 @@ def read_ledger_task(
     warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str
 ) -> list[LedgerEntry]:
     with one_line_errors():
-        engine = check_reachable(warehouse_url)
-        if not has_schema(engine):  # a new warehouse (or a dry run before the first load) holds nothing yet
-            return []
-        return read_ledger(engine, provider, symbols, timeframe, count_bars=True)
+        return ledger_of(warehouse_url, provider, symbols, timeframe)
 
 
 @task(name="read_watermarks", cache_policy=NO_CACHE)

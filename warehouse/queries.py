@@ -14,7 +14,7 @@ from candleflow.timeframes import Timeframe, get_timeframe
 from warehouse.databases import is_missing_database
 from warehouse.dialects import dialect_for
 from warehouse.dialects.oracle import IN_LIST_MAX
-from warehouse.engine import sqlite_path
+from warehouse.engine import check_reachable, sqlite_path
 from warehouse.schema import bars, ingest_ledger, metadata
 
 
@@ -278,3 +278,12 @@ def _regular_cuts(start: pd.Timestamp, end: pd.Timestamp, tf: Timeframe, calenda
     ]
     minutes = pd.concat(edges).dropna().dt.minute
     return sorted(int(m) for m in minutes.unique() if m)
+
+
+def ledger_of(warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str) -> list[LedgerEntry]:
+    """The ledger rows of the series, with the bars each window holds; none for a warehouse without tables yet (a
+    new warehouse, or a dry run before the first load: nothing is created to find that out)."""
+    engine = check_reachable(warehouse_url)
+    if not has_schema(engine):
+        return []
+    return read_ledger(engine, provider, symbols, timeframe, count_bars=True)

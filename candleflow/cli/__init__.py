@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from candleflow.errors import BadInputError, IncompleteRunError
+from candleflow.errors import BadInputError, BudgetExceededError, IncompleteRunError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -153,23 +153,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from deployments import prefect_api
-
     for key, value in _QUIET_PREFECT.items():
         os.environ.setdefault(key, value)
     if not args.verbose:
         for key, value in _QUIET_CONSOLE.items():
             os.environ.setdefault(key, value)
-    from candleflow.cli.commands import check_run_inputs, err, print_summary, run_with_progress
+    from candleflow.cli.commands import check_run_inputs, err, print_plan, print_summary, run_with_progress
 
-    params = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
-    if not getattr(args, "dry_run", False):
+    params, inputs = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
+    if getattr(args, "dry_run", False):
+        try:
+            if print_plan(args.command, inputs):  # no Prefect server for a plan
+                return EXIT_OK
+        except BudgetExceededError as exc:
+            err.print(f"candleflow: {exc}", markup=False)
+            return EXIT_INCOMPLETE
+    else:
         from expectations import prepare_validation
 
         # Great Expectations' import (about 2.5 s) here, before the run: imported in a thread while Prefect
         # started the run, both took longer than one after the other (one interpreter lock: 7.9 s against 7.4 s
         # for a 1m backfill of 476k bars), and the run's first validation waited for the rest
         prepare_validation()
+    from deployments import prefect_api
+
     try:
         with prefect_api.signals_unwind(), prefect_api.prefect_server(lambda line: err.print(line, markup=False)):
             summary, error = run_with_progress(args.command, params)

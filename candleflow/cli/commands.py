@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -33,9 +34,10 @@ def cells(*values: object) -> list[Text]:
     return [Text(str(v)) for v in values]
 
 
-def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
+def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
-    warehouse answers, and return the flow's parameters; raises BadInputError naming the input."""
+    warehouse answers, and return the flow's parameters and the checked inputs (flows.inputs.RunInputs); raises
+    BadInputError naming the input."""
     from flows.inputs import check_backfill, check_repair, check_update, flag_name
     from warehouse.engine import PASSWORD_ENV, check_reachable, ensure_database, resolve_url, safe_url, without_password
 
@@ -98,7 +100,23 @@ def check_run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     engine = check_reachable(params["warehouse_url"], writes=writes)  # a SQLite file locked by another process
     if writes and ensure_database(params["warehouse_url"]):
         err.print(f"candleflow: created the warehouse database {safe_url(engine.url)}", markup=False)
-    return params
+    return params, checked
+
+
+def print_plan(command: str, inputs: Any) -> bool:
+    """A dry run's plan made with plain calls and printed, without Prefect or Great Expectations (a second, where
+    a flow run took 10-20 s with its temporary server); False, printing nothing, when the plan needs Prefect (the
+    vendor must be asked with a key that only a Prefect Secret block holds). A quote above the budget raises
+    BudgetExceededError."""
+    from flows.plan import PLAIN_ASKS, plan_backfill, plan_repair, plans_without_prefect
+
+    if not plans_without_prefect(inputs):
+        return False
+    started = time.perf_counter()
+    summary = plan_backfill(inputs, PLAIN_ASKS) if command == "backfill" else plan_repair(inputs, PLAIN_ASKS)
+    summary.elapsed_seconds = time.perf_counter() - started
+    print_summary(summary, None)
+    return True
 
 
 class _LiveProgress:
