@@ -2,6 +2,7 @@
 and a chunk that fails validation costs at most its calendar year (daily) or month (intraday)."""
 
 import datetime as dt
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -348,3 +349,15 @@ def test_a_bad_hourly_bar_costs_its_month_not_its_quarter(warehouse_url: str) ->
     assert sorted((e.window_start.month, e.status) for e in read_ledger(get_engine(warehouse_url))) == [
         (r.chunk.window_start.month, r.status) for r in results
     ]
+
+
+def test_the_progress_bar_counts_the_years_a_rejected_chunk_was_cut_into(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from candleflow.cli import main
+
+    bad_yahoo_file(tmp_path, ("2015-03-02",))
+    monkeypatch.chdir(tmp_path)
+    argv = ["backfill", "--provider", "csv", "--option", f"directory={tmp_path}", "--symbols", "AAPL"]
+    assert main([*argv, "--start", "2015-01-01", "--end", "2017-12-31"]) == 1
+    err = capsys.readouterr().err
+    # planned: one chunk (2015-2017); it ends as three years, and the bar says 3/3, never 3/1
+    assert re.search(r"\b3/3\b", err) and not re.search(r"\b(\d+)/1\b", err), err

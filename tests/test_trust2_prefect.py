@@ -219,27 +219,12 @@ def test_expected_failures_log_one_line_and_no_traceback(team: Any, deployed: An
 OPTIONAL_FIELDS = ("max_cost_usd (Optional)", "calendar (Optional)", "warehouse_url (Optional)")
 
 
-@pytest.fixture(scope="module")
-def page(team: Any, deployed: Any) -> Any:
-    from tests.test_ui import CHROMIUM, CHROMIUM_ARGS
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    import re
-
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1800})
-        context.route(re.compile(r"^https?://(?!127\.0\.0\.1|localhost)"), lambda route: route.abort())
-        context.set_default_timeout(30_000)
-        yield context.new_page()
-        browser.close()
+from tests.test_ui import page  # noqa: E402,F401 (the Prefect UI in Chromium, as the form tests drive it)
 
 
 @pytest.mark.postgres
 @pytest.mark.server
-def test_optional_form_fields_read_as_plain_inputs(page: Any, team: Any) -> None:
+def test_optional_form_fields_read_as_plain_inputs(page: Any, team: Any) -> None:  # noqa: F811 (fixture)
     """max_cost_usd, calendar and warehouse_url showed "Property is type None" in the run form: each is now one
     plain input, left empty for "none", and a value typed into it reaches the run."""
     from playwright.sync_api import expect

@@ -124,14 +124,18 @@ class _LiveProgress:
         self.progress = progress
         self.task: Any = None
         self.counts = {str(s): 0 for s in LedgerStatus}
+        self.total = 0
 
     def started(self, total: int) -> None:
+        self.total = total
         self.task = self.progress.add_task("chunks", total=total, status="")
 
     def advanced(self, result: ChunkResult) -> None:
         self.counts[str(result.status)] += 1
         status = " ".join(f"{k} {v}" for k, v in self.counts.items() if v)
-        self.progress.update(self.task, advance=1, status=status)
+        # a rejected chunk cut into its years or months ends as several: the bar counts them, never past its end
+        self.total = max(self.total, sum(self.counts.values()))
+        self.progress.update(self.task, advance=1, total=self.total, status=status)
 
 
 def run_with_progress(command: str, params: dict[str, Any]) -> tuple[RunSummary | None, BaseException | None]:
