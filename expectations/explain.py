@@ -54,7 +54,9 @@ def explain_verdict(verdict: ChunkVerdict, frame: pd.DataFrame, *, hours: Sessio
     parts = []
     for rows, rules in grouped.items():
         text = ", ".join(rules)
-        if rows:
+        if rows and _no_times(frame, rows):  # the source's time was blank or unreadable
+            text += f": {len(rows)} row(s) with no readable time (the quarantine keeps them as written)"
+        elif rows:
             text += f": {len(rows)} row(s) at {_when(frame, rows, chunk.timeframe, chunk.calendar)}"
             if session_rule in rules and intraday:
                 text += f", outside {_hours(chunk.window_start, chunk.window_end, chunk.calendar, hours)}"
@@ -70,6 +72,10 @@ def explain_verdict(verdict: ChunkVerdict, frame: pd.DataFrame, *, hours: Sessio
         options.append(f"--calendar NAME if {chunk.symbol} trades on another exchange than {chunk.calendar}")
     ways = f". Ways out: {'; '.join(options)}" if options else ""
     return "; ".join(parts) + ways
+
+
+def _no_times(frame: pd.DataFrame, positions: Sequence[int]) -> bool:
+    return "ts" in frame and bool(frame["ts"].iloc[list(positions)].isna().all())
 
 
 def _when(frame: pd.DataFrame, positions: Sequence[int], timeframe: str, calendar: str) -> str:

@@ -180,7 +180,7 @@ def test_a_server_that_never_answers_is_named_with_the_fix(silent_server: int, m
     url = f"postgresql://candle:hunter2@127.0.0.1:{silent_server}/warehouse"
     assert main([*BACKFILL, "--warehouse", url]) == 2
     line = one_line(capsys.readouterr().err)
-    where = f"postgresql+psycopg://candle:***@127.0.0.1:{silent_server}/warehouse"
+    where = f"postgresql+psycopg://candle@127.0.0.1:{silent_server}/warehouse"
     assert line.startswith(f"candleflow: error: cannot reach warehouse {where}: no answer from the database"), line
     assert "CANDLEFLOW_WAREHOUSE_CONNECT_TIMEOUT_SECONDS" in line and line.endswith("CANDLEFLOW_WAREHOUSE_URL")
     assert "hunter2" not in line

@@ -196,6 +196,9 @@ def checkpoint(engine: sa.Engine, *, wait_seconds: float = 0.0) -> None:
     it can at once (PASSIVE: the end of a run, beside other runs). Nothing to do for other databases."""
     if engine.dialect.name != "sqlite":
         return
+    path = sqlite_path(engine.url)
+    if path is not None and not path.exists():  # never used (a dry run): connecting would create an empty file
+        return
     mode = "TRUNCATE" if wait_seconds > 0 else "PASSIVE"
     with contextlib.suppress(DBAPIError), engine.connect() as conn:
         conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")

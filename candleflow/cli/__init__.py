@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from candleflow.errors import BadInputError, BudgetExceededError, IncompleteRunError
@@ -135,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _environment_restored():
+        return _main(args)
+
+
+@contextlib.contextmanager
+def _environment_restored() -> Iterator[None]:
+    """A command sets variables for its own run (Prefect's quiet console, the warehouse password kept out of the
+    run's parameters); an in-process caller (a test, a notebook) gets its environment back as it was."""
+    before = os.environ.copy()
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        os.environ.update(before)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.command in RUNS:
             return _run(args)
