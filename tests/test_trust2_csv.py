@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from candleflow.errors import IncompleteRunError
 from candleflow.model import LedgerStatus
+from candleflow.report import RunSummary
 from candleflow.timeframes import get_timeframe
 from flows.backfill import historical_backfill
 from providers import get_provider
@@ -22,6 +23,30 @@ from warehouse.engine import get_engine
 from warehouse.queries import read_ledger
 
 D = dt.date
+
+
+def csv_backfill(
+    url: str,
+    directory: Path,
+    start: dt.date,
+    end: dt.date,
+    *,
+    symbol: str = "AAPL",
+    timeframe: str = "1d",
+    calendar: str | None = None,
+    **options: str,
+) -> RunSummary:
+    """A backfill of `symbol` from the csv files in `directory` into `url`."""
+    return historical_backfill(
+        provider="csv",
+        symbols=[symbol],
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        calendar=calendar,
+        warehouse_url=url,
+        provider_options={"directory": str(directory), **options},
+    )
 
 
 def flow_test(test: Callable[..., None]) -> Callable[..., None]:
@@ -70,14 +95,7 @@ NEW_YORK_WALL = MINUTES["ts"].dt.tz_convert("America/New_York").dt.strftime("%Y-
 @flow_test
 def test_day_first_dates_load_on_their_own_days(sqlite_url: str, tmp_path: Path) -> None:
     bars_file(tmp_path / "AAPL.csv", DAILY, DAILY["ts"].dt.strftime("%d/%m/%Y"))  # 02/01/2024 is 2 January
-    summary = historical_backfill(
-        provider="csv",
-        symbols=["AAPL"],
-        start=D(2024, 1, 1),
-        end=D(2024, 3, 28),
-        warehouse_url=sqlite_url,
-        provider_options={"directory": str(tmp_path)},
-    )
+    summary = csv_backfill(sqlite_url, tmp_path, D(2024, 1, 1), D(2024, 3, 28))
     assert summary.ok and summary.bars_written == len(DAILY)
     pd.testing.assert_series_equal(stored(sqlite_url)["ts"], DAILY["ts"].dt.as_unit("us"), check_names=False)
     assert stored(sqlite_url)["close"].tolist() == DAILY["close"].tolist()
@@ -134,15 +152,7 @@ def test_day_first_dates_with_a_separate_time_column(tmp_path: Path) -> None:
 def test_epoch_milliseconds_load_as_their_times(sqlite_url: str, tmp_path: Path) -> None:
     millis = MINUTES["ts"].astype("int64") // 10**3  # microseconds since the epoch -> milliseconds
     bars_file(tmp_path / "1m" / "AAPL.csv", MINUTES, millis, column="timestamp")
-    summary = historical_backfill(
-        provider="csv",
-        symbols=["AAPL"],
-        timeframe="1m",
-        start=D(2024, 3, 8),
-        end=D(2024, 3, 8),
-        warehouse_url=sqlite_url,
-        provider_options={"directory": str(tmp_path)},
-    )
+    summary = csv_backfill(sqlite_url, tmp_path, D(2024, 3, 8), D(2024, 3, 8), timeframe="1m")
     assert summary.ok and summary.counts()["loaded"] == 1 and summary.bars_written == 390
     assert stored(sqlite_url)["ts"].tolist() == MINUTES["ts"].tolist()
     record("csv: epoch milliseconds", f"the unit told by the magnitude: {summary.bars_written} bars at their times")
@@ -242,15 +252,7 @@ def test_a_local_time_skipped_at_the_spring_change_is_not_dropped(sqlite_url: st
     times = [*NEW_YORK_WALL.tolist()[:-1], "2024-03-10 02:30"]  # no such time in New York
     minute_file(tmp_path, times)
     with pytest.raises(IncompleteRunError) as info:
-        historical_backfill(
-            provider="csv",
-            symbols=["AAPL"],
-            timeframe="1m",
-            start=D(2024, 3, 8),
-            end=D(2024, 3, 10),
-            warehouse_url=sqlite_url,
-            provider_options={"directory": str(tmp_path), "timezone": "America/New_York"},
-        )
+        csv_backfill(sqlite_url, tmp_path, D(2024, 3, 8), D(2024, 3, 10), timeframe="1m", timezone="America/New_York")
     (result,) = info.value.summary.results
     assert result.status is LedgerStatus.REJECTED
     assert result.error == (
@@ -297,15 +299,15 @@ def hourly(n: int) -> pd.DataFrame:
 @flow_test
 def test_both_hours_of_a_fall_back_night_load(sqlite_url: str, tmp_path: Path) -> None:
     bars_file(tmp_path / "1h" / "BTC.csv", hourly(5), FALL_BACK, column="datetime")
-    summary = historical_backfill(
-        provider="csv",
-        symbols=["BTC"],
+    summary = csv_backfill(
+        sqlite_url,
+        tmp_path,
+        D(2024, 11, 3),
+        D(2024, 11, 3),
+        symbol="BTC",
         timeframe="1h",
-        start=D(2024, 11, 3),
-        end=D(2024, 11, 3),
         calendar="24/7",
-        warehouse_url=sqlite_url,
-        provider_options={"directory": str(tmp_path), "timezone": "America/New_York"},
+        timezone="America/New_York",
     )
     assert summary.ok and summary.bars_written == 5
     assert stored(sqlite_url)["ts"].tolist() == FALL_BACK_UTC
@@ -330,15 +332,7 @@ def test_five_minute_bars_in_the_minute_folder_are_refused(sqlite_url: str, tmp_
     five = synthetic_bars("AAPL", "5m", pd.Timestamp("2024-03-08", tz="UTC"), pd.Timestamp("2024-03-09", tz="UTC"))
     bars_file(tmp_path / "1m" / "AAPL.csv", five, five["ts"].astype(str), column="timestamp")
     with pytest.raises(IncompleteRunError) as info:
-        historical_backfill(
-            provider="csv",
-            symbols=["AAPL"],
-            timeframe="1m",
-            start=D(2024, 3, 8),
-            end=D(2024, 3, 8),
-            warehouse_url=sqlite_url,
-            provider_options={"directory": str(tmp_path)},
-        )
+        csv_backfill(sqlite_url, tmp_path, D(2024, 3, 8), D(2024, 3, 8), timeframe="1m")
     (result,) = info.value.summary.results
     assert result.status is LedgerStatus.FAILED and stored(sqlite_url).empty
     assert f"{tmp_path / '1m' / 'AAPL.csv'} holds bars 5m apart, not 1m bars" in (result.error or "")
