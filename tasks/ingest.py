@@ -362,6 +362,7 @@ class _Batch:
         described = self._described(item)
         checksum = item.checksum
         run_id = self.run_id
+        error = None if verdict.ok else self._rejection(verdict, frame)
         if verdict.ok:
             outcome = load_chunk(conn, chunk, frame, checksum=checksum, flow_run_id=run_id, **described)
         else:
@@ -374,21 +375,9 @@ class _Batch:
                 flow_run_id=run_id,
                 load_good_rows=self.on_invalid == "quarantine_rows",
                 checksum=checksum,
+                explanation=error,
                 **described,
             )
-        error: str | None = None
-        if not verdict.ok:
-            bad = f"{len(verdict.bad_rows)} bad row(s)"
-            unreadable = int(frame["ts"].isna().sum()) if "ts" in frame.columns else 0
-            if unreadable:  # the source's time was blank or unreadable: the provider kept the row to say so
-                bad += f" ({unreadable} with an unreadable time)"
-            hours, ways_out = self.provider.session_hours, WaysOut(self.on_invalid == "reject", self.hours_option)
-            rules = explain_verdict(verdict, frame, hours=hours, ways_out=ways_out)
-            if self.on_invalid == "quarantine_rows":
-                good = len(frame) - len(verdict.bad_rows)
-                error = f"{bad} quarantined, the other {good} loaded: {rules}"
-            else:
-                error = f"{bad}; all {len(frame)} quarantined, none loaded: {rules}"
         return ChunkResult(
             chunk=chunk,
             status=outcome.status,
@@ -400,6 +389,20 @@ class _Batch:
             error=error,
             failed_expectations=list(verdict.failed_rules),
         )
+
+    def _rejection(self, verdict: ChunkVerdict, frame: pd.DataFrame) -> str:
+        """What became of a chunk that failed validation, which rows broke which rule, and the ways out: one line
+        for the run's summary and the chunk's ledger row."""
+        bad = f"{len(verdict.bad_rows)} bad row(s)"
+        unreadable = int(frame["ts"].isna().sum()) if "ts" in frame.columns else 0
+        if unreadable:  # the source's time was blank or unreadable: the provider kept the row to say so
+            bad += f" ({unreadable} with an unreadable time)"
+        hours, ways_out = self.provider.session_hours, WaysOut(self.on_invalid == "reject", self.hours_option)
+        rules = explain_verdict(verdict, frame, hours=hours, ways_out=ways_out)
+        if self.on_invalid == "quarantine_rows":
+            good = len(frame) - len(verdict.bad_rows)
+            return f"{bad} quarantined, the other {good} loaded: {rules}"
+        return f"{bad}; all {len(frame)} quarantined, none loaded: {rules}"
 
 
 def _results(loads: list[ChunkLoad], outcomes: Mapping[int, LoadOutcome]) -> dict[Chunk, ChunkResult]:

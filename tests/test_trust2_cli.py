@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from candleflow.cli import main
 from tests.conftest import count
+from warehouse.engine import get_engine
 
 pytestmark = [pytest.mark.flows, pytest.mark.usefixtures("prefect_harness")]
 
@@ -172,6 +174,10 @@ def test_a_rejection_names_the_rows_their_local_time_the_hours_and_the_ways_out(
     assert "regular hours 09:30-16:00 America/New_York" in line, line
     for way_out in ("--on-invalid quarantine_rows", "--option hours=extended", "--calendar NAME"):
         assert way_out in line, line
+    # the ledger keeps the same explanation for whoever reads it later (gaps points there)
+    with get_engine(sqlite_url).connect() as conn:
+        (error,) = conn.execute(sa.text("SELECT error FROM ingest_ledger")).scalars()
+    assert "16:00 America/New_York" in error and "Ways out:" in error, error
     # the named way out works: the closing prints are pre- and post-market hours' bars
     assert main([*argv, "--option", f"directory={directory}", "--option", "hours=extended"]) == 0
     assert bars_of(sqlite_url, "1m") == 3 * 391

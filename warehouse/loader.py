@@ -424,6 +424,7 @@ def reject_chunk(
     adjustment: str | None = None,
     source_version: str | None = None,
     complete_through: pd.Timestamp | None = None,
+    explanation: str | None = None,
 ) -> LoadOutcome:
     """Quarantine a chunk that failed validation, in one transaction.
 
@@ -432,6 +433,7 @@ def reject_chunk(
     others load, and the window ends holding exactly them (bars the source dropped, or now sends bad, are
     deleted); the chunk is then settled like a loaded one, and a rerun of the same source (same `checksum`)
     writes nothing. The quarantine holds each distinct row once per series, however often it is seen.
+    `explanation` (which rows, when, and the ways out) is the ledger row's error; else the rules' names.
     """
     reason = "chunk rejected: " + "; ".join(failed_rules)
     status = LedgerStatus.PARTIAL if load_good_rows else LedgerStatus.REJECTED
@@ -444,7 +446,7 @@ def reject_chunk(
         entry = _ledger_entry(conn, chunk, checksum) if load_good_rows and checksum else None
         if _is_unchanged(conn, chunk, entry, described, settled=("partial",)):
             return LoadOutcome(status, rows=len(good), written=0, unchanged=True)
-        error = f"{len(bad_positions)} bad row(s): " + "; ".join(failed_rules)
+        error = explanation or f"{len(bad_positions)} bad row(s): " + "; ".join(failed_rules)
         row = _ledger_row(
             chunk,
             status,
