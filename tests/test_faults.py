@@ -238,11 +238,12 @@ def test_two_overlapping_backfills_at_once_equal_one_clean_run(
     historical_backfill(symbols=symbols, start=D(2020, 1, 1), end=D(2024, 12, 31), warehouse_url=reference_url)
     bars, ledger = warehouse_state(warehouse_url)
     pd.testing.assert_frame_equal(bars, warehouse_state(reference_url)[0], check_dtype=False)
-    # each run's ledger rows are its own windows (2020-2023 and 2021-2024, overlapping); together they hold the
-    # whole range: the clean run's request finds nothing to fetch
-    assert {(row[1], row[3], row[4]) for row in ledger} == {
-        (s, start, "loaded") for s in symbols for start in ("2020-01-01", "2021-01-01")
-    }
+    # each run's ledger rows are its own windows: 2020-2023 and, for the second, 2021-2024, or only 2024 when it
+    # planned after the first had committed (a chunk partly held is fetched for its years not held); together they
+    # hold the whole range: the clean run's request finds nothing to fetch
+    for symbol in symbols:
+        rows = sorted((start, status) for (_, s, _, start, status, _) in ledger if s == symbol)
+        assert rows in ([("2020-01-01", "loaded"), (second, "loaded")] for second in ("2021-01-01", "2024-01-01"))
     again = historical_backfill(symbols=symbols, start=D(2020, 1, 1), end=D(2024, 12, 31), warehouse_url=warehouse_url)
     assert again.results == [] and again.skipped == 3
     kind = "PostgreSQL" if warehouse_url.startswith("postgresql") else "SQLite"
