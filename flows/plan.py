@@ -21,7 +21,7 @@ from candleflow.sessions import get_calendar, schedule
 from candleflow.timeframes import ChunkPeriod, get_timeframe
 from flows.inputs import BackfillInputs, RepairInputs, RunInputs, SeriesRequest
 from providers import get_provider
-from providers.base import FetchRequest, KeyedSource, PricedSource, VersionedSource
+from providers.base import KeyedSource, PricedSource, VersionedSource, request_for
 from warehouse import coverage
 from warehouse.queries import ledger_of
 
@@ -35,13 +35,6 @@ class Asks:
     versions: Callable[[str, Mapping[str, Any] | None, str, list[dt.date]], dict[dt.date, str | None]]
     quote: Callable[[str, Mapping[str, Any] | None, list[list[Chunk]]], float]
     coverage: Callable[..., dict[str, list[SessionCoverage]]]
-
-
-def request_for(chunks: Sequence[Chunk]) -> FetchRequest:
-    """One provider request for chunks that share a window."""
-    first = chunks[0]
-    symbols = tuple(c.symbol for c in chunks)
-    return FetchRequest(symbols, get_timeframe(first.timeframe), first.window_start, first.window_end)
 
 
 def _versions(

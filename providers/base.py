@@ -11,9 +11,9 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from candleflow.model import Adjustment
+from candleflow.model import Adjustment, Chunk
 from candleflow.sessions import SessionHours
-from candleflow.timeframes import ChunkPeriod, Timeframe
+from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
 
 TS_DTYPE = "datetime64[us, UTC]"
 FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
@@ -27,6 +27,13 @@ class FetchRequest:
     timeframe: Timeframe
     start: pd.Timestamp
     end: pd.Timestamp
+
+
+def request_for(chunks: Sequence[Chunk]) -> FetchRequest:
+    """One provider request for chunks that share a window (one symbol each)."""
+    first = chunks[0]
+    symbols = tuple(c.symbol for c in chunks)
+    return FetchRequest(symbols, get_timeframe(first.timeframe), first.window_start, first.window_end)
 
 
 # A named source of a provider (`csv:quandl`): stored as part of its provider key, so it must stay short and plain.

@@ -33,7 +33,7 @@ from expectations import validate_bars
 from expectations.explain import WaysOut, explain_verdict
 from expectations.validate import ChunkVerdict
 from providers import get_provider, provider_of
-from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, FetchRequest
+from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, request_for
 from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
@@ -83,13 +83,6 @@ def honour_retry_after(error: TransientProviderError) -> None:
     if not error.retry_after or context is None or context.task_run.run_count > context.task.retries:
         return
     time.sleep(min(error.retry_after, run_settings().max_retry_after_seconds))
-
-
-def request_for(chunks: list[Chunk]) -> FetchRequest:
-    """One provider request for chunks that share a window."""
-    first = chunks[0]
-    symbols = tuple(c.symbol for c in chunks)
-    return FetchRequest(symbols, get_timeframe(first.timeframe), first.window_start, first.window_end)
 
 
 @dataclass

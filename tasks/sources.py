@@ -13,9 +13,9 @@ from prefect.cache_policies import NO_CACHE
 from candleflow.model import Chunk
 from candleflow.timeframes import get_timeframe
 from providers import get_provider
-from providers.base import PricedSource, VersionedSource
+from providers.base import PricedSource, VersionedSource, request_for
 from providers.errors import TransientProviderError
-from tasks.ingest import honour_retry_after, request_for, retry_only_transient
+from tasks.ingest import honour_retry_after, retry_only_transient
 from tasks.secrets import with_secrets
 
 
