@@ -23,6 +23,7 @@ import pandas as pd
 from candleflow.model import Chunk
 from candleflow.sessions import DEFAULT_CALENDAR, SessionHours, sessions_of
 from candleflow.timeframes import get_timeframe
+from expectations.gx_import import import_great_expectations
 
 SUITE_DIR = Path(__file__).resolve().parent
 _lock = threading.Lock()
@@ -54,7 +55,7 @@ def suite_path(name: str) -> Path:
 
 def load_suite(name: str = "ohlcv") -> Any:
     """The Great Expectations suite stored in expectations/<name>.json; fails loudly on any bad entry."""
-    import great_expectations as gx
+    gx = import_great_expectations()
 
     spec = json.loads(suite_path(name).read_text())
     suite = gx.ExpectationSuite(name=spec["name"], expectations=spec["expectations"], meta=spec.get("meta"))
@@ -67,7 +68,7 @@ def load_suite(name: str = "ohlcv") -> Any:
 @lru_cache(maxsize=1)
 def _batch_definition() -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
+    gx = import_great_expectations()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

@@ -19,7 +19,7 @@ from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
 from flows.plan import check_budget, drop_unpublished, plan_series, published_versions
 from flows.runs import (
-    chunk_task_runner,
+    TaskRunnerChosenAtStart,
     expected_failures_end_quietly,
     notify_on_completion,
     notify_on_failure,
@@ -33,7 +33,7 @@ from tasks.warehouse import read_watermarks_task
 @flow(
     name="incremental_update",
     flow_run_name=run_name,
-    task_runner=chunk_task_runner(),
+    task_runner=TaskRunnerChosenAtStart(),
     validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
     on_failure=[notify_on_failure],
     on_crashed=[notify_on_failure],

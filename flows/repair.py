@@ -16,7 +16,7 @@ from flows.form import OptionalAmount, OptionalDate, OptionalText
 from flows.inputs import check_repair
 from flows.plan import plan_repair, repair_window
 from flows.runs import (
-    chunk_task_runner,
+    TaskRunnerChosenAtStart,
     expected_failures_end_quietly,
     notify_on_completion,
     notify_on_failure,
@@ -29,7 +29,7 @@ from tasks.secrets import check_key_block
 @flow(
     name="repair_gaps",
     flow_run_name=run_name,
-    task_runner=chunk_task_runner(),
+    task_runner=TaskRunnerChosenAtStart(),
     validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
     on_failure=[notify_on_failure],
     on_crashed=[notify_on_failure],

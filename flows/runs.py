@@ -34,6 +34,18 @@ def chunk_task_runner() -> TaskRunner[Any]:
     return ThreadPoolTaskRunner(max_workers=settings.task_workers)
 
 
+class TaskRunnerChosenAtStart(TaskRunner[Any]):
+    """The flows' `task_runner`: Prefect enters `duplicate()` of it when a run starts, and that is where the
+    settings are read, so a run uses CANDLEFLOW_TASK_RUNNER/CANDLEFLOW_TASK_WORKERS as they are when it starts, not
+    as they were when the flow's module was imported (a warm process imports it once for many runs)."""
+
+    def duplicate(self) -> Any:
+        return chunk_task_runner()
+
+    def submit(self, task: Any, parameters: Any, wait_for: Any = None, dependencies: Any = None) -> Any:
+        raise RuntimeError("a flow run submits its tasks to duplicate() of this runner, never to it")
+
+
 def expected_failures_end_quietly(fn: Callable[P, R]) -> Callable[P, R | State[Any]]:
     """Put under `@flow`: a run that fails for an expected reason (bad input, a budget, chunks rejected or failed)
     returns its Failed state with the error as its result instead of raising it, so Prefect logs it in one line
