@@ -143,6 +143,7 @@ def free_port() -> int:
 
 def quiet_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "CANDLEFLOW_"))}
+    env["CANDLEFLOW_WARM_SOCKET"] = ""  # cold: a process of its own, whatever warm runner the user has
     env |= {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -150,6 +151,28 @@ def quiet_env(**extra: str) -> dict[str, str]:
         "GX_ANALYTICS_ENABLED": "false",
     }
     return env | extra
+
+
+WARM_SOCKET = f"/tmp/candleflow-bench-{os.getpid()}/warm.sock"
+
+
+@contextmanager
+def warm_runner(api: str) -> Iterator[float]:
+    """`candleflow warm` on a socket of the bench's own; yields how long it took to be ready."""
+    env = quiet_env(PREFECT_API_URL=api) | {"CANDLEFLOW_WARM_SOCKET": WARM_SOCKET}
+    started = time.perf_counter()
+    runner = subprocess.Popen([str(BIN / "candleflow"), "warm"], env=env, stderr=subprocess.PIPE, text=True)
+    assert runner.stderr is not None
+    try:
+        for line in runner.stderr:
+            if "ready on" in line:
+                break
+        else:
+            raise RuntimeError("the warm runner did not start")
+        yield time.perf_counter() - started
+    finally:
+        runner.terminate()
+        runner.wait(60)
 
 
 @contextmanager
@@ -339,6 +362,8 @@ def backfill_cases(
         database = pg.fresh(f"{workload.name}_{runner}")
         first = first or database
         env = quiet_env(PREFECT_API_URL=api, CANDLEFLOW_TASK_RUNNER=runner)
+        if runner == "warm":  # threads, in a fork of the bench's warm runner
+            env |= {"CANDLEFLOW_TASK_RUNNER": "threads", "CANDLEFLOW_WARM_SOCKET": WARM_SOCKET}
         run = run_cli(["backfill", *workload.cli_args(), "--warehouse", pg.url(database)], env)
         stored = pg.count(database)
         rows.append(
@@ -387,8 +412,9 @@ def main() -> None:
     pg = Postgres(args.postgres)
     rows: list[Row] = []
     try:
-        with lasting_server(pg) as (api, server_start):
+        with lasting_server(pg) as (api, server_start), warm_runner(api) as warm_start:
             print(f"lasting Prefect server (PostgreSQL-backed) started in {server_start:.1f} s: {api}")
+            print(f"warm runner (candleflow warm) ready in {warm_start:.1f} s")
             if "daily" in only:
                 daily = Workload(
                     "1d 2020-2024",
@@ -404,7 +430,7 @@ def main() -> None:
                     api,
                     rows,
                     floor,
-                    runners=("threads", "processes"),
+                    runners=("threads", "warm", "processes"),
                     reference=not args.skip_reference,
                     dlt_too=not args.skip_reference,
                 )
@@ -457,7 +483,7 @@ def main() -> None:
                     api,
                     rows,
                     floor,
-                    runners=("threads", "processes"),
+                    runners=("threads", "warm", "processes"),
                     reference=not args.skip_reference,
                     dlt_too=not args.skip_reference,
                 )

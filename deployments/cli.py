@@ -4,7 +4,11 @@ way (a lasting server, a worker on the pool of prefect.yaml, and what the deploy
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
+
+from candleflow.errors import BadInputError
 
 
 def add_team_commands(sub: Any) -> None:
@@ -40,6 +44,21 @@ def add_team_commands(sub: Any) -> None:
     )
     setup.set_defaults(team_command=_setup)
 
+    warm = sub.add_parser(
+        "warm",
+        help="keep a warm runner in the foreground: this user's backfill/update/repair commands of this installation "
+        "start in it (Prefect and Great Expectations already imported) instead of importing them anew",
+    )
+    warm.set_defaults(team_command=_warm)
+
+    engine = sub.add_parser(
+        "engine",
+        help="run one flow run, as `python -m prefect.engine` does (the work pool's command): in the worker's warm "
+        "runner when it has one",
+    )
+    engine.add_argument("flow_run_id", nargs="?", help="default: env PREFECT__FLOW_RUN_ID, as Prefect's engine")
+    engine.set_defaults(team_command=_engine)
+
 
 def _server(args: argparse.Namespace) -> int:
     from candleflow.settings import team_server_settings
@@ -55,6 +74,28 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = team_server_settings()
     return work(settings, pool=args.pool or settings.pool, limit=args.limit)
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from deployments.warm import serve
+    from deployments.warm_client import SOCKET_ENV, socket_path
+
+    path = socket_path()
+    if path is None:
+        raise BadInputError(f"{SOCKET_ENV} is set and empty, which turns the warm runner off: unset it to start one")
+    return serve(path, lambda line: print(f"candleflow: {line}", file=sys.stderr, flush=True))
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from deployments.warm_client import run_warm
+
+    argv = ["candleflow engine", *([args.flow_run_id] if args.flow_run_id else [])]
+    code = run_warm("engine", argv)
+    if code is None:  # no warm runner: this process becomes the engine, as Prefect would have started it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *argv[1:]])
+    return code
 
 
 def _setup(args: argparse.Namespace) -> int:

@@ -62,6 +62,19 @@ def die_with_parent(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
+def apply_environment() -> None:
+    """Prefect reads its settings and sets up its logging when it is imported: read them again from os.environ
+    now. A warm runner's command (deployments/warm.py) gets the caller's environment after Prefect was imported,
+    and the CLI sets its quiet logging before a run."""
+    if "prefect.context" not in sys.modules:
+        return
+    from prefect.context import refresh_global_settings_context
+    from prefect.logging.configuration import setup_logging
+
+    refresh_global_settings_context()
+    setup_logging(incremental=False)
+
+
 def _temporary_server_class() -> Any:
     import prefect
     from prefect.server.api.server import SubprocessASGIServer

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
@@ -128,13 +131,43 @@ def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> int:
     if limit is not None:
         argv += ["--limit", str(limit)]
     env = {**os.environ, **QUIET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.heartbeat_seconds)}
+    # the pool's command is `candleflow engine`: this installation's, whatever PATH the worker was started with
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     print(
         f"candleflow: worker on pool {pool!r} of {api}; runs send heartbeats every {settings.heartbeat_seconds} s",
         flush=True,
     )
     # on Linux the kernel stops the worker if this command is killed outright (SIGKILL), so none is left behind
     preexec = die_with_parent(os.getpid()) if sys.platform == "linux" else None
-    return supervise(subprocess.Popen(argv, env=env, preexec_fn=preexec))
+    with warm_runner(env, preexec):
+        return supervise(subprocess.Popen(argv, env=env, preexec_fn=preexec))
+
+
+@contextlib.contextmanager
+def warm_runner(env: dict[str, str], preexec: Any) -> Iterator[None]:
+    """A warm runner (deployments/warm.py) beside the worker, on a socket only its runs know (set in `env`): each
+    flow run's `candleflow engine` starts there, forked from a process that has everything imported. Until it
+    is ready, and if it stops, runs start cold as before. CANDLEFLOW_WARM_SOCKET set empty: no warm runner."""
+    from deployments.warm_client import SOCKET_ENV
+
+    if env.get(SOCKET_ENV) == "":
+        yield
+        return
+    home = Path(tempfile.mkdtemp(prefix="candleflow-worker-"))
+    env[SOCKET_ENV] = str(home / "warm.sock")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "deployments.warm"], env=env, stdin=subprocess.DEVNULL, preexec_fn=preexec
+    )
+    try:
+        yield
+    finally:
+        runner.terminate()
+        try:
+            runner.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -18,6 +18,9 @@ os.environ.update(
     CANDLEFLOW_RETRY_BACKOFF_SECONDS="0",  # retries stay real, they just do not sleep in tests
     CANDLEFLOW_RETRY_JITTER_FACTOR="0",
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+    # commands run in their own process, whatever `candleflow warm` the machine's user keeps (tests/test_warm.py
+    # starts its own); `candleflow worker` still starts the worker's own runner
+    CANDLEFLOW_WARM_SOCKET=f"/nonexistent/candleflow-tests-{os.getpid()}/warm.sock",
 )
 os.environ.pop("CANDLEFLOW_WAREHOUSE_URL", None)
 

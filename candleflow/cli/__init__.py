@@ -176,6 +176,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verbose:
         for key, value in _QUIET_CONSOLE.items():
             os.environ.setdefault(key, value)
+    if "prefect" in sys.modules:  # already imported (in a warm runner): it reads the settings above again
+        from deployments.prefect_api import apply_environment
+
+        apply_environment()
     from candleflow.cli.commands import check_run_inputs, err, print_plan, print_summary, run_with_progress
 
     params, inputs = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
@@ -213,12 +217,20 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary is not None and summary.ok else EXIT_INCOMPLETE
 
 
-def console() -> None:
+def console(warm: bool = True) -> None:
     """The installed `candleflow` command: `main`, then the exit Python would make, minus tearing the interpreter
     down object by object. After a 500-symbol run that teardown took 1.3 s of a 10 s command, with nothing left
     to do: the other threads are joined and the exit handlers (Prefect sends its last logs and events there) run
-    first, as in a normal exit. In-process callers (the tests) use `main`."""
-    code = main()
+    first, as in a normal exit. In-process callers (the tests) use `main`. A run (backfill, update, repair) goes
+    to the warm runner of this user and installation when one is running (`candleflow warm`): it starts there
+    without importing anything."""
+    code = None
+    if warm and len(sys.argv) > 1 and sys.argv[1] in RUNS:
+        from deployments.warm_client import run_warm
+
+        code = run_warm("cli", sys.argv)
+    if code is None:
+        code = main()
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
