@@ -373,7 +373,7 @@ def backfill_cases(
                 stored,
                 run.wall,
                 floor,
-                run.rss_mb,
+                None if runner == "warm" else run.rss_mb,  # the work ran in the runner's fork, not in this process
                 run.time_line(),
             )
         )

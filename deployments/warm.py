@@ -35,21 +35,29 @@ PR_SET_PDEATHSIG = 1
 
 
 def preload() -> None:
-    """Import what every run imports and build the suite; nothing that starts a thread or opens a connection."""
+    """Import what every run imports and build the suite; nothing that starts a thread or opens a connection.
+    Not candleflow.cli.commands: its rich consoles read the caller's terminal when they are made."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import importlib
+
     import pandas as pd
     import tqdm
 
     tqdm.tqdm.monitor_interval = 0  # GX's first validation starts tqdm's monitor thread otherwise
-    import prefect.engine
-    import prefect.flow_engine  # noqa: F401
-    import rich.console
-    import rich.progress
-    import rich.table  # noqa: F401
-
-    import flows.backfill
-    import flows.incremental
-    import flows.repair  # noqa: F401
+    for module in (
+        "fastapi.encoders",  # Prefect imports it at each run's start to serialize the parameters (0.5-1 s)
+        "prefect.engine",
+        "prefect.flow_engine",
+        "prefect.task_engine",
+        "prefect.utilities.visualization",
+        "rich.console",
+        "rich.progress",
+        "rich.table",
+        "flows.backfill",
+        "flows.incremental",
+        "flows.repair",
+    ):
+        importlib.import_module(module)
     from candleflow.model import Chunk
     from candleflow.sessions import DEFAULT_CALENDAR, get_calendar
     from expectations import validate_bars
