@@ -31,35 +31,37 @@ left as written. `source=NAME` stores the bars as `csv:NAME`, apart from other c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from candleflow.errors import BadInputError
 from candleflow.model import Adjustment
 from candleflow.sessions import SessionHours
-from candleflow.timeframes import TIMEFRAMES, ChunkPeriod, Timeframe
-from providers.base import SOURCE_PATTERN, SOURCE_RULE, FetchRequest, canonical_frame
+from candleflow.timeframes import TIMEFRAMES, Timeframe
+from providers.base import SOURCE_PATTERN, SOURCE_RULE, Capabilities, FetchRequest, FetchResult, Provider
 from providers.csv_times import EpochUnit, bar_spacing, localize, nearest_readable, parse_times, spacing_name
 from providers.errors import TerminalProviderError
+from providers.frames import canonical_frame
+from providers.settings import ProviderSettings
 
 EXTENSIONS = (".csv", ".csv.gz", ".parquet")
-DIR_ENV = "CANDLEFLOW_CSV_DIR"
 # The column a row whose time cannot be read carries into the quarantine: the row as the file wrote it.
 AS_WRITTEN = "as_written"
 
 
-class CsvOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CsvSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_CSV_")
 
-    directory: str | None = None
+    directory: str | None = Field(default=None, validation_alias="CANDLEFLOW_CSV_DIR")
     timezone: str = "UTC"
     adjusted: bool = False
     # Intraday bars labelled by their end time (09:31 for the bar of 09:30-09:31) instead of their open time.
@@ -104,49 +106,45 @@ class CsvOptions(BaseModel):
         return value
 
 
-class CsvProvider:
-    name: ClassVar[str] = "csv"
-    requests_per_second: ClassVar[float] = 1000.0
-    max_symbols_per_request: ClassVar[int] = 1
-    chunk_period: ClassVar[ChunkPeriod | None] = None
-    knows_symbols: ClassVar[bool] = True
-    bars_only_when_traded: ClassVar[bool] = False
+class CsvProvider(Provider[CsvSettings]):
+    """Prices as the files have them (`adjusted=true` scales them by Adj Close); the hours of the `hours` option."""
 
-    def __init__(self, options: CsvOptions | None = None, **overrides: object) -> None:
-        self.options = options or CsvOptions.model_validate(overrides)
+    name = "csv"
+    settings_class = CsvSettings
+    capabilities = Capabilities(requests_per_second=1000.0, named_sources=True)
 
-    @property
-    def session_hours(self) -> SessionHours:
-        return self.options.hours
+    def __init__(self, settings: CsvSettings | None = None, **options: Any) -> None:
+        super().__init__(settings, **options)
+        self.capabilities = replace(self.capabilities, session_hours=self.settings.hours)
 
     @property
     def stored_as(self) -> str:
         """The provider key its bars are stored under: `csv`, or `csv:<source>`."""
-        return f"{self.name}:{self.options.source}" if self.options.source else self.name
+        return f"{self.name}:{self.settings.source}" if self.settings.source else self.name
 
     @property
     def adjustment(self) -> Adjustment:
-        return Adjustment.ADJUSTED if self.options.adjusted else Adjustment.RAW
+        return Adjustment.ADJUSTED if self.settings.adjusted else Adjustment.RAW
 
     def directory(self) -> Path:
-        raw = self.options.directory or os.environ.get(DIR_ENV)
+        raw, variable = self.settings.directory, self.settings.variable("directory")
         if not raw:
             raise TerminalProviderError(
-                f"no directory: set {DIR_ENV} or pass --option directory=PATH", provider=self.name
+                f"no directory: set {variable} or pass --option directory=PATH", provider=self.name
             )
         path = Path(raw).expanduser()
         if not path.is_dir():
             raise TerminalProviderError(
-                f"directory {path} does not exist: fix {DIR_ENV} or --option directory=PATH", provider=self.name
+                f"directory {path} does not exist: fix {variable} or --option directory=PATH", provider=self.name
             )
         return path
 
     def check_inputs(self, symbols: Sequence[str], timeframes: Sequence[Timeframe]) -> None:
         """The directory exists and every symbol's files would lie inside it (a symbol may hold `.` and `/`)."""
         try:
-            if self.options.file and self.find_file("", "") is None:
+            if self.settings.file and self.find_file("", "") is None:
                 raise TerminalProviderError(
-                    f"file {self.options.file!r} does not exist in {self.directory()}: fix --option file=NAME",
+                    f"file {self.settings.file!r} does not exist in {self.directory()}: fix --option file=NAME",
                     provider=self.name,
                 )
             for symbol in symbols:
@@ -171,12 +169,12 @@ class CsvProvider:
         return stems
 
     def find_file(self, symbol: str, timeframe: str) -> Path | None:
-        if self.options.file:
+        if self.settings.file:
             root = self.directory().resolve()
-            path = (root / self.options.file).resolve()
+            path = (root / self.settings.file).resolve()
             if not path.is_relative_to(root):
                 raise TerminalProviderError(
-                    f"file {self.options.file!r} lies outside the directory {root}", provider=self.name
+                    f"file {self.settings.file!r} lies outside the directory {root}", provider=self.name
                 )
             return path if path.is_file() else None
         for stem in self._stems(symbol, timeframe):
@@ -186,7 +184,10 @@ class CsvProvider:
                     return candidate
         return None
 
-    def fetch(self, request: FetchRequest) -> pd.DataFrame:
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        return FetchResult(self._bars(request))
+
+    def _bars(self, request: FetchRequest) -> pd.DataFrame:
         window = (request.start, request.end)
         frames = []
         for symbol in request.symbols:
@@ -233,7 +234,7 @@ class CsvProvider:
                     symbols=[symbol],
                 )
             raw = raw[(tickers == symbol).to_numpy()].reset_index(drop=True)
-        elif self.options.file:
+        elif self.settings.file:
             raise TerminalProviderError(
                 f"{where} is read for every symbol (file option) but has no ticker column (Ticker, Symbol): "
                 "without one it cannot tell symbols apart",
@@ -245,7 +246,7 @@ class CsvProvider:
         for name in ("open", "high", "low", "close", "volume", "vwap", "trades"):
             if name in mapped:
                 out[name] = pd.to_numeric(raw[mapped[name]], errors="coerce")
-        if self.options.adjusted:
+        if self.settings.adjusted:
             self._adjust(out, raw, mapped, where, symbol)
         # Rows that share a timestamp with different values mean the columns were misread (a file of many
         # tickers, a time of day that was lost); identical repeated rows are bad data, which validation rejects.
@@ -270,7 +271,7 @@ class CsvProvider:
     ) -> tuple[pd.Series, pd.Series]:
         """Each row's bar time in UTC (NaT where the file's time cannot be read) and the time that decides its
         chunk's window (for an unreadable row, the nearest readable row's), so no row is lost unseen."""
-        options = self.options
+        options = self.settings
         if "ts" in mapped:
             values, time_of_day, used = raw[mapped["ts"]], None, mapped["ts"]
         elif "date" in mapped and "time" in mapped:
@@ -344,7 +345,7 @@ class CsvProvider:
         out["vwap"] = np.nan  # a vendor vwap is not adjusted with the prices
         if "adj volume" in mapped:
             out["volume"] = pd.to_numeric(raw[mapped["adj volume"]], errors="coerce")
-        elif self.options.adjust_volume:
+        elif self.settings.adjust_volume:
             out["volume"] = (out["volume"] / factor).round(0)
 
 
