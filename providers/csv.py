@@ -5,7 +5,7 @@ Where it looks, for symbol S at timeframe T (first match wins; extensions .csv, 
   holding every symbol. DIR is the `directory` option, else $CANDLEFLOW_CSV_DIR. A symbol may not resolve
   outside DIR.
 
-Columns, any case (`_` and `-` read as spaces), any row order; see `_ALIASES` for every accepted name:
+Columns, any case (`_` and `-` read as spaces), any row order; see providers/csv_columns.py for every accepted name:
 - time: one timestamp column (ts, timestamp, datetime), or Date and Time columns (combined), or a Date alone;
 - open, high, low, close (or Last), volume; optional vwap, trades (or transactions), Adj Close, Adj Volume;
 - a Ticker or Symbol column: the file holds many tickers and the requested symbol's rows are kept.
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -48,6 +47,7 @@ from candleflow.model import Adjustment
 from candleflow.sessions import SessionHours
 from candleflow.timeframes import TIMEFRAMES, Timeframe
 from providers.base import SOURCE_PATTERN, SOURCE_RULE, Capabilities, FetchRequest, FetchResult, Provider
+from providers.csv_columns import as_written, map_columns, read_rows, used_and_ignored
 from providers.csv_times import EpochUnit, bar_spacing, localize, nearest_readable, parse_times, spacing_name
 from providers.errors import TerminalProviderError
 from providers.frames import canonical_frame
@@ -213,15 +213,15 @@ class CsvProvider(Provider[CsvSettings]):
         return bars.assign(**{AS_WRITTEN: combined[AS_WRITTEN].to_numpy()})
 
     def _read(self, path: Path, symbol: str, request: FetchRequest) -> pd.DataFrame:
-        raw = _load(str(path), *_stamp(path))
+        raw = read_rows(path)
         where = f"{path}"
-        mapped = _map_columns(raw.columns)
+        mapped = map_columns(raw.columns)
         missing = [c for c in ("open", "high", "low", "close", "volume") if c not in mapped]
         has_time = any(k in mapped for k in ("ts", "date", "time"))
         if not has_time or missing:
             what = ", ".join(([] if has_time else ["a time column (Date, Time, ts, timestamp, ...)"]) + missing)
             raise TerminalProviderError(
-                f"{where} lacks {what} ({_used_and_ignored(raw.columns, mapped)})", provider=self.name, symbols=[symbol]
+                f"{where} lacks {what} ({used_and_ignored(raw.columns, mapped)})", provider=self.name, symbols=[symbol]
             )
         if "symbol" in mapped:  # a file of many tickers: keep the requested one
             tickers = raw[mapped["symbol"]].astype(str).str.strip().str.upper()
@@ -255,7 +255,7 @@ class CsvProvider(Provider[CsvSettings]):
         if duplicated:
             raise TerminalProviderError(
                 f"{where}: {duplicated} row(s) share a timestamp with a different row for {symbol}, so the bars "
-                f"cannot be right ({_used_and_ignored(raw.columns, mapped)}); a file of many tickers needs a Ticker or "
+                f"cannot be right ({used_and_ignored(raw.columns, mapped)}); a file of many tickers needs a Ticker or "
                 "Symbol column, and a file with separate date and time columns needs both named Date and Time",
                 provider=self.name,
                 symbols=[symbol],
@@ -263,7 +263,7 @@ class CsvProvider(Provider[CsvSettings]):
         unreadable = out["ts"].isna().to_numpy()
         if unreadable.any():
             out[AS_WRITTEN] = pd.Series(None, index=out.index, dtype=object)
-            out.loc[unreadable, AS_WRITTEN] = [_as_written(row) for _, row in raw[unreadable].iterrows()]
+            out.loc[unreadable, AS_WRITTEN] = [as_written(row) for _, row in raw[unreadable].iterrows()]
         return out
 
     def _timestamps(
@@ -347,60 +347,3 @@ class CsvProvider(Provider[CsvSettings]):
             out["volume"] = pd.to_numeric(raw[mapped["adj volume"]], errors="coerce")
         elif self.settings.adjust_volume:
             out["volume"] = (out["volume"] / factor).round(0)
-
-
-# Accepted column names (compared lower-case, with _ and - read as spaces), first match wins.
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "ts": ("ts", "timestamp", "datetime", "date time"),
-    "date": ("date", "day", "session"),
-    "time": ("time",),
-    "symbol": ("ticker", "symbol", "sym"),
-    "open": ("open", "open price", "o"),
-    "high": ("high", "high price", "h"),
-    "low": ("low", "low price", "l"),
-    "close": ("close", "last", "close price", "last price", "c"),
-    "volume": ("volume", "vol", "v"),
-    "vwap": ("vwap", "vw"),
-    "trades": ("trades", "transactions", "number of trades", "n"),
-    "adj close": ("adj close", "adjusted close", "adj. close", "adjclose"),
-    "adj volume": ("adj volume", "adjusted volume", "adj. volume"),
-}
-
-
-def _map_columns(columns: pd.Index) -> dict[str, str]:
-    """candleflow's column -> the file's column, for every column candleflow knows."""
-    normal = {str(c).strip().lower().replace("_", " ").replace("-", " "): str(c) for c in columns}
-    mapped: dict[str, str] = {}
-    for name, aliases in _ALIASES.items():
-        found = next((normal[a] for a in aliases if a in normal and normal[a] not in mapped.values()), None)
-        if found is not None:
-            mapped[name] = found
-    return mapped
-
-
-def _used_and_ignored(columns: pd.Index, mapped: dict[str, str]) -> str:
-    used = ", ".join(f"{column}->{name}" for name, column in mapped.items())
-    ignored = [str(c) for c in columns if str(c) not in mapped.values()]
-    return f"columns used: {used or 'none'}; ignored: {', '.join(ignored) or 'none'}"
-
-
-def _as_written(row: pd.Series) -> str:
-    """A file's row as its columns wrote it: `Date=31/02/2024, Open=10.5, ...` (blank cells empty)."""
-    return ", ".join(f"{column}={'' if pd.isna(value) else value}" for column, value in row.items())
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
-@lru_cache(maxsize=4)
-def _load(path: str, _mtime_ns: int, _size: int) -> pd.DataFrame:
-    """A file's rows, read once while it is unchanged (a file of many tickers serves every symbol's chunks). Only
-    an empty cell is missing: `n/a` or `NA` stay as written (a ticker, or the text a quarantined row shows)."""
-    try:
-        if path.endswith(".parquet"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise TerminalProviderError(f"cannot read {path}: {exc}", provider=CsvProvider.name) from None
