@@ -15,7 +15,7 @@
   `source_versions` says so and the flow leaves the date for a later run. Each file's ETag is its version and
   is recorded in the ledger, so a republished file is fetched and reloaded.
 - A ticker missing from a file has no bars that day (not listed yet, halted, delisted): files cannot tell an
-  unknown ticker apart, so unknown symbols load as `empty` rather than failing (`knows_symbols = False`).
+  unknown ticker apart, so unknown symbols load as `empty` rather than failing (`knows_symbols=False`).
 - Retries are Prefect's: boto3 makes one attempt. Throttling, 5xx and connection trouble are transient;
   refused keys name the key variables, a missing bucket names CANDLEFLOW_FLATFILES_BUCKET.
 """
