@@ -2,8 +2,8 @@
 
 Where it looks, for symbol S at timeframe T (first match wins; extensions .csv, .csv.gz, .parquet):
   DIR/T/S.ext, then DIR/S_T.ext, then (daily bars only) DIR/S.ext; or, with the `file` option, one file in DIR
-  holding every symbol. DIR is the `directory` option, else $CANDLEFLOW_CSV_DIR. A symbol may not resolve
-  outside DIR.
+  holding every symbol. DIR is the `directory` option, else $CANDLEFLOW_CSV_DIR (`CsvSettings`). A symbol may not
+  resolve outside DIR.
 
 Columns, any case (`_` and `-` read as spaces), any row order; see providers/csv_columns.py for every accepted name:
 - time: one timestamp column (ts, timestamp, datetime), or Date and Time columns (combined), or a Date alone;

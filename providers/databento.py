@@ -1,7 +1,8 @@
 """`databento`: OHLCV bars from Databento's historical API through the vendor's own `databento` client.
 
-- Key: $DATABENTO_API_KEY (or a Prefect Secret block, see tasks/secrets.py). Dataset: the `dataset` option or
-  $CANDLEFLOW_DATABENTO_DATASET (e.g. XNAS.ITCH, GLBX.MDP3, OPRA.PILLAR); required, since every request costs.
+- Settings (`DatabentoSettings`): each option, else $CANDLEFLOW_DATABENTO_<OPTION>. Key: $DATABENTO_API_KEY (or a
+  Prefect Secret block named in $CANDLEFLOW_DATABENTO_API_KEY_BLOCK, see tasks/secrets.py). Dataset: the `dataset`
+  option or $CANDLEFLOW_DATABENTO_DATASET (e.g. XNAS.ITCH, GLBX.MDP3, OPRA.PILLAR); required, since every request costs.
   Gateway: $CANDLEFLOW_DATABENTO_GATEWAY (default the client's); the client only speaks https.
 - Schemas: 1m, 1h and 1d are the vendor's ohlcv-1m, ohlcv-1h, ohlcv-1d. 5m and 15m are aggregated here from
   ohlcv-1m on the UTC grid (open of the first minute, close of the last, high/low extremes, volume summed).

@@ -1,6 +1,7 @@
 """`polygon`: aggregate bars from the Polygon/Massive REST API through the vendor's own `massive` client.
 
-- Key: $MASSIVE_API_KEY, else $POLYGON_API_KEY. Base URL: $CANDLEFLOW_POLYGON_BASE_URL (default the client's).
+- Settings (`PolygonSettings`): each option, else $CANDLEFLOW_POLYGON_<OPTION> (base_url: default the client's).
+  Key: $MASSIVE_API_KEY, else $POLYGON_API_KEY, else a Secret block named in $CANDLEFLOW_POLYGON_API_KEY_BLOCK.
 - Every page is followed (`next_url`, by the client), `limit=50000`; `adjusted` is an explicit option
   (default true, as the vendor's).
 - Daily bars are stamped by the vendor at midnight New York (05:00Z or 04:00Z by DST): they become session-dated
