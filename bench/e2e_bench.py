@@ -86,7 +86,7 @@ class Workload:
         provider = get_provider("synthetic")
         tf = get_timeframe(self.timeframe)
         for chunk in self.chunks:
-            yield chunk, provider.fetch(FetchRequest((chunk.symbol,), tf, chunk.window_start, chunk.window_end))
+            yield chunk, provider.fetch(FetchRequest((chunk.symbol,), tf, chunk.window_start, chunk.window_end)).bars
 
     def cli_args(self) -> list[str]:
         return [
@@ -312,7 +312,7 @@ def plain_loop_seconds(pg: Postgres, workload: Workload) -> tuple[float, int]:
     tf = get_timeframe(workload.timeframe)
     started = time.perf_counter()
     for chunk in workload.chunks:
-        frame = provider.fetch(FetchRequest((chunk.symbol,), tf, chunk.window_start, chunk.window_end))
+        frame = provider.fetch(FetchRequest((chunk.symbol,), tf, chunk.window_start, chunk.window_end)).bars
         if not validate_bars([(chunk, frame)]).ok:
             raise RuntimeError(f"the plain loop found bad bars in {chunk.label()}")
         frame.to_sql("bars", engine, if_exists="append", index=False, method="multi", chunksize=1000)

@@ -53,7 +53,7 @@ def make_chunks(rows: int) -> list[tuple[Chunk, pd.DataFrame]]:
     total = 0
     for symbol in SYMBOLS:
         for start, end in months:
-            frame = provider.fetch(FetchRequest((symbol,), tf, start, end))
+            frame = provider.fetch(FetchRequest((symbol,), tf, start, end)).bars
             frame = frame.iloc[: rows - total]
             out.append((Chunk("synthetic", symbol, "1m", start, end), frame))
             total += len(frame)

@@ -1,9 +1,11 @@
-"""Errors of candleflow's own making.
+"""Errors of candleflow's own making: every one derives from CandleflowError.
 
 CandleflowError
 ├── BadInputError        a user input is wrong; the message names it and the fix (CLI exit 2)
 │   └── BudgetExceededError  the vendor's quote for a run is above its max_cost_usd; nothing was fetched
-└── IncompleteRunError   a run finished but some chunks ended rejected or failed (CLI exit 1)
+├── IncompleteRunError   a run finished but some chunks ended rejected or failed (CLI exit 1)
+├── ProviderError        a vendor failed to answer: transient or terminal (providers/errors.py)
+└── WarehouseError       the warehouse cannot be used, with the fix (warehouse/errors.py)
 """
 
 from __future__ import annotations

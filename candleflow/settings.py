@@ -1,4 +1,5 @@
-"""Typed settings from the environment (prefix CANDLEFLOW_). Everything else is a flow parameter."""
+"""Typed settings from the environment (prefix CANDLEFLOW_). Everything else is a flow parameter. Each provider's
+settings (its options, keys and Secret block) are its own: providers/settings.py."""
 
 from __future__ import annotations
 
@@ -32,12 +33,6 @@ class RunSettings(BaseSettings):
     retries: int = Field(default=4, ge=0, le=20)
     retry_backoff_seconds: float = Field(default=2.0, ge=0, description="first retry delay; doubles each retry")
     retry_jitter_factor: float = Field(default=0.5, ge=0)
-    polygon_api_key_block: str | None = Field(
-        default=None, description="name of a Prefect Secret block holding the Polygon/Massive key (env keys win)"
-    )
-    databento_api_key_block: str | None = Field(
-        default=None, description="name of a Prefect Secret block holding the Databento key (env keys win)"
-    )
     max_retry_after_seconds: float = Field(
         default=120.0, ge=0, description="the longest a vendor's Retry-After may hold a chunk task before its retry"
     )
@@ -56,18 +51,6 @@ class RunSettings(BaseSettings):
         default_factory=dict,
         description='exchange calendar per symbol, JSON, e.g. {"^FTSE": "XLON", "ES": "CME_Equity"} (default XNYS)',
     )
-
-    def key_block(self, provider: str) -> tuple[str | None, str | None]:
-        """The Prefect Secret block named to hold `provider`'s key (None when none is named), and the variable
-        that names it (None for providers whose keys come from the environment only)."""
-        setting = KEY_BLOCK_SETTINGS.get(provider)
-        if setting is None:
-            return None, None
-        return getattr(self, setting), f"CANDLEFLOW_{setting.upper()}"
-
-
-# provider -> the RunSettings field naming the Prefect Secret block that holds its key
-KEY_BLOCK_SETTINGS = {"polygon": "polygon_api_key_block", "databento": "databento_api_key_block"}
 
 
 def run_settings() -> RunSettings:

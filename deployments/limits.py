@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warehouse-slots", type=int, default=4, help="concurrent loads into the warehouse")
     args = parser.parse_args(argv)
     provider = check_provider_name(args.provider)
-    rate = args.requests_per_second or PROVIDERS[provider][0].requests_per_second
+    rate = args.requests_per_second or PROVIDERS[provider].capabilities.requests_per_second
     names = create_limits(provider, args.warehouse, requests_per_second=rate, warehouse_slots=args.warehouse_slots)
     print(f"limits ready: {names.provider} ({rate}/s), {names.warehouse} ({args.warehouse_slots} slots)")
 

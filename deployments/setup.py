@@ -121,8 +121,8 @@ def run_setup(*, pool: str, crash_after_seconds: int, say: Callable[[str], None]
     say(f"candleflow setup on {api}")
     with get_client(sync_client=True) as client:
         say(f"  work pool {pool} (process): {ensure_work_pool(client, pool)}")
-        for name, (cls, _) in PROVIDERS.items():
-            rate = float(cls.requests_per_second)
+        for name, cls in PROVIDERS.items():
+            rate = float(cls.capabilities.requests_per_second)
             status = ensure_rate_limit(client, name, rate)
             say(f"  rate limit {provider_limit_name(name)} ({rate:g} requests/s): {status}")
         block_ids: list[UUID] = []

@@ -67,7 +67,7 @@ def preload() -> None:
     get_calendar(DEFAULT_CALENDAR)  # exchange_calendars builds a calendar in about 0.4 s
     # Great Expectations builds its context and suite, and sets up its metrics at the first validation (0.3-0.5 s)
     chunk = Chunk("synthetic", "WARM", "1d", pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC"))
-    validate_bars([(chunk, SyntheticProvider().fetch(request_for([chunk])))])
+    validate_bars([(chunk, SyntheticProvider().fetch(request_for([chunk])).bars)])
 
 
 class Runner:

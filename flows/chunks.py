@@ -76,11 +76,11 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
     source = inputs.source
     batches = batch_chunks(
         chunks,
-        source.max_symbols_per_request,
+        source.capabilities.max_symbols_per_request,
         rows=settings.batch_rows,
         max_chunks=settings.batch_chunks,
         workers=settings.task_workers,
-        session_hours=16.0 if source.session_hours == "extended" else 6.5,
+        session_hours=16.0 if source.capabilities.session_hours == "extended" else 6.5,
     )
     logger.info("%d chunks in %d tasks", len(chunks), len(batches))
     progress.started(len(chunks))
@@ -174,7 +174,7 @@ def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end:
                 start,
                 end,
                 calendar=calendar,
-                partial=not inputs.source.bars_only_when_traded,
+                partial=not inputs.source.capabilities.bars_only_when_traded,
             )
             grid |= {f"{symbol} {timeframe.name}": sessions for symbol, sessions in coverage.items()}
     publish_coverage(summary.flow, f"{inputs.stored_as} coverage {start}..{end}", grid)

@@ -22,10 +22,10 @@ from candleflow.inputs import check_date_range, parse_date, parse_symbols
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
 from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, get_calendar
-from candleflow.settings import RunSettings, oracle_settings, run_settings
+from candleflow.settings import oracle_settings, run_settings
 from candleflow.timeframes import Timeframe, get_timeframe
 from providers import check_provider_name, get_provider
-from providers.base import CheckedSource, KeyedSource, Provider
+from providers.base import Provider
 from warehouse.engine import PASSWORD_ENV, URL_ENV, check_reachable, has_password, parse_url, resolve_url
 
 NameStyle = Callable[[str], str]
@@ -64,7 +64,7 @@ class SeriesRequest(_SymbolCalendars):
     """One provider and timeframe for a list of symbols, checked."""
 
     provider_name: str
-    provider: Provider  # built from the options, holding no key: it only answers what kind of provider it is
+    provider: Provider[Any]  # built from the options and the environment: it answers what kind of provider it is
     provider_options: Mapping[str, Any]
     timeframe: Timeframe
     symbols: list[str]
@@ -85,7 +85,7 @@ class RunInputs(_SymbolCalendars):
     symbols: list[str]
     timeframes: list[Timeframe]
     provider_options: dict[str, Any]
-    source: Provider
+    source: Provider[Any]
     calendar: str  # the run's calendar: the `calendar` input, else the one most symbols follow
     calendars: dict[str, str]  # symbol -> its calendar (the run's, else CANDLEFLOW_CALENDARS, else XNYS)
     on_invalid: OnInvalid
@@ -234,9 +234,8 @@ def check_run(
     options = dict(provider_options or {})
     source = get_provider(provider_name, options)  # the provider's own options model rejects bad options
     settings = run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
-    check_keys(provider_name, source, settings)
-    if isinstance(source, CheckedSource):  # options that depend on this machine: a directory, a file per symbol
-        source.check_inputs(checked_symbols, checked_timeframes)
+    check_keys(provider_name, source)
+    source.check_inputs(checked_symbols, checked_timeframes)  # options that depend on this machine: a directory
     if on_invalid not in get_args(OnInvalid):
         raise BadInputError(f"unknown {name('on_invalid')} {on_invalid!r}: use reject or quarantine_rows")
     if warehouse_url is not None and not isinstance(warehouse_url, str):
@@ -261,20 +260,20 @@ def check_run(
         on_invalid=on_invalid,  # type: ignore[arg-type]
         max_cost_usd=_cost_limit(max_cost_usd, name("max_cost_usd")),
         warehouse_url=warehouse_url or None,
-        stored_as=str(getattr(source, "stored_as", provider_name)),
+        stored_as=source.stored_as,
     )
 
 
-def check_keys(provider: str, source: Provider, settings: RunSettings) -> None:
+def check_keys(provider: str, source: Provider[Any]) -> None:
     """A provider that needs keys has them in the environment (or its options), or a Prefect Secret block is
     named for them (the flow checks that block before it fetches: it is Prefect's to look up)."""
-    missing = source.missing_keys() if isinstance(source, KeyedSource) else None
+    missing = source.settings.missing_keys()
     if not missing:
         return
-    block, variable = settings.key_block(provider)
-    if block:
+    block = source.settings.key_block()
+    if block is not None and block.name:
         return
-    where = f", or name a Prefect Secret block holding it in {variable}" if variable else ""
+    where = f", or name a Prefect Secret block holding it in {block.variable}" if block is not None else ""
     raise BadInputError(f"provider {provider} has no key: set {missing}{where}; nothing was fetched")
 
 

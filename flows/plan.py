@@ -21,7 +21,7 @@ from candleflow.sessions import get_calendar, schedule
 from candleflow.timeframes import ChunkPeriod, get_timeframe
 from flows.inputs import BackfillInputs, RepairInputs, RunInputs, SeriesRequest
 from providers import get_provider
-from providers.base import KeyedSource, PricedSource, VersionedSource, request_for
+from providers.base import request_for
 from warehouse import coverage
 from warehouse.queries import ledger_of
 
@@ -40,15 +40,11 @@ class Asks:
 def _versions(
     provider: str, options: Mapping[str, Any] | None, timeframe: str, dates: list[dt.date]
 ) -> dict[dt.date, str | None]:
-    source = get_provider(provider, options)
-    assert isinstance(source, VersionedSource)
-    return source.source_versions(get_timeframe(timeframe), dates)
+    return get_provider(provider, options).source_versions(get_timeframe(timeframe), dates)
 
 
 def _quote(provider: str, options: Mapping[str, Any] | None, groups: list[list[Chunk]]) -> float:
-    source = get_provider(provider, options)
-    assert isinstance(source, PricedSource)
-    return source.estimate_cost([request_for(group) for group in groups])
+    return get_provider(provider, options).estimate_cost([request_for(group) for group in groups])
 
 
 PLAIN_ASKS = Asks(ledger=ledger_of, versions=_versions, quote=_quote, coverage=coverage.measure_coverage)
@@ -58,14 +54,14 @@ def plans_without_prefect(inputs: RunInputs) -> bool:
     """Whether a plan for `inputs` can be made with plain calls: not when the vendor must be asked (versions, a
     quote) with a key that only a Prefect Secret block holds."""
     source = inputs.source
-    asks_vendor = isinstance(source, VersionedSource | PricedSource)
-    return not (asks_vendor and isinstance(source, KeyedSource) and source.missing_keys())
+    asks_vendor = source.capabilities.versioned_sources or source.capabilities.charges
+    return not (asks_vendor and source.settings.missing_keys())
 
 
 def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: dt.date) -> list[Chunk]:
     """The chunks for `symbols` over the session dates start..end, cut the way the provider serves them, each
     on its symbol's exchange calendar (its time zone for session-dated windows, its sessions for validation)."""
-    period = series.provider.chunk_period
+    period = series.provider.capabilities.chunk_period
     order = {symbol: i for i, symbol in enumerate(symbols)}
     out: list[Chunk] = []
     for calendar, group in series.by_calendar(symbols).items():
@@ -81,7 +77,7 @@ def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: 
 def published_versions(series: SeriesRequest, chunks: Sequence[Chunk], asks: Asks) -> dict[dt.date, str | None] | None:
     """For providers that publish one versioned file per date: each planned date's current version (None when
     not published yet). None for other providers."""
-    if not isinstance(series.provider, VersionedSource) or not chunks:
+    if not series.provider.capabilities.versioned_sources or not chunks:
         return None
     dates = sorted({session_of(c) for c in chunks})
     return asks.versions(series.provider_name, series.provider_options, series.timeframe.name, dates)
@@ -102,9 +98,9 @@ def check_budget(
 ) -> None:
     """Ask a charging vendor what fetching `chunks` costs, record it in the summary, and refuse the run before
     anything is downloaded when the quote is above `max_cost_usd`."""
-    if not isinstance(series.provider, PricedSource) or not chunks:
+    if not series.provider.capabilities.charges or not chunks:
         return
-    groups = group_chunks(chunks, series.provider.max_symbols_per_request)
+    groups = group_chunks(chunks, series.provider.capabilities.max_symbols_per_request)
     summary.cost_usd = asks.quote(series.provider_name, series.provider_options, groups)
     if max_cost_usd is not None and summary.cost_usd > max_cost_usd:
         raise BudgetExceededError(
@@ -128,7 +124,7 @@ def plan_backfill(inputs: BackfillInputs, asks: Asks) -> RunSummary:
         selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions)
         summary.skipped += len(selection.skipped)
         summary.todo += selection.todo
-    if hasattr(inputs.source, "stored_as"):  # collections of files: say which one holds what was skipped
+    if inputs.source.capabilities.named_sources:  # collections of files: say which one holds what was skipped
         summary.skip_note = (
             f"as {inputs.stored_as} (another set of files for these symbols needs its own --option source=NAME; "
             "--mode all reloads these)"
@@ -163,7 +159,7 @@ def plan_repair(inputs: RepairInputs, asks: Asks) -> RunSummary:
                 first,
                 last,
                 calendar=calendar,
-                partial=not inputs.source.bars_only_when_traded,
+                partial=not inputs.source.capabilities.bars_only_when_traded,
             )
         chunks: list[Chunk] = []
         for symbol, sessions in found.items():

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from candleflow.errors import BadInputError
-from providers.base import SOURCE_PATTERN, SOURCE_RULE, FetchRequest, Provider
-from providers.csv import CsvOptions, CsvProvider
-from providers.databento import DatabentoOptions, DatabentoProvider
-from providers.flatfiles import FlatFilesOptions, FlatFilesProvider
-from providers.polygon import PolygonOptions, PolygonProvider
-from providers.synthetic import SyntheticOptions, SyntheticProvider
+from providers.base import SOURCE_PATTERN, SOURCE_RULE, Capabilities, FetchRequest, FetchResult, Provider
+from providers.csv import CsvProvider
+from providers.databento import DatabentoProvider
+from providers.flatfiles import FlatFilesProvider
+from providers.polygon import PolygonProvider
+from providers.synthetic import SyntheticProvider
 
-PROVIDERS: dict[str, tuple[type[Any], type[Any]]] = {
-    SyntheticProvider.name: (SyntheticProvider, SyntheticOptions),
-    CsvProvider.name: (CsvProvider, CsvOptions),
-    PolygonProvider.name: (PolygonProvider, PolygonOptions),
-    FlatFilesProvider.name: (FlatFilesProvider, FlatFilesOptions),
-    DatabentoProvider.name: (DatabentoProvider, DatabentoOptions),
+PROVIDERS: dict[str, type[Provider[Any]]] = {
+    cls.name: cls for cls in (SyntheticProvider, CsvProvider, PolygonProvider, FlatFilesProvider, DatabentoProvider)
 }
 
-
-# The names as a type: the Prefect UI's run form shows a Literal as a dropdown.
-ProviderName = Literal["synthetic", "csv", "polygon", "polygon-flatfiles", "databento"]
-assert set(get_args(ProviderName)) == set(PROVIDERS), "ProviderName must list every registered provider"
+# The names as a type, derived from the registry: the Prefect UI's run form shows a Literal as a dropdown. Type
+# checkers see a plain str (a Literal built at run time is not one they can read).
+if TYPE_CHECKING:
+    ProviderName = str
+else:
+    ProviderName = Literal[tuple(PROVIDERS)]
 
 
 def check_stored_key(key: str) -> tuple[str, str | None]:
@@ -50,21 +48,23 @@ def check_provider_name(name: str) -> str:
     return name
 
 
-def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provider:
-    """Build provider `name` with `options` (its own options model checks them)."""
-    cls, options_model = PROVIDERS[check_provider_name(name)]
+def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provider[Any]:
+    """Build provider `name` with `options` over its settings from the environment (its settings class checks
+    them)."""
+    cls = PROVIDERS[check_provider_name(name)]
     try:
-        parsed = options_model.model_validate(dict(options or {}))
+        settings = cls.settings_class.from_options(options)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise BadInputError(f"bad option for provider {name!r}: {problems}") from None
-    provider: Provider = cls(parsed)
-    return provider
+    return cls(settings)
 
 
 __all__ = [
     "PROVIDERS",
+    "Capabilities",
     "FetchRequest",
+    "FetchResult",
     "Provider",
     "ProviderName",
     "check_provider_name",

@@ -2,10 +2,10 @@
 
 Where it looks, for symbol S at timeframe T (first match wins; extensions .csv, .csv.gz, .parquet):
   DIR/T/S.ext, then DIR/S_T.ext, then (daily bars only) DIR/S.ext; or, with the `file` option, one file in DIR
-  holding every symbol. DIR is the `directory` option, else $CANDLEFLOW_CSV_DIR. A symbol may not resolve
-  outside DIR.
+  holding every symbol. DIR is the `directory` option, else $CANDLEFLOW_CSV_DIR (`CsvSettings`). A symbol may not
+  resolve outside DIR.
 
-Columns, any case (`_` and `-` read as spaces), any row order; see `_ALIASES` for every accepted name:
+Columns, any case (`_` and `-` read as spaces), any row order; see providers/csv_columns.py for every accepted name:
 - time: one timestamp column (ts, timestamp, datetime), or Date and Time columns (combined), or a Date alone;
 - open, high, low, close (or Last), volume; optional vwap, trades (or transactions), Adj Close, Adj Volume;
 - a Ticker or Symbol column: the file holds many tickers and the requested symbol's rows are kept.
@@ -31,35 +31,37 @@ left as written. `source=NAME` stores the bars as `csv:NAME`, apart from other c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from functools import lru_cache
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from candleflow.errors import BadInputError
 from candleflow.model import Adjustment
 from candleflow.sessions import SessionHours
-from candleflow.timeframes import TIMEFRAMES, ChunkPeriod, Timeframe
-from providers.base import SOURCE_PATTERN, SOURCE_RULE, FetchRequest, canonical_frame
+from candleflow.timeframes import TIMEFRAMES, Timeframe
+from providers.base import SOURCE_PATTERN, SOURCE_RULE, Capabilities, FetchRequest, FetchResult, Provider
+from providers.csv_columns import as_written, map_columns, read_rows, used_and_ignored
 from providers.csv_times import EpochUnit, bar_spacing, localize, nearest_readable, parse_times, spacing_name
 from providers.errors import TerminalProviderError
+from providers.frames import canonical_frame
+from providers.settings import ProviderSettings
 
 EXTENSIONS = (".csv", ".csv.gz", ".parquet")
-DIR_ENV = "CANDLEFLOW_CSV_DIR"
 # The column a row whose time cannot be read carries into the quarantine: the row as the file wrote it.
 AS_WRITTEN = "as_written"
 
 
-class CsvOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CsvSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_CSV_")
 
-    directory: str | None = None
+    directory: str | None = Field(default=None, validation_alias="CANDLEFLOW_CSV_DIR")
     timezone: str = "UTC"
     adjusted: bool = False
     # Intraday bars labelled by their end time (09:31 for the bar of 09:30-09:31) instead of their open time.
@@ -104,49 +106,45 @@ class CsvOptions(BaseModel):
         return value
 
 
-class CsvProvider:
-    name: ClassVar[str] = "csv"
-    requests_per_second: ClassVar[float] = 1000.0
-    max_symbols_per_request: ClassVar[int] = 1
-    chunk_period: ClassVar[ChunkPeriod | None] = None
-    knows_symbols: ClassVar[bool] = True
-    bars_only_when_traded: ClassVar[bool] = False
+class CsvProvider(Provider[CsvSettings]):
+    """Prices as the files have them (`adjusted=true` scales them by Adj Close); the hours of the `hours` option."""
 
-    def __init__(self, options: CsvOptions | None = None, **overrides: object) -> None:
-        self.options = options or CsvOptions.model_validate(overrides)
+    name = "csv"
+    settings_class = CsvSettings
+    capabilities = Capabilities(requests_per_second=1000.0, named_sources=True)
 
-    @property
-    def session_hours(self) -> SessionHours:
-        return self.options.hours
+    def __init__(self, settings: CsvSettings | None = None, **options: Any) -> None:
+        super().__init__(settings, **options)
+        self.capabilities = replace(self.capabilities, session_hours=self.settings.hours)
 
     @property
     def stored_as(self) -> str:
         """The provider key its bars are stored under: `csv`, or `csv:<source>`."""
-        return f"{self.name}:{self.options.source}" if self.options.source else self.name
+        return f"{self.name}:{self.settings.source}" if self.settings.source else self.name
 
     @property
     def adjustment(self) -> Adjustment:
-        return Adjustment.ADJUSTED if self.options.adjusted else Adjustment.RAW
+        return Adjustment.ADJUSTED if self.settings.adjusted else Adjustment.RAW
 
     def directory(self) -> Path:
-        raw = self.options.directory or os.environ.get(DIR_ENV)
+        raw, variable = self.settings.directory, self.settings.variable("directory")
         if not raw:
             raise TerminalProviderError(
-                f"no directory: set {DIR_ENV} or pass --option directory=PATH", provider=self.name
+                f"no directory: set {variable} or pass --option directory=PATH", provider=self.name
             )
         path = Path(raw).expanduser()
         if not path.is_dir():
             raise TerminalProviderError(
-                f"directory {path} does not exist: fix {DIR_ENV} or --option directory=PATH", provider=self.name
+                f"directory {path} does not exist: fix {variable} or --option directory=PATH", provider=self.name
             )
         return path
 
     def check_inputs(self, symbols: Sequence[str], timeframes: Sequence[Timeframe]) -> None:
         """The directory exists and every symbol's files would lie inside it (a symbol may hold `.` and `/`)."""
         try:
-            if self.options.file and self.find_file("", "") is None:
+            if self.settings.file and self.find_file("", "") is None:
                 raise TerminalProviderError(
-                    f"file {self.options.file!r} does not exist in {self.directory()}: fix --option file=NAME",
+                    f"file {self.settings.file!r} does not exist in {self.directory()}: fix --option file=NAME",
                     provider=self.name,
                 )
             for symbol in symbols:
@@ -171,12 +169,12 @@ class CsvProvider:
         return stems
 
     def find_file(self, symbol: str, timeframe: str) -> Path | None:
-        if self.options.file:
+        if self.settings.file:
             root = self.directory().resolve()
-            path = (root / self.options.file).resolve()
+            path = (root / self.settings.file).resolve()
             if not path.is_relative_to(root):
                 raise TerminalProviderError(
-                    f"file {self.options.file!r} lies outside the directory {root}", provider=self.name
+                    f"file {self.settings.file!r} lies outside the directory {root}", provider=self.name
                 )
             return path if path.is_file() else None
         for stem in self._stems(symbol, timeframe):
@@ -186,7 +184,10 @@ class CsvProvider:
                     return candidate
         return None
 
-    def fetch(self, request: FetchRequest) -> pd.DataFrame:
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        return FetchResult(self._bars(request))
+
+    def _bars(self, request: FetchRequest) -> pd.DataFrame:
         window = (request.start, request.end)
         frames = []
         for symbol in request.symbols:
@@ -212,15 +213,15 @@ class CsvProvider:
         return bars.assign(**{AS_WRITTEN: combined[AS_WRITTEN].to_numpy()})
 
     def _read(self, path: Path, symbol: str, request: FetchRequest) -> pd.DataFrame:
-        raw = _load(str(path), *_stamp(path))
+        raw = read_rows(path)
         where = f"{path}"
-        mapped = _map_columns(raw.columns)
+        mapped = map_columns(raw.columns)
         missing = [c for c in ("open", "high", "low", "close", "volume") if c not in mapped]
         has_time = any(k in mapped for k in ("ts", "date", "time"))
         if not has_time or missing:
             what = ", ".join(([] if has_time else ["a time column (Date, Time, ts, timestamp, ...)"]) + missing)
             raise TerminalProviderError(
-                f"{where} lacks {what} ({_used_and_ignored(raw.columns, mapped)})", provider=self.name, symbols=[symbol]
+                f"{where} lacks {what} ({used_and_ignored(raw.columns, mapped)})", provider=self.name, symbols=[symbol]
             )
         if "symbol" in mapped:  # a file of many tickers: keep the requested one
             tickers = raw[mapped["symbol"]].astype(str).str.strip().str.upper()
@@ -233,7 +234,7 @@ class CsvProvider:
                     symbols=[symbol],
                 )
             raw = raw[(tickers == symbol).to_numpy()].reset_index(drop=True)
-        elif self.options.file:
+        elif self.settings.file:
             raise TerminalProviderError(
                 f"{where} is read for every symbol (file option) but has no ticker column (Ticker, Symbol): "
                 "without one it cannot tell symbols apart",
@@ -245,7 +246,7 @@ class CsvProvider:
         for name in ("open", "high", "low", "close", "volume", "vwap", "trades"):
             if name in mapped:
                 out[name] = pd.to_numeric(raw[mapped[name]], errors="coerce")
-        if self.options.adjusted:
+        if self.settings.adjusted:
             self._adjust(out, raw, mapped, where, symbol)
         # Rows that share a timestamp with different values mean the columns were misread (a file of many
         # tickers, a time of day that was lost); identical repeated rows are bad data, which validation rejects.
@@ -254,7 +255,7 @@ class CsvProvider:
         if duplicated:
             raise TerminalProviderError(
                 f"{where}: {duplicated} row(s) share a timestamp with a different row for {symbol}, so the bars "
-                f"cannot be right ({_used_and_ignored(raw.columns, mapped)}); a file of many tickers needs a Ticker or "
+                f"cannot be right ({used_and_ignored(raw.columns, mapped)}); a file of many tickers needs a Ticker or "
                 "Symbol column, and a file with separate date and time columns needs both named Date and Time",
                 provider=self.name,
                 symbols=[symbol],
@@ -262,7 +263,7 @@ class CsvProvider:
         unreadable = out["ts"].isna().to_numpy()
         if unreadable.any():
             out[AS_WRITTEN] = pd.Series(None, index=out.index, dtype=object)
-            out.loc[unreadable, AS_WRITTEN] = [_as_written(row) for _, row in raw[unreadable].iterrows()]
+            out.loc[unreadable, AS_WRITTEN] = [as_written(row) for _, row in raw[unreadable].iterrows()]
         return out
 
     def _timestamps(
@@ -270,7 +271,7 @@ class CsvProvider:
     ) -> tuple[pd.Series, pd.Series]:
         """Each row's bar time in UTC (NaT where the file's time cannot be read) and the time that decides its
         chunk's window (for an unreadable row, the nearest readable row's), so no row is lost unseen."""
-        options = self.options
+        options = self.settings
         if "ts" in mapped:
             values, time_of_day, used = raw[mapped["ts"]], None, mapped["ts"]
         elif "date" in mapped and "time" in mapped:
@@ -344,62 +345,5 @@ class CsvProvider:
         out["vwap"] = np.nan  # a vendor vwap is not adjusted with the prices
         if "adj volume" in mapped:
             out["volume"] = pd.to_numeric(raw[mapped["adj volume"]], errors="coerce")
-        elif self.options.adjust_volume:
+        elif self.settings.adjust_volume:
             out["volume"] = (out["volume"] / factor).round(0)
-
-
-# Accepted column names (compared lower-case, with _ and - read as spaces), first match wins.
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "ts": ("ts", "timestamp", "datetime", "date time"),
-    "date": ("date", "day", "session"),
-    "time": ("time",),
-    "symbol": ("ticker", "symbol", "sym"),
-    "open": ("open", "open price", "o"),
-    "high": ("high", "high price", "h"),
-    "low": ("low", "low price", "l"),
-    "close": ("close", "last", "close price", "last price", "c"),
-    "volume": ("volume", "vol", "v"),
-    "vwap": ("vwap", "vw"),
-    "trades": ("trades", "transactions", "number of trades", "n"),
-    "adj close": ("adj close", "adjusted close", "adj. close", "adjclose"),
-    "adj volume": ("adj volume", "adjusted volume", "adj. volume"),
-}
-
-
-def _map_columns(columns: pd.Index) -> dict[str, str]:
-    """candleflow's column -> the file's column, for every column candleflow knows."""
-    normal = {str(c).strip().lower().replace("_", " ").replace("-", " "): str(c) for c in columns}
-    mapped: dict[str, str] = {}
-    for name, aliases in _ALIASES.items():
-        found = next((normal[a] for a in aliases if a in normal and normal[a] not in mapped.values()), None)
-        if found is not None:
-            mapped[name] = found
-    return mapped
-
-
-def _used_and_ignored(columns: pd.Index, mapped: dict[str, str]) -> str:
-    used = ", ".join(f"{column}->{name}" for name, column in mapped.items())
-    ignored = [str(c) for c in columns if str(c) not in mapped.values()]
-    return f"columns used: {used or 'none'}; ignored: {', '.join(ignored) or 'none'}"
-
-
-def _as_written(row: pd.Series) -> str:
-    """A file's row as its columns wrote it: `Date=31/02/2024, Open=10.5, ...` (blank cells empty)."""
-    return ", ".join(f"{column}={'' if pd.isna(value) else value}" for column, value in row.items())
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
-@lru_cache(maxsize=4)
-def _load(path: str, _mtime_ns: int, _size: int) -> pd.DataFrame:
-    """A file's rows, read once while it is unchanged (a file of many tickers serves every symbol's chunks). Only
-    an empty cell is missing: `n/a` or `NA` stay as written (a ticker, or the text a quarantined row shows)."""
-    try:
-        if path.endswith(".parquet"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise TerminalProviderError(f"cannot read {path}: {exc}", provider=CsvProvider.name) from None

@@ -1,7 +1,8 @@
 """`databento`: OHLCV bars from Databento's historical API through the vendor's own `databento` client.
 
-- Key: $DATABENTO_API_KEY (or a Prefect Secret block, see tasks/secrets.py). Dataset: the `dataset` option or
-  $CANDLEFLOW_DATABENTO_DATASET (e.g. XNAS.ITCH, GLBX.MDP3, OPRA.PILLAR); required, since every request costs.
+- Settings (`DatabentoSettings`): each option, else $CANDLEFLOW_DATABENTO_<OPTION>. Key: $DATABENTO_API_KEY (or a
+  Prefect Secret block named in $CANDLEFLOW_DATABENTO_API_KEY_BLOCK, see tasks/secrets.py). Dataset: the `dataset`
+  option or $CANDLEFLOW_DATABENTO_DATASET (e.g. XNAS.ITCH, GLBX.MDP3, OPRA.PILLAR); required, since every request costs.
   Gateway: $CANDLEFLOW_DATABENTO_GATEWAY (default the client's); the client only speaks https.
 - Schemas: 1m, 1h and 1d are the vendor's ohlcv-1m, ohlcv-1h, ohlcv-1d. 5m and 15m are aggregated here from
   ohlcv-1m on the UTC grid (open of the first minute, close of the last, high/low extremes, volume summed).
@@ -23,33 +24,29 @@
 
 from __future__ import annotations
 
-import os
 import warnings
-from typing import Any, ClassVar
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from candleflow.model import Adjustment
-from candleflow.sessions import SessionHours
-from candleflow.timeframes import ChunkPeriod
-from providers.base import UNKNOWN_SYMBOLS, FetchRequest, aggregate_bars, canonical_frame
-from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
+from providers.base import Capabilities, FetchRequest, FetchResult, Provider
+from providers.errors import TerminalProviderError, connection_error, http_error
+from providers.frames import aggregate_bars, canonical_frame
+from providers.settings import ApiKeySettings
 
-KEY_ENV = "DATABENTO_API_KEY"
-DATASET_ENV = "CANDLEFLOW_DATABENTO_DATASET"
-GATEWAY_ENV = "CANDLEFLOW_DATABENTO_GATEWAY"
 _SCHEMAS = {"1m": "ohlcv-1m", "5m": "ohlcv-1m", "15m": "ohlcv-1m", "1h": "ohlcv-1h", "1d": "ohlcv-1d"}
 _STYPES = ("raw_symbol", "instrument_id", "continuous", "smart", "isin", "cusip", "figi", "bbg_comp_id")
 
 
-class DatabentoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DatabentoSettings(ApiKeySettings):
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_DATABENTO_")
 
-    dataset: str | None = None  # else $CANDLEFLOW_DATABENTO_DATASET
+    dataset: str | None = None  # required: every request costs
     stype_in: str = "raw_symbol"
-    gateway: str | None = None  # else $CANDLEFLOW_DATABENTO_GATEWAY, else the client's
-    api_key: SecretStr | None = None  # else $DATABENTO_API_KEY
+    gateway: str | None = None  # default the client's
+    api_key: SecretStr | None = Field(default=None, validation_alias="DATABENTO_API_KEY")
     publisher_id: int | None = None  # keep one venue's bars; default: consolidate venues (see the module doc)
 
     @field_validator("stype_in")
@@ -60,43 +57,32 @@ class DatabentoOptions(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _dataset_is_known(self) -> DatabentoOptions:
-        self.dataset = self.dataset or os.environ.get(DATASET_ENV) or None
+    def _dataset_is_known(self) -> DatabentoSettings:
         if not self.dataset:
-            raise ValueError(f"no dataset: set {DATASET_ENV} or --option dataset=XNAS.ITCH (every request costs)")
+            variable = self.variable("dataset")
+            raise ValueError(f"no dataset: set {variable} or --option dataset=XNAS.ITCH (every request costs)")
         return self
 
 
-def api_key() -> str | None:
-    return os.environ.get(KEY_ENV) or None
+class DatabentoProvider(Provider[DatabentoSettings]):
+    """Prices as traded (raw), extended hours."""
 
-
-class DatabentoProvider:
-    name: ClassVar[str] = "databento"
-    requests_per_second: ClassVar[float] = 20.0
-    max_symbols_per_request: ClassVar[int] = 2000
-    chunk_period: ClassVar[ChunkPeriod | None] = None
-    knows_symbols: ClassVar[bool] = True
-    session_hours: ClassVar[SessionHours] = "extended"
-    bars_only_when_traded: ClassVar[bool] = True
-
-    def __init__(self, options: DatabentoOptions | None = None, **overrides: object) -> None:
-        self.options = options or DatabentoOptions.model_validate(overrides)
-
-    @property
-    def adjustment(self) -> Adjustment:
-        return Adjustment.RAW
-
-    def missing_keys(self) -> str | None:
-        return None if self.options.api_key or api_key() else KEY_ENV
+    name = "databento"
+    settings_class = DatabentoSettings
+    capabilities = Capabilities(
+        requests_per_second=20.0,
+        max_symbols_per_request=2000,
+        bars_only_when_traded=True,
+        charges=True,
+        session_hours="extended",
+    )
 
     def _client(self, request: FetchRequest | None = None) -> Any:
         import databento
 
-        key = self.options.api_key.get_secret_value() if self.options.api_key else api_key()
+        key, gateway = self.settings.key(), self.settings.gateway
         if not key:
-            raise TerminalProviderError(f"no API key: set {KEY_ENV}", **self._where(request))
-        gateway = self.options.gateway or os.environ.get(GATEWAY_ENV)
+            raise TerminalProviderError(f"no API key: set {self.settings.key_variables()}", **self._where(request))
         return databento.Historical(key=key, **({"gateway": gateway} if gateway else {}))
 
     def _where(self, request: FetchRequest | None) -> dict[str, Any]:
@@ -106,12 +92,12 @@ class DatabentoProvider:
 
     def _query(self, request: FetchRequest) -> dict[str, Any]:
         return {
-            "dataset": self.options.dataset,
+            "dataset": self.settings.dataset,
             "start": request.start,
             "end": request.end,
             "symbols": list(request.symbols),
             "schema": _SCHEMAS[request.timeframe.name],
-            "stype_in": self.options.stype_in,
+            "stype_in": self.settings.stype_in,
         }
 
     def estimate_cost(self, requests: list[FetchRequest]) -> float:
@@ -121,7 +107,7 @@ class DatabentoProvider:
         client = self._client(requests[0])
         return float(sum(self._call(lambda r=r: client.metadata.get_cost(**self._query(r)), r) for r in requests))
 
-    def fetch(self, request: FetchRequest) -> pd.DataFrame:
+    def fetch(self, request: FetchRequest) -> FetchResult:
         client = self._client(request)
         with warnings.catch_warnings(record=True) as caught:  # the vendor reports unresolved symbols as warnings
             warnings.simplefilter("always")
@@ -132,22 +118,19 @@ class DatabentoProvider:
             unknown = [s for s in request.symbols if any(f"'{s}'" in str(w.message) for w in caught)]
         if unknown and len(unknown) == len(request.symbols):
             raise TerminalProviderError(
-                f"unknown symbol(s) {', '.join(unknown)} in {self.options.dataset} ({self.options.stype_in}): "
+                f"unknown symbol(s) {', '.join(unknown)} in {self.settings.dataset} ({self.settings.stype_in}): "
                 "check the symbols, the dataset and stype_in",
                 **self._where(request),
             )
-        frame = self._bars(raw, request)
-        if unknown:
-            frame.attrs[UNKNOWN_SYMBOLS] = unknown
-        return frame
+        return FetchResult(self._bars(raw, request), unknown_symbols=tuple(unknown))
 
     def _bars(self, raw: pd.DataFrame, request: FetchRequest) -> pd.DataFrame:
         tf = request.timeframe
         if raw.empty:
             return canonical_frame(pd.DataFrame({"symbol": [], "ts": []}), provider=self.name, timeframe=tf.name)
         raw = raw.rename(columns={"ts_event": "ts"})
-        if self.options.publisher_id is not None:
-            raw = raw[raw["publisher_id"] == self.options.publisher_id]
+        if self.settings.publisher_id is not None:
+            raw = raw[raw["publisher_id"] == self.settings.publisher_id]
         bars = consolidate_venues(raw[raw["symbol"].isin(request.symbols)])
         if tf.intraday and tf.step > pd.Timedelta(minutes=1):
             bars = aggregate_bars(bars, tf.step)
@@ -162,34 +145,23 @@ class DatabentoProvider:
         try:
             return fn()
         except BentoHttpError as exc:
-            raise self._classify(exc, where) from None
+            message = ": ".join(line for line in (exc.message or "").splitlines() if line)
+            if "symbology" in message:
+                message += "; check the symbols, the dataset and stype_in"
+            raise http_error(
+                int(exc.http_status),
+                where,
+                request_id=exc.request_id,
+                retry_after=(exc.headers or {}).get("Retry-After"),
+                refused=f"the API key was refused or lacks this dataset; check {self.settings.key_variables()}",
+                detail=f": {message}".rstrip(": "),
+            ) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientProviderError(f"connection problem: {type(exc).__name__}", **where) from None
+            raise connection_error(exc, where) from None
         except BentoError as exc:  # the stream broke off mid-download
-            raise TransientProviderError(f"download interrupted: {type(exc).__name__}", **where) from None
+            raise connection_error(exc, where, "download interrupted") from None
         except ValueError as exc:  # the client's own argument checks (bad dataset code, symbol form)
             raise TerminalProviderError(f"request refused by the client: {exc}", **where) from None
-
-    def _classify(self, exc: Any, where: dict[str, Any]) -> ProviderError:
-        status = int(exc.http_status)
-        headers = exc.headers or {}
-        common = {**where, "http_status": status, "request_id": exc.request_id}
-        if status == 429 or status >= 500:
-            header = headers.get("Retry-After")
-            try:
-                retry_after = float(header) if header else None
-            except ValueError:
-                retry_after = None
-            what = "rate limited" if status == 429 else "server error"
-            return TransientProviderError(f"{what} (HTTP {status})", retry_after=retry_after, **common)
-        if status in (401, 403):
-            return TerminalProviderError(
-                f"HTTP {status}: the API key was refused or lacks this dataset; check {KEY_ENV}", **common
-            )
-        message = ": ".join(line for line in (exc.message or "").splitlines() if line)
-        if "symbology" in message:
-            message += "; check the symbols, the dataset and stype_in"
-        return TerminalProviderError(f"HTTP {status}: {message}".rstrip(": "), **common)
 
 
 def consolidate_venues(raw: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@
   `source_versions` says so and the flow leaves the date for a later run. Each file's ETag is its version and
   is recorded in the ledger, so a republished file is fetched and reloaded.
 - A ticker missing from a file has no bars that day (not listed yet, halted, delisted): files cannot tell an
-  unknown ticker apart, so unknown symbols load as `empty` rather than failing (`knows_symbols = False`).
+  unknown ticker apart, so unknown symbols load as `empty` rather than failing (`knows_symbols=False`).
 - Retries are Prefect's: boto3 makes one attempt. Throttling, 5xx and connection trouble are transient;
   refused keys name the key variables, a missing bucket names CANDLEFLOW_FLATFILES_BUCKET.
 """
@@ -25,92 +25,84 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import os
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from candleflow.model import Adjustment
-from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe
-from providers.base import NEW_YORK, SOURCE_VERSION, FetchRequest, aggregate_bars, canonical_frame, session_dated
-from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
+from providers.base import Capabilities, FetchRequest, FetchResult, Provider
+from providers.errors import TerminalProviderError, connection_error, http_error
+from providers.frames import NEW_YORK, aggregate_bars, canonical_frame, session_dated
+from providers.settings import ProviderSettings
 
-ENDPOINT_ENV = "CANDLEFLOW_FLATFILES_ENDPOINT_URL"
-BUCKET_ENV = "CANDLEFLOW_FLATFILES_BUCKET"
-ACCESS_KEY_ENV = "CANDLEFLOW_FLATFILES_ACCESS_KEY_ID"
-SECRET_KEY_ENV = "CANDLEFLOW_FLATFILES_SECRET_ACCESS_KEY"
 DEFAULT_ENDPOINT = "https://files.massive.com"
 DEFAULT_BUCKET = "flatfiles"
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
 _KEY_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 
 
-class FlatFilesOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FlatFilesSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_FLATFILES_")
 
-    endpoint_url: str | None = None  # else $CANDLEFLOW_FLATFILES_ENDPOINT_URL, else the vendor's
-    bucket: str | None = None  # else $CANDLEFLOW_FLATFILES_BUCKET, else `flatfiles`
-    access_key_id: SecretStr | None = None  # else $CANDLEFLOW_FLATFILES_ACCESS_KEY_ID
-    secret_access_key: SecretStr | None = None  # else $CANDLEFLOW_FLATFILES_SECRET_ACCESS_KEY
+    endpoint_url: str | None = None  # default the vendor's
+    bucket: str | None = None  # default `flatfiles`
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
     dataset: str = "us_stocks_sip"
     timeout_seconds: float = 60.0
 
+    def missing_keys(self) -> str | None:
+        keys = {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key}
+        return " and ".join(self.variable(field) for field, value in keys.items() if not _secret(value)) or None
 
-def _secret(value: SecretStr | None, env: str) -> str | None:
-    return value.get_secret_value() if value is not None else os.environ.get(env) or None
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() or None if value is not None else None
 
 
-class FlatFilesProvider:
-    name: ClassVar[str] = "polygon-flatfiles"
-    requests_per_second: ClassVar[float] = 10.0
-    max_symbols_per_request: ClassVar[int] = 100_000  # a file holds every ticker of its date
-    chunk_period: ClassVar[ChunkPeriod | None] = ChunkPeriod.SESSION
-    knows_symbols: ClassVar[bool] = False
-    session_hours: ClassVar[SessionHours] = "extended"
-    bars_only_when_traded: ClassVar[bool] = True
+class FlatFilesProvider(Provider[FlatFilesSettings]):
+    """Prices as traded (raw: the files are unadjusted), extended hours."""
 
-    def __init__(self, options: FlatFilesOptions | None = None, **overrides: object) -> None:
-        self.options = options or FlatFilesOptions.model_validate(overrides)
-
-    @property
-    def adjustment(self) -> Adjustment:
-        return Adjustment.RAW
+    name = "polygon-flatfiles"
+    settings_class = FlatFilesSettings
+    capabilities = Capabilities(
+        requests_per_second=10.0,
+        max_symbols_per_request=100_000,  # a file holds every ticker of its date
+        chunk_period=ChunkPeriod.SESSION,
+        knows_symbols=False,
+        bars_only_when_traded=True,
+        versioned_sources=True,
+        session_hours="extended",
+    )
 
     @property
     def bucket(self) -> str:
-        return self.options.bucket or os.environ.get(BUCKET_ENV) or DEFAULT_BUCKET
-
-    def missing_keys(self) -> str | None:
-        keys = ((self.options.access_key_id, ACCESS_KEY_ENV), (self.options.secret_access_key, SECRET_KEY_ENV))
-        missing = [env for value, env in keys if not _secret(value, env)]
-        return " and ".join(missing) or None
+        return self.settings.bucket or DEFAULT_BUCKET
 
     def _client(self) -> Any:
         import boto3
         from botocore.config import Config
 
-        key_id = _secret(self.options.access_key_id, ACCESS_KEY_ENV)
-        secret = _secret(self.options.secret_access_key, SECRET_KEY_ENV)
+        settings = self.settings
+        key_id, secret = _secret(settings.access_key_id), _secret(settings.secret_access_key)
         if not key_id or not secret:
-            raise TerminalProviderError(
-                f"no flat-file keys: set {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}", provider=self.name
-            )
+            raise TerminalProviderError(f"no flat-file keys: set {self._key_variables()}", provider=self.name)
         config = Config(
             retries={"total_max_attempts": 1},  # Prefect retries
-            connect_timeout=self.options.timeout_seconds,
-            read_timeout=self.options.timeout_seconds,
+            connect_timeout=self.settings.timeout_seconds,
+            read_timeout=self.settings.timeout_seconds,
             signature_version="s3v4",
             s3={"addressing_style": "path"},
         )
         return boto3.session.Session().client(
             "s3",
-            endpoint_url=self.options.endpoint_url or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT,
+            endpoint_url=settings.endpoint_url or DEFAULT_ENDPOINT,
             aws_access_key_id=key_id,
             aws_secret_access_key=secret,
             region_name="us-east-1",
@@ -119,7 +111,7 @@ class FlatFilesProvider:
 
     def key(self, timeframe: Timeframe, date: dt.date) -> str:
         kind = "minute_aggs_v1" if timeframe.intraday else "day_aggs_v1"
-        return f"{self.options.dataset}/{kind}/{date:%Y}/{date:%m}/{date:%Y-%m-%d}.csv.gz"
+        return f"{self.settings.dataset}/{kind}/{date:%Y}/{date:%m}/{date:%Y-%m-%d}.csv.gz"
 
     def source_versions(self, timeframe: Timeframe, dates: list[dt.date]) -> dict[dt.date, str | None]:
         """Each date's file ETag, None when the file is not published; one listing per month."""
@@ -134,7 +126,7 @@ class FlatFilesProvider:
                 found.update({obj["Key"]: obj["ETag"].strip('"') for obj in page.get("Contents", [])})
         return {d: found.get(k) for k, d in wanted.items()}
 
-    def fetch(self, request: FetchRequest) -> pd.DataFrame:
+    def fetch(self, request: FetchRequest) -> FetchResult:
         """Bars of the request's symbols from each date's file in the window; dates without a file add none
         (the flow has already set unpublished dates aside, see `source_versions`)."""
         client = self._client()
@@ -147,44 +139,45 @@ class FlatFilesProvider:
             body = self._call(lambda r=response: r["Body"].read(), request)
             etags.append(response["ETag"].strip('"'))
             tables.append(_read_symbols(body, request.symbols))
-        frame = _to_bars(tables, request)
-        frame.attrs[SOURCE_VERSION] = _combined(etags)
-        return frame
+        return FetchResult(_to_bars(tables, request), source_version=_combined(etags))
 
     def _call(self, fn: Any, request: FetchRequest | None = None, missing_ok: bool = False) -> Any:
         from botocore import exceptions as bex
 
         symbols = request.symbols if request else ()
         window = (request.start, request.end) if request else None
-        common: dict[str, Any] = {"provider": self.name, "symbols": symbols, "window": window}
+        where: dict[str, Any] = {"provider": self.name, "symbols": symbols, "window": window}
         try:
             return fn()
         except bex.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            request_id = exc.response.get("ResponseMetadata", {}).get("RequestId")
-            common.update(http_status=status, request_id=request_id)
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            meta = exc.response.get("ResponseMetadata", {})
+            status, request_id = meta.get("HTTPStatusCode"), meta.get("RequestId")
             if missing_ok and code in ("NoSuchKey", "404"):
                 return None
-            raise self._classify(code, status, common) from None
+            if code == "NoSuchBucket":
+                raise TerminalProviderError(
+                    f"no bucket {self.bucket!r}: check {self.settings.variable('bucket')}",
+                    http_status=status,
+                    request_id=request_id,
+                    **where,
+                ) from None
+            raise http_error(
+                status,
+                where,
+                request_id=request_id,
+                label=code,
+                refused=f"check {self._key_variables()} (the flat-file keys, not the REST API key)",
+                transient=code in _TRANSIENT_CODES,
+                key_refused=code in _KEY_CODES,
+            ) from None
         except (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError) as exc:
-            raise TransientProviderError(f"connection problem: {type(exc).__name__}", **common) from None
+            raise connection_error(exc, where) from None
         except (bex.ConnectionClosedError, bex.ResponseStreamingError) as exc:
-            raise TransientProviderError(f"connection dropped: {type(exc).__name__}", **common) from None
+            raise connection_error(exc, where, "connection dropped") from None
 
-    def _classify(self, code: str, status: int | None, common: dict[str, Any]) -> ProviderError:
-        if code in _TRANSIENT_CODES or status == 429 or (status or 0) >= 500:
-            return TransientProviderError(f"{code or 'server error'} (HTTP {status})", **common)
-        if code == "NoSuchBucket":
-            return TerminalProviderError(f"no bucket {self.bucket!r}: check {BUCKET_ENV}", **common)
-        if code in _KEY_CODES or status in (401, 403):
-            return TerminalProviderError(
-                f"{code or 'access refused'} (HTTP {status}): check {ACCESS_KEY_ENV} and {SECRET_KEY_ENV} "
-                "(the flat-file keys, not the REST API key)",
-                **common,
-            )
-        return TerminalProviderError(f"{code} (HTTP {status})", **common)
+    def _key_variables(self) -> str:
+        return " and ".join(self.settings.variable(field) for field in ("access_key_id", "secret_access_key"))
 
 
 def _file_dates(request: FetchRequest) -> list[dt.date]:

@@ -1,6 +1,7 @@
 """`polygon`: aggregate bars from the Polygon/Massive REST API through the vendor's own `massive` client.
 
-- Key: $MASSIVE_API_KEY, else $POLYGON_API_KEY. Base URL: $CANDLEFLOW_POLYGON_BASE_URL (default the client's).
+- Settings (`PolygonSettings`): each option, else $CANDLEFLOW_POLYGON_<OPTION> (base_url: default the client's).
+  Key: $MASSIVE_API_KEY, else $POLYGON_API_KEY, else a Secret block named in $CANDLEFLOW_POLYGON_API_KEY_BLOCK.
 - Every page is followed (`next_url`, by the client), `limit=50000`; `adjusted` is an explicit option
   (default true, as the vendor's).
 - Daily bars are stamped by the vendor at midnight New York (05:00Z or 04:00Z by DST): they become session-dated
@@ -15,31 +16,29 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any, ClassVar
+from typing import Any
 
 import pandas as pd
 import urllib3
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 from urllib3.util.retry import Retry
 
 from candleflow.model import Adjustment
-from candleflow.sessions import SessionHours
-from candleflow.timeframes import ChunkPeriod
-from providers.base import FetchRequest, canonical_frame, session_dated
-from providers.errors import ProviderError, TerminalProviderError, TransientProviderError
+from providers.base import Capabilities, FetchRequest, FetchResult, Provider
+from providers.errors import TerminalProviderError, connection_error, http_error
+from providers.frames import canonical_frame, session_dated
+from providers.settings import ApiKeySettings
 
-KEY_ENVS = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
-BASE_URL_ENV = "CANDLEFLOW_POLYGON_BASE_URL"
 _TIMESPANS = {"1m": (1, "minute"), "5m": (5, "minute"), "15m": (15, "minute"), "1h": (1, "hour"), "1d": (1, "day")}
 
 
-class PolygonOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PolygonSettings(ApiKeySettings):
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_POLYGON_")
 
     adjusted: bool = True
-    base_url: str | None = None
-    api_key: SecretStr | None = None  # else $MASSIVE_API_KEY / $POLYGON_API_KEY
+    base_url: str | None = None  # default the client's
+    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MASSIVE_API_KEY", "POLYGON_API_KEY"))
     timeout_seconds: float = 30.0
 
 
@@ -66,48 +65,34 @@ def _retry() -> Retry:
     return _ClassifyingRetry(total=0, status_forcelist=list(range(400, 600)), redirect=0, raise_on_status=True)
 
 
-def api_key() -> str | None:
-    return next((os.environ[k] for k in KEY_ENVS if os.environ.get(k)), None)
-
-
-class PolygonProvider:
-    name: ClassVar[str] = "polygon"
-    requests_per_second: ClassVar[float] = 5.0
-    max_symbols_per_request: ClassVar[int] = 1
-    chunk_period: ClassVar[ChunkPeriod | None] = None
-    knows_symbols: ClassVar[bool] = True
-    session_hours: ClassVar[SessionHours] = "extended"
-    bars_only_when_traded: ClassVar[bool] = True
-
-    def __init__(self, options: PolygonOptions | None = None, **overrides: object) -> None:
-        self.options = options or PolygonOptions.model_validate(overrides)
+class PolygonProvider(Provider[PolygonSettings]):
+    name = "polygon"
+    settings_class = PolygonSettings
+    capabilities = Capabilities(requests_per_second=5.0, bars_only_when_traded=True, session_hours="extended")
 
     @property
     def adjustment(self) -> Adjustment:
-        return Adjustment.ADJUSTED if self.options.adjusted else Adjustment.RAW
-
-    def missing_keys(self) -> str | None:
-        return None if self.options.api_key or api_key() else "MASSIVE_API_KEY (or POLYGON_API_KEY)"
+        return Adjustment.ADJUSTED if self.settings.adjusted else Adjustment.RAW
 
     def _client(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
         from massive import RESTClient
 
-        missing = self.missing_keys()
+        settings = self.settings
+        missing = settings.missing_keys()
         if missing:
             raise TerminalProviderError(f"no API key: set {missing}", provider=self.name, window=window)
-        key = self.options.api_key.get_secret_value() if self.options.api_key else api_key()
-        base = self.options.base_url or os.environ.get(BASE_URL_ENV)
+        base = settings.base_url
         kwargs: dict[str, Any] = {"base": base.rstrip("/")} if base else {}
         return RESTClient(
-            api_key=key,
+            api_key=settings.key(),
             retries=0,
-            connect_timeout=self.options.timeout_seconds,
-            read_timeout=self.options.timeout_seconds,
+            connect_timeout=settings.timeout_seconds,
+            read_timeout=settings.timeout_seconds,
             connection_pool_kw={"retries": _retry()},
             **kwargs,
         )
 
-    def fetch(self, request: FetchRequest) -> pd.DataFrame:
+    def fetch(self, request: FetchRequest) -> FetchResult:
         window = (request.start, request.end)
         client = self._client(window)
         multiplier, timespan = _TIMESPANS[request.timeframe.name]
@@ -123,7 +108,7 @@ class PolygonProvider:
                 lambda s=symbol, a=start, b=end: [
                     agg.__dict__
                     for agg in client.list_aggs(
-                        s, multiplier, timespan, a, b, adjusted=self.options.adjusted, sort="asc", limit=50_000
+                        s, multiplier, timespan, a, b, adjusted=self.settings.adjusted, sort="asc", limit=50_000
                     )
                 ],
                 symbol,
@@ -140,7 +125,7 @@ class PolygonProvider:
             frame = frame.assign(symbol=symbol, ts=ts, trades=frame["transactions"])
             frames.append(frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)])
         combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "ts"])
-        return canonical_frame(combined, provider=self.name, timeframe=request.timeframe.name)
+        return FetchResult(canonical_frame(combined, provider=self.name, timeframe=request.timeframe.name))
 
     def _check_ticker(self, client: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> None:
         try:
@@ -158,39 +143,19 @@ class PolygonProvider:
             raise
 
     def _call(self, fn: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
+        where = {"provider": self.name, "symbols": [symbol], "window": window}
         try:
             return fn()
         except _HttpError as exc:
-            raise self._classify(exc, symbol, window) from None
-        except urllib3.exceptions.HTTPError as exc:  # connection refused, timeouts, dropped connections
-            raise TransientProviderError(
-                f"connection problem: {type(exc).__name__}", provider=self.name, symbols=[symbol], window=window
+            if exc.status is None:
+                raise connection_error(exc.error, where) from None
+            raise http_error(
+                exc.status,
+                where,
+                request_id=exc.headers.get("X-Request-Id"),
+                retry_after=exc.headers.get("Retry-After"),
+                refused=f"the API key was refused or lacks this data; check {self.settings.key_variables()}",
+                detail=f" for {symbol}",
             ) from None
-
-    def _classify(self, exc: _HttpError, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> ProviderError:
-        status = exc.status
-        request_id = exc.headers.get("X-Request-Id") if exc.headers else None
-        common: dict[str, Any] = {
-            "provider": self.name,
-            "symbols": [symbol],
-            "window": window,
-            "http_status": status,
-            "request_id": request_id,
-        }
-        if status is None:
-            return TransientProviderError(f"connection problem: {type(exc.error).__name__}", **common)
-        if status == 429 or status >= 500:
-            retry_after = exc.headers.get("Retry-After")
-            try:
-                seconds = float(retry_after) if retry_after else None
-            except ValueError:
-                seconds = None
-            what = "rate limited" if status == 429 else "server error"
-            return TransientProviderError(f"{what} (HTTP {status})", retry_after=seconds, **common)
-        if status in (401, 403):
-            return TerminalProviderError(
-                f"HTTP {status}: the API key was refused or lacks this data; "
-                "check MASSIVE_API_KEY (or POLYGON_API_KEY)",
-                **common,
-            )
-        return TerminalProviderError(f"HTTP {status} for {symbol}", **common)
+        except urllib3.exceptions.HTTPError as exc:  # connection refused, timeouts, dropped connections
+            raise connection_error(exc, where) from None

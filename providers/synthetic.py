@@ -25,18 +25,18 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
+from pydantic_settings import SettingsConfigDict
 
 from candleflow import sessions
-from candleflow.model import Adjustment
-from candleflow.sessions import SessionHours
-from candleflow.timeframes import ChunkPeriod
-from providers.base import FetchRequest, bar_frame
+from providers.base import Capabilities, FetchRequest, FetchResult, Provider
 from providers.errors import TerminalProviderError, TransientProviderError
+from providers.frames import bar_frame
+from providers.settings import ProviderSettings
 
 InvalidKind = Literal["high_below_low", "negative_price", "null_close", "duplicate_ts", "off_grid"]
 
@@ -46,8 +46,8 @@ _calls: Counter[tuple[object, ...]] = Counter()
 _calls_lock = threading.Lock()
 
 
-class SyntheticOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SyntheticSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_SYNTHETIC_")
 
     seed: int = 0
     calendar: str = sessions.DEFAULT_CALENDAR
@@ -231,31 +231,24 @@ def _aggregate(minutes: dict[str, np.ndarray], step_ns: int) -> dict[str, np.nda
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trades")
 
 
-class SyntheticProvider:
-    name: ClassVar[str] = "synthetic"
+class SyntheticProvider(Provider[SyntheticSettings]):
+    """Raw prices (generated prices have no corporate actions), regular hours of its calendar."""
+
+    name = "synthetic"
+    settings_class = SyntheticSettings
     # Bars are computed here, in about 5 ms a request: no vendor to spare. The limit exists (so runs on synthetic
-    # exercise the shared rate limit like any provider's) but sits above what two cores can ask of it; at the 50
-    # it once had, a 500-symbol update spent 10 s waiting on a budget nobody needed.
-    requests_per_second: ClassVar[float] = 1000.0
-    max_symbols_per_request: ClassVar[int] = 1
-    chunk_period: ClassVar[ChunkPeriod | None] = None
-    knows_symbols: ClassVar[bool] = True
-    session_hours: ClassVar[SessionHours] = "regular"
-    bars_only_when_traded: ClassVar[bool] = False
-
-    def __init__(self, options: SyntheticOptions | None = None, **overrides: object) -> None:
-        self.options = options or SyntheticOptions.model_validate(overrides)
-
-    @property
-    def adjustment(self) -> Adjustment:
-        return Adjustment.RAW  # generated prices have no corporate actions
+    # exercise the shared rate limit like any provider's) but sits above what two cores can ask of it.
+    capabilities = Capabilities(requests_per_second=1000.0)
 
     def now(self) -> pd.Timestamp:
         """The `now` option, else the real clock: bars closed after it do not exist yet."""
-        return pd.Timestamp(self.options.now) if self.options.now is not None else pd.Timestamp.now(tz="UTC")
+        return pd.Timestamp(self.settings.now) if self.settings.now is not None else pd.Timestamp.now(tz="UTC")
 
-    def fetch(self, request: FetchRequest) -> pd.DataFrame:
-        opts = self.options
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        return FetchResult(self._frame(request))
+
+    def _frame(self, request: FetchRequest) -> pd.DataFrame:
+        opts = self.settings
         window = (request.start, request.end)
         unknown = [s for s in request.symbols if s in opts.unknown_symbols]
         if unknown:
@@ -278,7 +271,7 @@ class SyntheticProvider:
 
     def _bars(self, symbol: str, request: FetchRequest) -> dict[str, np.ndarray]:
         """The symbol's bars in the request's window as arrays: ts (int64 ns, UTC) and the value columns."""
-        opts = self.options
+        opts = self.settings
         tf = request.timeframe
         now = self.now()
         first_day = request.start.tz_convert("UTC").date()
@@ -304,7 +297,7 @@ class SyntheticProvider:
         return {k: v[keep] for k, v in bars.items()}
 
     def _maybe_fail(self, request: FetchRequest) -> None:
-        opts = self.options
+        opts = self.settings
         if opts.transient_failure_rate <= 0:
             return
         key = (opts.seed, request.symbols, request.timeframe.name, request.start, request.end)
@@ -324,7 +317,7 @@ class SyntheticProvider:
             )
 
     def _maybe_corrupt(self, frame: pd.DataFrame, request: FetchRequest) -> pd.DataFrame:
-        opts = self.options
+        opts = self.settings
         if opts.invalid_chunk_rate <= 0 or frame.empty:
             return frame
         rng = np.random.default_rng([opts.seed, *map(_symbol_key, request.symbols), _window_key(request.start), 11])

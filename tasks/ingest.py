@@ -20,7 +20,6 @@ from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run, task_run
 from prefect.states import Completed, Failed, State
-from pydantic import BaseModel
 
 from candleflow.checksum import frame_checksum
 from candleflow.model import Chunk, ChunkResult, LedgerStatus, OnInvalid
@@ -33,7 +32,7 @@ from expectations import validate_bars
 from expectations.explain import WaysOut, explain_verdict
 from expectations.validate import ChunkVerdict
 from providers import get_provider, provider_of
-from providers.base import SOURCE_VERSION, UNKNOWN_SYMBOLS, ClockedSource, request_for
+from providers.base import request_for
 from providers.errors import TransientProviderError
 from tasks.limits import LimitNames
 from tasks.secrets import with_secrets
@@ -138,8 +137,8 @@ class _Batch:
         self.limits = limits
         name = provider_of(chunks[0].provider)  # `csv:quandl` is the csv provider, its bars stored apart
         self.provider = get_provider(name, with_secrets(name, provider_options))
-        options = getattr(self.provider, "options", None)  # e.g. csv's `hours`, named as a way out of a rejection
-        self.hours_option = isinstance(options, BaseModel) and "hours" in type(options).model_fields
+        # a provider with an `hours` option (csv): named as a way out of a rejection
+        self.hours_option = "hours" in type(self.provider.settings).model_fields
         self.engine = get_engine(warehouse_url)
         self.run_id = current_flow_run_id()
         self.task_run_id, self.last_attempt = _attempt()
@@ -224,15 +223,15 @@ class _Batch:
         began = time.monotonic()
         # Read the clock before fetching: a session that closes during the fetch is not yet final in what it returns.
         provider = self.provider
-        self.as_of = provider.now() if isinstance(provider, ClockedSource) else pd.Timestamp.now(tz="UTC")
+        self.as_of = provider.now()
         out: list[_Fetched] = []
-        requests = group_chunks(todo, provider.max_symbols_per_request)
+        requests = group_chunks(todo, provider.capabilities.max_symbols_per_request)
         burst = self.limits.provider_burst if self.limits is not None else 1
         for i, group in enumerate(requests):
             if i % burst == 0:
                 self._take_request_slots(min(burst, len(requests) - i))
             try:
-                frame = provider.fetch(request_for(group))
+                result = provider.fetch(request_for(group))
             except TransientProviderError as exc:
                 honour_retry_after(exc)
                 if self.last_attempt:
@@ -243,8 +242,9 @@ class _Batch:
             except Exception as exc:  # terminal: an unknown symbol, a refused key, a bug in the adapter
                 self._fail(group, exc)
                 continue
-            described = {"adjustment": str(provider.adjustment), "source_version": frame.attrs.get(SOURCE_VERSION)}
-            unknown = set(frame.attrs.get(UNKNOWN_SYMBOLS, ()))
+            frame = result.bars
+            described = {"adjustment": str(provider.adjustment), "source_version": result.source_version}
+            unknown = set(result.unknown_symbols)
             for chunk in [c for c in group if c.symbol in unknown]:  # the vendor answered for the others only
                 self._fail([chunk], f"TerminalProviderError: {chunk.provider}: unknown symbol {chunk.symbol}: check it")
             known = [c for c in group if c.symbol not in unknown]
@@ -267,7 +267,7 @@ class _Batch:
             by_calendar.setdefault(item.chunk.calendar, []).append(item)
         for calendar, items in by_calendar.items():
             parts = [(item.chunk, item.frame) for item in items]
-            report = validate_bars(parts, calendar=calendar, hours=self.provider.session_hours)
+            report = validate_bars(parts, calendar=calendar, hours=self.provider.capabilities.session_hours)
             verdicts |= {v.chunk: v for v in report.verdicts}
         self.stages.validate += time.monotonic() - began
         return verdicts
@@ -390,7 +390,10 @@ class _Batch:
         unreadable = int(frame["ts"].isna().sum()) if "ts" in frame.columns else 0
         if unreadable:  # the source's time was blank or unreadable: the provider kept the row to say so
             bad += f" ({unreadable} with an unreadable time)"
-        hours, ways_out = self.provider.session_hours, WaysOut(self.on_invalid == "reject", self.hours_option)
+        hours, ways_out = (
+            self.provider.capabilities.session_hours,
+            WaysOut(self.on_invalid == "reject", self.hours_option),
+        )
         rules = explain_verdict(verdict, frame, hours=hours, ways_out=ways_out)
         if self.on_invalid == "quarantine_rows":
             good = len(frame) - len(verdict.bad_rows)

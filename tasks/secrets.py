@@ -1,5 +1,6 @@
 """Provider keys from Prefect Secret blocks, resolved inside the task so they never become flow parameters,
-task inputs, logs or artifacts. Keys in the environment (or the options) win over blocks."""
+task inputs, logs or artifacts. Keys in the environment (or the options) win over blocks. Which block, and the
+variable naming it, is the provider's settings' to say (`key_block`)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,17 @@ from typing import Any, cast
 from prefect.blocks.system import Secret
 
 from candleflow.errors import BadInputError
-from candleflow.settings import run_settings
 from providers import get_provider
-from providers.base import KeyedSource
 
 
 def _block_to_use(provider: str, options: Mapping[str, Any] | None) -> tuple[str, str] | None:
     """(block, the variable naming it) when `provider`'s key must come from a Secret block: one is named and
     neither the options nor the environment hold the key."""
-    block, variable = run_settings().key_block(provider)
-    if not block or not variable:
+    settings = get_provider(provider, options).settings
+    block = settings.key_block()
+    if block is None or not block.name or settings.missing_keys() is None:
         return None
-    source = get_provider(provider, options)
-    if not isinstance(source, KeyedSource) or source.missing_keys() is None:
-        return None
-    return block, variable
+    return block.name, block.variable
 
 
 def _load(block: str, variable: str) -> str:

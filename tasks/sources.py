@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from candleflow.model import Chunk
 from candleflow.timeframes import get_timeframe
 from providers import get_provider
-from providers.base import PricedSource, VersionedSource, request_for
+from providers.base import request_for
 from providers.errors import TransientProviderError
 from tasks.ingest import honour_retry_after, retry_only_transient
 from tasks.secrets import with_secrets
@@ -25,7 +25,6 @@ def source_versions_task(
 ) -> dict[dt.date, str | None]:
     """Each date's source version (None: not published yet), for providers that publish versioned files."""
     source = get_provider(provider, with_secrets(provider, provider_options))
-    assert isinstance(source, VersionedSource)
     try:
         return source.source_versions(get_timeframe(timeframe), dates)
     except TransientProviderError as exc:
@@ -37,7 +36,6 @@ def source_versions_task(
 def estimate_cost_task(provider: str, provider_options: Mapping[str, Any] | None, groups: list[list[Chunk]]) -> float:
     """The vendor's quote in US dollars for fetching `groups` (one request per group), before any download."""
     source = get_provider(provider, with_secrets(provider, provider_options))
-    assert isinstance(source, PricedSource)
     try:
         return source.estimate_cost([request_for(group) for group in groups])
     except TransientProviderError as exc:

@@ -105,7 +105,7 @@ def _wire(symbol: str, tf: str, start: str, end: str) -> list[dict[str, float | 
     else:
         lo = pd.Timestamp(start, tz="UTC")
         hi = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
-    bars = get_provider("synthetic").fetch(FetchRequest((symbol,), timeframe, lo, hi))
+    bars = get_provider("synthetic").fetch(FetchRequest((symbol,), timeframe, lo, hi)).bars
     ts = bars["ts"]
     if not timeframe.intraday:  # the vendor stamps daily bars at midnight New York
         ts = ts.dt.tz_localize(None).dt.tz_localize("America/New_York").dt.tz_convert("UTC")

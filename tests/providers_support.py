@@ -20,7 +20,7 @@ def synthetic_bars(
     symbol: str, timeframe: str, start: pd.Timestamp = SPAN[0], end: pd.Timestamp = SPAN[1]
 ) -> pd.DataFrame:
     request = FetchRequest((symbol,), get_timeframe(timeframe), start, end)
-    return get_provider("synthetic").fetch(request)
+    return get_provider("synthetic").fetch(request).bars
 
 
 def write_csv_dir(root: Path) -> Path:

@@ -11,7 +11,7 @@ def bars(symbol: str = "AAPL") -> pd.DataFrame:
     request = FetchRequest(
         (symbol,), get_timeframe("1h"), pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
     )
-    return get_provider("synthetic").fetch(request)
+    return get_provider("synthetic").fetch(request).bars
 
 
 def test_same_bars_same_checksum_in_any_order() -> None:

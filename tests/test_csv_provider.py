@@ -16,7 +16,7 @@ def fetch(directory: Path, symbol: str, tf: str, start: str, end: str, **options
     provider = get_provider("csv", {"directory": str(directory), **options})
     return provider.fetch(
         FetchRequest((symbol,), get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
-    )
+    ).bars
 
 
 @pytest.fixture(scope="module")

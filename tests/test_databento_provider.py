@@ -15,7 +15,7 @@ from candleflow.timeframes import get_timeframe
 from expectations import validate_bars
 from flows.backfill import historical_backfill
 from providers import get_provider
-from providers.base import UNKNOWN_SYMBOLS, FetchRequest
+from providers.base import FetchRequest
 from providers.errors import TerminalProviderError, TransientProviderError
 from tests.conftest import count
 from tests.databento_server import KEY, RECORDED_DIR, USD_PER_SYMBOL_DAY, DatabentoStandIn, databento_stand_in
@@ -39,7 +39,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Databen
 
 def fetch(symbols: tuple[str, ...], tf: str, start: str, end: str, **options: object) -> pd.DataFrame:
     request = FetchRequest(symbols, get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
-    return get_provider("databento", options).fetch(request)
+    return get_provider("databento", options).fetch(request).bars
 
 
 @pytest.mark.parametrize("tf", ["1m", "1h", "1d"])
@@ -82,8 +82,14 @@ def test_five_minute_bars_are_aggregated_from_minutes(gateway: DatabentoStandIn)
 
 
 def test_an_unknown_symbol_among_known_ones_is_named(gateway: DatabentoStandIn) -> None:
-    frame = fetch(("AAPL", "NOPE"), "1d", "2024-01-02", "2024-01-10")
-    assert set(frame["symbol"]) == {"AAPL"} and frame.attrs[UNKNOWN_SYMBOLS] == ["NOPE"]
+    request = FetchRequest(
+        ("AAPL", "NOPE"),
+        get_timeframe("1d"),
+        pd.Timestamp("2024-01-02", tz="UTC"),
+        pd.Timestamp("2024-01-10", tz="UTC"),
+    )
+    result = get_provider("databento").fetch(request)
+    assert set(result.bars["symbol"]) == {"AAPL"} and result.unknown_symbols == ("NOPE",)
 
 
 def test_a_refused_key_is_terminal_and_never_shown(gateway: DatabentoStandIn, monkeypatch: pytest.MonkeyPatch) -> None:

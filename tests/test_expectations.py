@@ -11,7 +11,8 @@ from candleflow.timeframes import get_timeframe
 from expectations import load_suite, validate_bars
 from expectations.validate import suite_path
 from providers import get_provider
-from providers.base import FetchRequest, canonical_frame
+from providers.base import FetchRequest
+from providers.frames import canonical_frame
 from tests.conftest import FIXTURES
 
 START, END = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
@@ -20,7 +21,7 @@ CHUNK = Chunk("synthetic", "AAPL", "1h", START, END)
 
 @pytest.fixture(scope="module")
 def good() -> pd.DataFrame:
-    return get_provider("synthetic").fetch(FetchRequest(("AAPL",), get_timeframe("1h"), START, END))
+    return get_provider("synthetic").fetch(FetchRequest(("AAPL",), get_timeframe("1h"), START, END)).bars
 
 
 def test_suite_file_holds_every_rule_of_design() -> None:
@@ -119,7 +120,7 @@ def test_missing_column_fails_the_whole_chunk(good: pd.DataFrame) -> None:
 
 def test_failures_map_back_to_their_own_chunk(good: pd.DataFrame) -> None:
     other = Chunk("synthetic", "MSFT", "1h", START, END)
-    msft = get_provider("synthetic").fetch(FetchRequest(("MSFT",), get_timeframe("1h"), START, END))
+    msft = get_provider("synthetic").fetch(FetchRequest(("MSFT",), get_timeframe("1h"), START, END)).bars
     msft.loc[3, "high"] = msft.loc[3, "low"] - 1
     empty = Chunk("synthetic", "IBM", "1h", START, END)
     report = validate_bars([(CHUNK, good), (other, msft), (empty, good.iloc[0:0])])

@@ -10,7 +10,7 @@ from candleflow.model import LedgerStatus
 from candleflow.timeframes import get_timeframe
 from flows.backfill import historical_backfill
 from providers import get_provider
-from providers.base import SOURCE_VERSION, FetchRequest
+from providers.base import FetchRequest, FetchResult
 from providers.errors import TerminalProviderError, TransientProviderError
 from tests.conftest import count
 from tests.flatfiles_server import ACCESS_KEY, SECRET_KEY, FlatFilesStandIn, flatfiles_stand_in
@@ -30,6 +30,10 @@ def files(monkeypatch: pytest.MonkeyPatch) -> Iterator[FlatFilesStandIn]:
 
 
 def fetch(symbols: tuple[str, ...], tf: str, start: str, end: str, **options: object) -> pd.DataFrame:
+    return fetch_result(symbols, tf, start, end, **options).bars
+
+
+def fetch_result(symbols: tuple[str, ...], tf: str, start: str, end: str, **options: object) -> FetchResult:
     request = FetchRequest(symbols, get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
     return get_provider("polygon-flatfiles", options).fetch(request)
 
@@ -50,7 +54,8 @@ def test_day_files_become_session_dated_across_the_dst_change(files: FlatFilesSt
 
 def test_one_file_serves_many_symbols_and_only_those(files: FlatFilesStandIn) -> None:
     files.publish(["AAPL", "MSFT"], D(2024, 1, 8), D(2024, 1, 8))
-    frame = fetch(("MSFT", "AAPL"), "15m", "2024-01-08 05:00", "2024-01-09 05:00")
+    result = fetch_result(("MSFT", "AAPL"), "15m", "2024-01-08 05:00", "2024-01-09 05:00")
+    frame = result.bars
     assert set(frame["symbol"]) == {"AAPL", "MSFT"}  # the file's other tickers are left out
     for symbol in ("AAPL", "MSFT"):
         mine = frame[frame["symbol"] == symbol].reset_index(drop=True)
@@ -59,7 +64,7 @@ def test_one_file_serves_many_symbols_and_only_those(files: FlatFilesStandIn) ->
         cols = ["ts", "open", "high", "low", "close", "volume"]
         pd.testing.assert_frame_equal(mine[cols], expected[cols])
     head = files.client.head_object(Bucket="flatfiles", Key=files.keys[-1])
-    assert frame.attrs[SOURCE_VERSION] == head["ETag"].strip('"')
+    assert result.source_version == head["ETag"].strip('"')
 
 
 def test_source_versions_say_which_dates_are_published(files: FlatFilesStandIn) -> None:

@@ -25,7 +25,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PolygonStandIn]:
 
 def fetch(symbol: str, tf: str, start: str, end: str, **options: object) -> pd.DataFrame:
     request = FetchRequest((symbol,), get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
-    return get_provider("polygon", options).fetch(request)
+    return get_provider("polygon", options).fetch(request).bars
 
 
 def test_recorded_daily_bars_become_session_dated(server: PolygonStandIn) -> None:

@@ -56,7 +56,7 @@ def test_every_provider_is_covered(name: str, factories) -> None:  # type: ignor
     [("1d", "2024-02-01", "2024-03-01"), ("1h", "2024-03-04", "2024-03-09"), ("1m", "2024-01-08", "2024-01-10")],
 )
 def test_canonical_frame(name: str, factories, tf: str, start: str, end: str) -> None:  # type: ignore[no-untyped-def]
-    frame = factories[name]().fetch(request(SYMBOLS, tf, start, end))
+    frame = factories[name]().fetch(request(SYMBOLS, tf, start, end)).bars
     assert tuple(frame.columns) == BAR_COLUMNS
     assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
     for col in ("open", "high", "low", "close", "volume", "vwap"):
@@ -70,15 +70,15 @@ def test_canonical_frame(name: str, factories, tf: str, start: str, end: str) ->
 
 
 def test_a_window_without_sessions_is_an_empty_canonical_frame(name: str, factories) -> None:  # type: ignore[no-untyped-def]
-    frame = factories[name]().fetch(request(("AAPL",), "1d", "2024-03-30", "2024-04-01"))  # a weekend
+    frame = factories[name]().fetch(request(("AAPL",), "1d", "2024-03-30", "2024-04-01")).bars  # a weekend
     assert frame.empty and tuple(frame.columns) == BAR_COLUMNS
     assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
 
 
 def test_unknown_symbol_is_terminal_and_names_it(name: str, factories) -> None:  # type: ignore[no-untyped-def]
     provider = factories[name]()
-    if not provider.knows_symbols:  # e.g. flat files: a ticker absent from a file may simply not trade yet
-        assert provider.fetch(request(("NOPE",), "1d", "2024-02-01", "2024-03-01")).empty
+    if not provider.capabilities.knows_symbols:  # e.g. flat files: a ticker absent from a file may simply not trade yet
+        assert provider.fetch(request(("NOPE",), "1d", "2024-02-01", "2024-03-01")).bars.empty
         return
     with pytest.raises(TerminalProviderError) as info:
         provider.fetch(request(("NOPE",), "1d", "2024-02-01", "2024-03-01"))
@@ -86,7 +86,7 @@ def test_unknown_symbol_is_terminal_and_names_it(name: str, factories) -> None: 
 
 
 def test_providers_agree_on_the_same_bars(name: str, factories, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    ours = factories[name]().fetch(request(("MSFT",), "1h", "2024-01-01", "2024-04-01"))
-    reference = factories["synthetic"]().fetch(request(("MSFT",), "1h", "2024-01-01", "2024-04-01"))
+    ours = factories[name]().fetch(request(("MSFT",), "1h", "2024-01-01", "2024-04-01")).bars
+    reference = factories["synthetic"]().fetch(request(("MSFT",), "1h", "2024-01-01", "2024-04-01")).bars
     cols = ["symbol", "ts", "open", "high", "low", "close", "volume"]
     pd.testing.assert_frame_equal(ours[cols], reference[cols])

@@ -35,8 +35,8 @@ def test_validation_runs_without_importing_scipy_stats_or_altair() -> None:
         start, end = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
         chunk = Chunk("synthetic", "AAPL", "1d", start, end)
         other = Chunk("synthetic", "MSFT", "1d", chunk.window_start, chunk.window_end)
-        good = SyntheticProvider().fetch(request_for([chunk]))
-        bad = SyntheticProvider().fetch(request_for([other]))
+        good = SyntheticProvider().fetch(request_for([chunk])).bars
+        bad = SyntheticProvider().fetch(request_for([other])).bars
         bad.loc[bad.index[3], "high"] = bad["low"].iloc[3] - 1
         report = validate_bars([(chunk, good), (other, bad)])
         json.dump({

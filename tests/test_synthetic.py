@@ -18,7 +18,7 @@ from providers.synthetic import SyntheticProvider
 def fetch(symbol: str, tf: str, start: str, end: str, **options: object) -> pd.DataFrame:
     provider = get_provider("synthetic", options)
     request = FetchRequest((symbol,), get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
-    return provider.fetch(request)
+    return provider.fetch(request).bars
 
 
 @pytest.mark.parametrize(
@@ -113,8 +113,8 @@ def test_injected_transient_failures_then_success() -> None:
         with pytest.raises(TransientProviderError, match=f"injected transient failure {attempt} of 2") as info:
             provider.fetch(request)
         assert info.value.http_status == 503 and info.value.symbols == ("IBM",)
-    clean = SyntheticProvider(seed=99).fetch(request)
-    pd.testing.assert_frame_equal(provider.fetch(request), clean)
+    clean = SyntheticProvider(seed=99).fetch(request).bars
+    pd.testing.assert_frame_equal(provider.fetch(request).bars, clean)
 
 
 def test_unknown_symbol_is_terminal() -> None:

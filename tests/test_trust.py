@@ -299,10 +299,17 @@ def test_a_european_index_follows_its_own_calendar(sqlite_url: str, tmp_path: Pa
     from providers import get_provider
     from providers.base import FetchRequest
 
-    london = get_provider("synthetic", {"calendar": "XLON"}).fetch(
-        FetchRequest(
-            ("FTSE",), get_timeframe("1d"), pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-07-01", tz="UTC")
+    london = (
+        get_provider("synthetic", {"calendar": "XLON"})
+        .fetch(
+            FetchRequest(
+                ("FTSE",),
+                get_timeframe("1d"),
+                pd.Timestamp("2024-01-01", tz="UTC"),
+                pd.Timestamp("2024-07-01", tz="UTC"),
+            )
         )
+        .bars
     )
     pd.DataFrame(
         {

@@ -61,7 +61,7 @@ def fetch(directory: Path, symbol: str, tf: str, start: str, end: str, **options
     provider = get_provider("csv", {"directory": str(directory), **options})
     return provider.fetch(
         FetchRequest((symbol,), get_timeframe(tf), pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
-    )
+    ).bars
 
 
 def bars_file(path: Path, bars: pd.DataFrame, times: pd.Series | list[object], column: str = "Date") -> Path:

@@ -117,7 +117,7 @@ MARCH = Chunk("synthetic", "AAPL", "1m", pd.Timestamp("2024-03-01", tz="UTC"), p
 @pytest.fixture(scope="module")
 def minutes() -> pd.DataFrame:
     request = FetchRequest(("AAPL",), get_timeframe("1m"), MARCH.window_start, MARCH.window_end)
-    return get_provider("synthetic").fetch(request)
+    return get_provider("synthetic").fetch(request).bars
 
 
 def bars_held(engine: sa.Engine) -> int:

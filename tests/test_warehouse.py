@@ -29,7 +29,7 @@ CHUNK = Chunk("synthetic", "AAPL", "1m", START, END)
 
 @pytest.fixture(scope="module")
 def minutes() -> pd.DataFrame:
-    frame = get_provider("synthetic").fetch(FetchRequest(("AAPL",), get_timeframe("1m"), START, END))
+    frame = get_provider("synthetic").fetch(FetchRequest(("AAPL",), get_timeframe("1m"), START, END)).bars
     frame.loc[3, "vwap"] = np.nan  # NULLs must survive every load path
     frame.loc[5, "trades"] = pd.NA
     return frame
@@ -302,7 +302,7 @@ def _daily(symbols: list[str], start: str = "2020-01-01", end: str = "2025-01-01
     provider = get_provider("synthetic")
     window = (pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
     return [
-        (Chunk("synthetic", s, "1d", *window), provider.fetch(FetchRequest((s,), get_timeframe("1d"), *window)))
+        (Chunk("synthetic", s, "1d", *window), provider.fetch(FetchRequest((s,), get_timeframe("1d"), *window)).bars)
         for s in symbols
     ]
 

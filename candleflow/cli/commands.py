@@ -307,7 +307,7 @@ def _counts_partial(provider: str) -> bool:
     from providers import PROVIDERS, provider_of
 
     name = provider_of(provider)
-    return name not in PROVIDERS or not PROVIDERS[name][0].bars_only_when_traded
+    return name not in PROVIDERS or not PROVIDERS[name].capabilities.bars_only_when_traded
 
 
 def gaps(args: argparse.Namespace) -> int:
