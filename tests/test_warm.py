@@ -105,14 +105,14 @@ def test_bad_input_gets_the_same_error_and_exit_code(runner: Runner, tmp_path: P
 def test_sigterm_reaches_the_run_and_a_killed_caller_leaves_nothing_running(runner: Runner, tmp_path: Path) -> None:
     args = ["backfill", "--symbols", "W1,W2,W3", "--timeframe", "1m", "--start", "2021-01-01", "--end", "2023-12-31"]
     args += ["--warehouse", f"sqlite:///{tmp_path / 'w.db'}"]
-    caller = subprocess.Popen(
-        [str(BIN / "candleflow"), *args],
-        env=runner.env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+
+    def start() -> subprocess.Popen[str]:
+        command = [str(BIN / "candleflow"), *args]
+        return subprocess.Popen(
+            command, env=runner.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    caller = start()
     wait_for("the run to start", lambda: runner.pids(), 60)
     (run,) = runner.pids()
     wait_for("chunks to be fetched", lambda: (tmp_path / "w.db").exists(), 120)
@@ -123,13 +123,7 @@ def test_sigterm_reaches_the_run_and_a_killed_caller_leaves_nothing_running(runn
     assert not alive(run)
 
     # SIGKILL cannot be relayed: the runner sees its caller gone and stops the command
-    caller = subprocess.Popen(
-        [str(BIN / "candleflow"), *args],
-        env=runner.env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    caller = start()
     wait_for("the second run to start", lambda: len(runner.pids()) == 2, 60)
     second = runner.pids()[1]
     caller.kill()
