@@ -26,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from candleflow.errors import BadInputError
 from deployments import warm_client
 from deployments.prefect_api import apply_environment
-from deployments.warm_client import fingerprint, receive_message, send_message
+from deployments.warm_client import fingerprint, peer_uid, receive_message, send_message
 
 KILL_AFTER_SECONDS = 20.0  # a command whose caller died gets SIGTERM, then SIGKILL this much later
 PR_SET_PDEATHSIG = 1
@@ -83,6 +84,12 @@ class Runner:
 
     def serve(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = self.path.parent.stat()
+        if folder.st_uid != os.getuid() or folder.st_mode & 0o022:
+            raise BadInputError(
+                f"the warm runner's folder {self.path.parent} belongs to another user or others may write to it: "
+                f"remove it, or set CANDLEFLOW_WARM_SOCKET to a path in a folder of your own"
+            )
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self.listener.bind(str(self.path))
@@ -125,6 +132,9 @@ class Runner:
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
         conn.settimeout(5)
+        if peer_uid(conn) != os.getuid():  # a command runs as this runner's user: only that user may ask
+            conn.close()
+            return
         fds: list[int] = []
         try:
             request, fds = receive_message(conn, with_fds=3)

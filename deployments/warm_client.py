@@ -67,6 +67,12 @@ def fingerprint() -> str:
     return digest.hexdigest()
 
 
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (Linux SO_PEERCRED: pid, uid, gid)."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return int(uid)
+
+
 def send_message(sock: socket.socket, message: Mapping[str, object], fds: list[int] | None = None) -> None:
     payload = json.dumps(message).encode()
     header = _HEADER.pack(len(payload))
@@ -113,6 +119,9 @@ def run_warm(kind: str, argv: list[str]) -> int | None:
     try:
         sock.settimeout(5)
         sock.connect(str(path))
+        if peer_uid(sock) != os.getuid():  # the request carries this environment (keys): only to our own runner
+            sock.close()
+            return None
         request = {
             "kind": kind,
             "argv": argv,

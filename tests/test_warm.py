@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +171,55 @@ def test_the_workers_flow_runs_start_in_its_warm_runner(team: Any, deployed: Any
         ),
         30,
     )
+
+
+def test_a_command_sends_nothing_to_a_socket_of_another_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.getuid() != 0:
+        pytest.skip("starting a listener as another user needs root")
+    from deployments.warm_client import run_warm
+
+    folder = Path(tempfile.mkdtemp(prefix="candleflow-stranger-"))  # pytest's own folders are closed to others
+    folder.chmod(0o777)
+    socket_path, received = folder / "warm.sock", folder / "received"
+    listener = textwrap.dedent(
+        f"""
+        import os, socket
+        os.setgid(65534); os.setuid(65534)  # nobody
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind({str(socket_path)!r}); server.listen(1)
+        conn, _ = server.accept()
+        conn.settimeout(5)
+        data = b""
+        try:
+            while chunk := conn.recv(65536):
+                data += chunk
+        except OSError:
+            pass
+        open({str(received)!r}, "wb").write(data)
+        """
+    )
+    stranger = subprocess.Popen([sys.executable, "-c", listener])
+    try:
+        wait_for("the other user's listener", socket_path.exists, 30)
+        monkeypatch.setenv("CANDLEFLOW_WARM_SOCKET", str(socket_path))
+        monkeypatch.setenv("SOME_API_KEY", "do-not-send")
+        assert run_warm("cli", ["candleflow", "backfill"]) is None  # the caller runs the command itself
+        stranger.wait(30)
+        assert received.read_bytes() == b""
+    finally:
+        stranger.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_runner_refuses_a_folder_others_may_write_to(tmp_path: Path) -> None:
+    folder = tmp_path / "open"
+    folder.mkdir()
+    folder.chmod(0o777)
+    env = {**os.environ, "CANDLEFLOW_WARM_SOCKET": str(folder / "warm.sock")}
+    done = subprocess.run([str(BIN / "candleflow"), "warm"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"candleflow: error: the warm runner's folder {folder} belongs to another user or others may write to it: "
+        "remove it, or set CANDLEFLOW_WARM_SOCKET to a path in a folder of your own"
+    )
+    assert not (folder / "warm.sock").exists()
