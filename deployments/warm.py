@@ -31,7 +31,6 @@ from deployments import warm_client
 from deployments.prefect_api import apply_environment
 from deployments.warm_client import fingerprint, peer_uid, receive_message, send_message
 
-KILL_AFTER_SECONDS = 20.0  # a command whose caller died gets SIGTERM, then SIGKILL this much later
 PR_SET_PDEATHSIG = 1
 
 
@@ -78,7 +77,6 @@ class Runner:
         self.fingerprint = fingerprint()
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, tuple[socket.socket, int]] = {}  # pid -> (caller's connection, pidfd)
-        self.kill_at: dict[int, float] = {}
         self.stopping = False
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 
@@ -110,7 +108,6 @@ class Runner:
                         self._reap(key.data[1])
                     elif key.data[0] == "caller":
                         self._caller_gone(key.data[1])
-                self._kill_overdue()
         finally:
             with contextlib.suppress(OSError):
                 if self.path.exists() and self.path.stat().st_ino == os.fstat(self.listener.fileno()).st_ino:
@@ -166,36 +163,28 @@ class Runner:
 
     def _reap(self, pid: int) -> None:
         conn, pidfd = self.children.pop(pid)
-        self.kill_at.pop(pid, None)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
-        if code < 0:  # killed by a signal: what a shell reports
-            code = 128 - code
         for fd in (pidfd, conn):
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(fd)
-        self.say(f"warm runner: pid {pid} ended, exit code {code}")
+        # killed by a signal: the caller dies of the same signal, so whoever waits for it sees what they would have
+        ending = f"by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.say(f"warm runner: pid {pid} ended, {ending}")
         with contextlib.suppress(OSError):
-            send_message(conn, {"exit": code})
+            send_message(conn, {"signal": -code} if code < 0 else {"exit": code})
         conn.close()
         os.close(pidfd)
 
     def _caller_gone(self, pid: int) -> None:
-        """The caller's connection became readable: it has nothing to send, so it ended (killed, even SIGKILLed)."""
+        """The caller's connection became readable: it has nothing to send, so it was killed outright (signals it
+        relays). Its command dies with it, as it would have inside it: a SIGKILLed worker's flow-run process ends
+        its run there and then (the worker reports it; a CLI run's heartbeats stop)."""
         conn, _ = self.children[pid]
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(conn)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)  # as Prefect's worker ends a run: it is marked Crashed
-        self.kill_at[pid] = time.monotonic() + KILL_AFTER_SECONDS
-
-    def _kill_overdue(self) -> None:
-        now = time.monotonic()
-        for pid, when in list(self.kill_at.items()):
-            if now >= when:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                del self.kill_at[pid]
+            os.kill(pid, signal.SIGKILL)
 
     def _child(self, conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
         code = 1

@@ -157,5 +157,13 @@ def run_warm(kind: str, argv: list[str]) -> int | None:
         if answer is None:
             print("candleflow: the warm runner stopped before the command ended", file=sys.stderr)
             return 1
+        if "signal" in answer:  # the command was killed: so is this process, and its parent sees the same
+            killed_by = int(str(answer["signal"]))
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
+                signal.signal(killed_by, signal.SIG_DFL)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), killed_by)
+            return 128 + killed_by  # a signal whose default is not to end the process
         if "exit" in answer:
             return int(str(answer["exit"]))

@@ -133,7 +133,15 @@ def test_sigterm_reaches_the_run_and_a_killed_caller_leaves_nothing_running(runn
     caller.kill()
     caller.wait(30)
     wait_for("the orphaned command to stop", lambda: not alive(second), 60)
-    assert any(line.startswith(f"candleflow: warm runner: pid {second} ended, exit code") for line in runner.lines)
+    ended = f"candleflow: warm runner: pid {second} ended, by SIGKILL"
+    wait_for("the runner to report it", lambda: ended in runner.lines, 30)
+
+    # the command killed (the kernel's OOM killer, say): its caller dies of the same signal, as the command would
+    caller = start()
+    wait_for("the third run to start", lambda: len(runner.pids()) == 3, 60)
+    os.kill(runner.pids()[2], signal.SIGKILL)
+    caller.communicate(timeout=60)
+    assert caller.returncode == -signal.SIGKILL
 
 
 def test_a_runner_with_other_code_is_not_used_and_stops(runner: Runner, tmp_path: Path) -> None:
