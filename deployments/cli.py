@@ -8,8 +8,6 @@ import os
 import sys
 from typing import Any
 
-from candleflow.errors import BadInputError
-
 
 def add_team_commands(sub: Any) -> None:
     """Add the subcommands to the `candleflow` parser; each sets `team_command` (imports stay lazy)."""
@@ -78,12 +76,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _warm(args: argparse.Namespace) -> int:
     from deployments.warm import serve
-    from deployments.warm_client import SOCKET_ENV, socket_path
 
-    path = socket_path()
-    if path is None:
-        raise BadInputError(f"{SOCKET_ENV} is set and empty, which turns the warm runner off: unset it to start one")
-    return serve(path, lambda line: print(f"candleflow: {line}", file=sys.stderr, flush=True))
+    return serve(lambda line: print(f"candleflow: {line}", file=sys.stderr, flush=True))
 
 
 def _engine(args: argparse.Namespace) -> int:

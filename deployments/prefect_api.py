@@ -53,7 +53,7 @@ def signals_unwind() -> Iterator[None]:
 
 
 def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    def preexec() -> None:  # runs in the child between fork and exec
+    def preexec() -> None:  # runs in the child after fork (before exec, or a warm runner's fork before its command)
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

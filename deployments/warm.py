@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import os
 import random
@@ -28,10 +27,8 @@ from typing import Any
 
 from candleflow.errors import BadInputError
 from deployments import warm_client
-from deployments.prefect_api import apply_environment
+from deployments.prefect_api import apply_environment, die_with_parent
 from deployments.warm_client import fingerprint, peer_uid, receive_message, send_message
-
-PR_SET_PDEATHSIG = 1
 
 
 def preload() -> None:
@@ -144,9 +141,10 @@ class Runner:
                 return
             sys.stdout.flush()
             sys.stderr.flush()
+            runner = os.getpid()
             pid = os.fork()
             if pid == 0:
-                self._child(conn, fds, request)  # never returns
+                self._child(runner, conn, fds, request)  # never returns
             pidfd = os.pidfd_open(pid)
             self.children[pid] = (conn, pidfd)
             self.say(f"warm runner: pid {pid}: {_describe(request)}")
@@ -186,10 +184,10 @@ class Runner:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
-    def _child(self, conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
+    def _child(self, runner: int, conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
         code = 1
         try:
-            self._become(conn, fds, request)
+            self._become(runner, conn, fds, request)
             code = _run_command(str(request["kind"]), [str(arg) for arg in request["argv"]])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -205,13 +203,12 @@ class Runner:
                     stream.flush()
             os._exit(code)
 
-    def _become(self, conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
+    def _become(self, runner: int, conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
         """Turn this fork into the process the caller would have started."""
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        with contextlib.suppress(OSError, AttributeError):  # the runner's end ends its commands
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        die_with_parent(runner)()  # the runner's end ends its commands
         self.selector.close()
         self.listener.close()
         for other, pidfd in self.children.values():
@@ -256,7 +253,7 @@ def _run_command(kind: str, argv: list[str]) -> int:
     if kind == "cli":
         from candleflow.cli import console
 
-        console(warm=False)  # this is the warm runner: handing the command on would fork it again; exits itself
+        console()  # exits itself; it runs here, not in a runner again (warm_client._inside_runner)
         return 0
     if kind == "engine":
         import runpy
@@ -267,7 +264,13 @@ def _run_command(kind: str, argv: list[str]) -> int:
     raise ValueError(f"unknown command kind {kind!r}")
 
 
-def serve(path: Path, say: Callable[[str], None]) -> int:
+def serve(say: Callable[[str], None]) -> int:
+    """Load everything, then serve on `socket_path()` until SIGTERM, SIGINT or SIGHUP."""
+    path = warm_client.socket_path()
+    if path is None:
+        raise BadInputError(
+            f"{warm_client.SOCKET_ENV} is set and empty, which turns the warm runner off: unset it to start one"
+        )
     started = time.perf_counter()
     preload()
     say(f"warm runner: Prefect, Great Expectations and the flows loaded in {time.perf_counter() - started:.1f} s")
@@ -275,10 +278,5 @@ def serve(path: Path, say: Callable[[str], None]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from deployments.warm_client import socket_path
-
-    where = socket_path()
-    if where is None:
-        raise SystemExit("CANDLEFLOW_WARM_SOCKET is empty: no warm runner to start")
-    raise SystemExit(serve(where, lambda line: print(line, file=sys.stderr, flush=True)))
+if __name__ == "__main__":  # `candleflow worker`'s runner, on the socket it names
+    raise SystemExit(serve(lambda line: print(line, file=sys.stderr, flush=True)))

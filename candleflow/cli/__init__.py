@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary is not None and summary.ok else EXIT_INCOMPLETE
 
 
-def console(warm: bool = True) -> None:
+def console() -> None:
     """The installed `candleflow` command: `main`, then the exit Python would make, minus tearing the interpreter
     down object by object. After a 500-symbol run that teardown took 1.3 s of a 10 s command, with nothing left
     to do: the other threads are joined and the exit handlers (Prefect sends its last logs and events there) run
@@ -225,7 +225,7 @@ def console(warm: bool = True) -> None:
     to the warm runner of this user and installation when one is running (`candleflow warm`): it starts there
     without importing anything."""
     code = None
-    if warm and len(sys.argv) > 1 and sys.argv[1] in RUNS:
+    if len(sys.argv) > 1 and sys.argv[1] in RUNS:
         from deployments.warm_client import run_warm
 
         code = run_warm("cli", sys.argv)
