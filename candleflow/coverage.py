@@ -114,7 +114,7 @@ def classify_sessions(
     entries = list(ledger)
     if expected is None:
         expected = expected_bars_per_session(schedule, timeframe)
-    days = pd.DatetimeIndex(expected.index).date
+    days = _session_days(expected)
     wants = expected.to_numpy(dtype="int64")
     haves = np.fromiter((bars_per_session.get(day, 0) for day in days), dtype="int64", count=len(days))
     complete = (haves > 0) & ((haves >= wants) | (not partial))
@@ -132,6 +132,21 @@ def classify_sessions(
             state = SessionState.MISSING if reason in REPAIRABLE else SessionState.EXPLAINED
         out.append(SessionCoverage(day, want, have, state, reason))
     return out
+
+
+_last_days: tuple[pd.Series, np.ndarray] | None = None  # see _session_days
+
+
+def _session_days(expected: pd.Series) -> np.ndarray:
+    """The session dates of `expected` as datetime.date objects, converted once for the many series a caller
+    classifies over one `expected` (the conversion was most of classifying a complete daily series)."""
+    global _last_days
+    last = _last_days
+    if last is not None and last[0] is expected:
+        return last[1]
+    days = pd.DatetimeIndex(expected.index).date
+    _last_days = (expected, days)
+    return days
 
 
 _complete_lists: dict[tuple[int, str, int], list[SessionCoverage]] = {}  # see _all_complete
@@ -235,15 +250,16 @@ def coverage_markdown(title: str, series: Mapping[str, Sequence[SessionCoverage]
     lines += ["| series | year | " + " | ".join(_MONTHS) + " |", "|---|---:|" + "---|" * 12]
     totals: Counter[SessionState] = Counter()
     problems: list[tuple[str, CoverageRange]] = []
+    # Complete series share their (immutable) entries (classify_sessions): their rows are worked out once.
+    worked: dict[tuple[int, ...], tuple[Counter[SessionState], list[CoverageRange], list[tuple[int, str]]]] = {}
     for name, coverage in series.items():
-        totals.update(c.state for c in coverage)
-        problems += [(name, r) for r in incomplete_ranges(coverage)]
-        by_year: dict[int, dict[int, list[SessionCoverage]]] = {}
-        for c in coverage:
-            by_year.setdefault(c.session.year, {}).setdefault(c.session.month, []).append(c)
-        for year, months in sorted(by_year.items()):
-            cells = [month_cell(months.get(m, [])) for m in range(1, 13)]
-            lines.append(f"| {name} | {year} | " + " | ".join(cells) + " |")
+        same = tuple(map(id, coverage))
+        if same not in worked:
+            worked[same] = (Counter(c.state for c in coverage), incomplete_ranges(coverage), _rows(coverage))
+        states, ranges, rows = worked[same]
+        totals.update(states)
+        problems += [(name, r) for r in ranges]
+        lines += [f"| {name} | {year} | {cells} |" for year, cells in rows]
     if not series:
         lines.append("| (no series) | | " + " | " * 11 + " |")
     lines += ["", "Sessions: " + ", ".join(f"{totals[s]} {s}" for s in reversed(_WORST_FIRST)), ""]
@@ -255,3 +271,14 @@ def coverage_markdown(title: str, series: Mapping[str, Sequence[SessionCoverage]
         if len(problems) > detail_limit:
             lines.append(f"| ... | {len(problems) - detail_limit} more ranges | | see `candleflow gaps` |")
     return "\n".join(lines)
+
+
+def _rows(coverage: Sequence[SessionCoverage]) -> list[tuple[int, str]]:
+    """A series' grid rows: (year, its twelve month cells joined)."""
+    by_year: dict[int, dict[int, list[SessionCoverage]]] = {}
+    for c in coverage:
+        by_year.setdefault(c.session.year, {}).setdefault(c.session.month, []).append(c)
+    return [
+        (year, " | ".join(month_cell(months.get(m, [])) for m in range(1, 13)))
+        for year, months in sorted(by_year.items())
+    ]

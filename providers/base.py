@@ -73,6 +73,10 @@ class Capabilities:
     named_sources: bool = False
     # Which intraday bars belong to a session: `regular` hours only, or `extended` (pre- and post-market too).
     session_hours: SessionHours = "regular"
+    # Its fetch waits on a network (a vendor's API, a bucket), so a small run is spread over the task workers and
+    # their waits overlap. False when it reads local files or computes bars: that work holds the GIL, and more
+    # threads would only add each task's fixed costs (a suite call, the limits, the ledger).
+    remote: bool = True
 
 
 S = TypeVar("S", bound=ProviderSettings)

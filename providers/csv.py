@@ -111,7 +111,7 @@ class CsvProvider(Provider[CsvSettings]):
 
     name = "csv"
     settings_class = CsvSettings
-    capabilities = Capabilities(requests_per_second=1000.0, named_sources=True)
+    capabilities = Capabilities(requests_per_second=1000.0, named_sources=True, remote=False)
 
     def __init__(self, settings: CsvSettings | None = None, **options: Any) -> None:
         super().__init__(settings, **options)

@@ -238,7 +238,7 @@ class SyntheticProvider(Provider[SyntheticSettings]):
     settings_class = SyntheticSettings
     # Bars are computed here, in about 5 ms a request: no vendor to spare. The limit exists (so runs on synthetic
     # exercise the shared rate limit like any provider's) but sits above what two cores can ask of it.
-    capabilities = Capabilities(requests_per_second=1000.0)
+    capabilities = Capabilities(requests_per_second=1000.0, remote=False)
 
     def now(self) -> pd.Timestamp:
         """The `now` option, else the real clock: bars closed after it do not exist yet."""

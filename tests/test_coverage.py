@@ -14,7 +14,7 @@ from candleflow.coverage import (
     repair_ranges,
 )
 from candleflow.model import Chunk, LedgerEntry, LedgerStatus
-from candleflow.sessions import closed_sessions, schedule
+from candleflow.sessions import closed_sessions, expected_bars_per_session, schedule
 from candleflow.timeframes import get_timeframe
 from tasks.ingest import group_task_name
 
@@ -92,6 +92,30 @@ def test_the_grid_shows_each_month_by_its_worst_session() -> None:
     assert "| AAPL 1h | 2024-02-01..2024-02-29 (20) | missing | not fetched yet" in text
     assert "| AAPL 1h | 2024-03-28 | partial | not fetched yet" in text
     assert month_cell([]) == ""
+
+
+def test_many_series_in_one_grid_each_keep_their_own_rows_and_totals() -> None:
+    """Complete series share their entries (worked out once for the grid); one with a hole among them keeps it."""
+    sched = schedule(D(2024, 1, 1), D(2024, 2, 29))
+    days = [d.date() for d in sched.index]
+    expected = expected_bars_per_session(sched, get_timeframe("1d"))
+    full = {d: 1 for d in days}
+    holed = {d: 1 for d in days if d != D(2024, 2, 5)}
+    series = {
+        f"{name} 1d": classify_sessions(sched, get_timeframe("1d"), bars, [], expected=expected)
+        for name, bars in [("A", full), ("B", holed), ("C", full)]
+    }
+    assert series["A 1d"] == series["C 1d"] and series["A 1d"] != series["B 1d"]
+    text = coverage_markdown("three", series)
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[2:4] for line in text.splitlines() if " | 2024 | " in line}
+    assert rows == {
+        "A 1d": ["■\u00a021", "■\u00a020"],
+        "B 1d": ["■\u00a021", "□\u00a019/20"],
+        "C 1d": ["■\u00a021", "■\u00a020"],
+    }
+    assert f"Sessions: {3 * len(days) - 1} complete, 0 explained, 0 partial, 1 missing" in text
+    (hole,) = [line for line in text.splitlines() if "2024-02-05" in line]
+    assert hole.startswith("| B 1d | 2024-02-05 | missing | not fetched yet")
 
 
 def test_sessions_not_closed_yet_are_left_out() -> None:

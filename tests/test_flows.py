@@ -414,3 +414,16 @@ def test_flows_reject_bad_input_from_any_caller(sqlite_url: str, tmp_path, chang
     with pytest.raises(BadInputError, match=message):
         historical_backfill(**args)
     assert not (tmp_path / "warehouse.db").exists()  # nothing written
+
+
+def test_small_runs_spread_over_the_workers_only_where_their_tasks_can_overlap() -> None:
+    from candleflow.settings import RunSettings
+    from flows.chunks import spread_over
+    from providers import get_provider
+
+    threads, processes = RunSettings(task_workers=4), RunSettings(task_workers=4, task_runner="processes")
+    local, remote = get_provider("synthetic").capabilities, get_provider("polygon", {"api_key": "k"}).capabilities
+    assert not local.remote and remote.remote and not get_provider("csv").capabilities.remote
+    assert spread_over(threads, local) == 1  # computed bars hold the GIL: one batch, one suite call
+    assert spread_over(processes, local) == 4
+    assert spread_over(threads, remote) == 4  # a vendor's waits overlap
