@@ -41,7 +41,7 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 types: venv
-	$(VENV)/bin/mypy candleflow flows tasks providers warehouse expectations deployments
+	$(VENV)/bin/mypy candleflow flows tasks ingest providers warehouse expectations deployments
 
 all: lint types test
 

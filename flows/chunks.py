@@ -21,9 +21,10 @@ from candleflow.settings import RunSettings, run_settings
 from flows import progress
 from flows.inputs import RunInputs
 from flows.plan import Asks
+from ingest import BatchOutcome
 from providers.base import Capabilities
 from tasks.coverage import measure_coverage
-from tasks.ingest import BatchOutcome, current_flow_run_id, ingest_chunks
+from tasks.ingest import current_flow_run_id, ingest_chunks
 from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task

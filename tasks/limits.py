@@ -13,11 +13,12 @@ short chunk tasks that need no limit, such as the synthetic provider's. SQLite s
 from __future__ import annotations
 
 import hashlib
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from warehouse.engine import parse_url, resolve_url
@@ -82,3 +83,21 @@ def create_limits(
                 with suppress(ObjectAlreadyExists):  # another process created it meanwhile
                     client.create_global_concurrency_limit(limit)
     return names
+
+
+class PrefectGates:
+    """The batch engine's gates (ingest.Gates) as Prefect's global concurrency limits: each request takes a slot
+    of the provider's rate limit, as many at a time as the limit allows (one call to the Prefect server per burst
+    instead of one per request); a batch's loads hold one slot of the warehouse's limit."""
+
+    def __init__(self, names: LimitNames) -> None:
+        self.names = names
+        self.burst = names.provider_burst
+
+    def take_requests(self, count: int) -> None:
+        if self.names.provider and count > 0:
+            rate_limit(self.names.provider, occupy=count)
+
+    def hold_warehouse(self) -> AbstractContextManager[object]:
+        limit = self.names.warehouse
+        return concurrency(limit, occupy=1) if limit else nullcontext()

@@ -427,3 +427,26 @@ def test_small_runs_spread_over_the_workers_only_where_their_tasks_can_overlap()
     assert spread_over(threads, local) == 1  # computed bars hold the GIL: one batch, one suite call
     assert spread_over(processes, local) == 4
     assert spread_over(threads, remote) == 4  # a vendor's waits overlap
+
+
+def test_a_retried_batch_reports_every_chunk_as_it_ended(sqlite_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A restatement whose batch was retried: the chunks the first attempt revised still count as revised."""
+    from providers.base import FetchRequest, FetchResult
+    from providers.synthetic import SyntheticProvider
+
+    monkeypatch.setenv("CANDLEFLOW_RETRY_BACKOFF_SECONDS", "0")
+    symbols = [f"R{i:02d}" for i in range(12)]
+    args = dict(symbols=symbols, start=D(2024, 1, 1), end=D(2024, 12, 31), warehouse_url=sqlite_url)
+    assert historical_backfill(**args, provider_options={"seed": 1}).ok
+    calls: list[str] = []
+    real_fetch = SyntheticProvider.fetch
+
+    def counted(self: SyntheticProvider, request: FetchRequest) -> FetchResult:
+        calls.append(request.symbols[0])
+        return real_fetch(self, request)
+
+    monkeypatch.setattr(SyntheticProvider, "fetch", counted)
+    flaky = {"seed": 2, "transient_failure_rate": 0.25, "transient_failures_per_request": 1}
+    restated = historical_backfill(**args, mode="all", provider_options=flaky)
+    assert len(calls) > len(set(calls)) == 12  # some were retried, and none that ended was fetched again
+    assert restated.ok and restated.revised == 12 and restated.counts()["loaded"] == 12

@@ -13,6 +13,7 @@ FORBIDDEN = {
     "providers": {"prefect", "flows", "tasks", "warehouse", "expectations"},
     "warehouse": {"prefect", "flows", "tasks", "providers", "expectations"},
     "expectations": {"prefect", "flows", "tasks", "providers", "warehouse"},
+    "ingest": {"prefect", "flows", "tasks"},
     "tasks": {"flows"},
 }
 CLI_PACKAGE = "cli"  # candleflow/cli/: the command line sits on top of everything

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from candleflow.errors import BadInputError
+from ingest.retry import is_transient
 from providers.errors import TerminalProviderError, TransientProviderError
-from tasks.ingest import is_transient
 
 WINDOW = (pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC"))
 
