@@ -33,7 +33,7 @@ from providers import get_provider
 from providers.base import FetchRequest
 from warehouse.dialects import pgcopy
 from warehouse.engine import get_engine
-from warehouse.loader import load_chunk
+from warehouse.load import load_chunk
 from warehouse.schema import ensure_schema
 
 SYMBOLS = [f"S{i:03d}" for i in range(200)]

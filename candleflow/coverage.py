@@ -64,14 +64,6 @@ class SessionCoverage:
         return self.reason in REPAIRABLE
 
 
-@dataclass(frozen=True)
-class Gap:
-    session: dt.date
-    expected: int
-    present: int
-    reason: str
-
-
 def hours_counted(partial: bool) -> SessionHours:
     """Which intraday bars count toward their session. For vendors that send a bar for every interval
     (`partial`), only the regular session's: its count then says how many regular intervals have their bar, and
@@ -167,22 +159,6 @@ def _all_complete(schedule: pd.DataFrame, timeframe: Timeframe, expected: pd.Ser
             for day, want in zip(days, wants.tolist(), strict=True)
         ]
     return _complete_lists[key]
-
-
-def find_gaps(
-    schedule: pd.DataFrame,
-    timeframe: Timeframe,
-    bars_per_session: Mapping[dt.date, int],
-    ledger: Iterable[LedgerEntry],
-    *,
-    partial: bool = True,
-) -> list[Gap]:
-    """Sessions with no bar, or (with `partial`) fewer bars than a full session at `timeframe` has."""
-    return [
-        Gap(c.session, c.expected, c.present, str(c.reason))
-        for c in classify_sessions(schedule, timeframe, bars_per_session, ledger, partial=partial)
-        if c.state is not SessionState.COMPLETE
-    ]
 
 
 def repair_ranges(coverage: Sequence[SessionCoverage]) -> list[tuple[dt.date, dt.date]]:

@@ -45,7 +45,7 @@ class RunSettings(BaseSettings):
     batch_chunks: int = Field(default=100, ge=1, le=10_000, description="at most this many chunks in one task")
     task_runner: Literal["threads", "processes"] = Field(
         default="threads",
-        description="run chunk tasks in threads of the flow's process, or in a local Dask cluster of processes",
+        description="run chunk tasks in threads of the flow's process, or in a pool of processes (Prefect's)",
     )
     calendars: dict[str, str] = Field(
         default_factory=dict,

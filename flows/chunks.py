@@ -146,8 +146,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
 def spread_over(settings: RunSettings, capabilities: Capabilities) -> int:
     """How many batches a small run is cut into at least: one per task worker when they can overlap (a remote
     provider's waits, or tasks in processes of their own); one when the fetch is local work and the tasks share
-    the flow's GIL in threads, where more batches only add fixed costs (measured in `make bench-e2e`: 62,900
-    synthetic daily bars took 1.5-1.7 s as four batches, 1.0-1.2 s as one)."""
+    the flow's GIL in threads, where more batches only add fixed costs (README, "Scale")."""
     if capabilities.remote or settings.task_runner == "processes":
         return settings.task_workers
     return 1

@@ -22,8 +22,11 @@ from ingest.load import Fetched, Finality, chunk_result, load_results, rejection
 from ingest.retry import is_transient, retry_after_seconds
 from providers.base import Provider, request_for
 from providers.errors import TransientProviderError
+from warehouse.batch_load import load_fresh_chunks, settle_unchanged
 from warehouse.errors import WarehouseUnusableError, describe, explain
-from warehouse.loader import load_chunk, load_fresh_chunks, record_failure, reject_chunk, settle_unchanged
+from warehouse.ledger import record_failure
+from warehouse.load import load_chunk
+from warehouse.quarantine import reject_chunk
 
 
 @dataclass(frozen=True)

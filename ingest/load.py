@@ -16,7 +16,8 @@ from candleflow.sessions import SessionHours, final_through
 from candleflow.timeframes import get_timeframe
 from expectations.explain import WaysOut, explain_verdict
 from expectations.validate import ChunkVerdict
-from warehouse.loader import ChunkLoad, LoadOutcome
+from warehouse.batch_load import ChunkLoad
+from warehouse.load import LoadOutcome
 
 
 @dataclass

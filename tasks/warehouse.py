@@ -13,7 +13,7 @@ from candleflow.model import Chunk, LedgerEntry
 from tasks.ingest import retry_only_transient
 from warehouse.engine import check_reachable, checkpoint, ensure_database, get_engine, safe_url
 from warehouse.errors import one_line_errors
-from warehouse.loader import record_failure
+from warehouse.ledger import record_failure
 from warehouse.queries import has_schema, ledger_of, read_watermarks
 from warehouse.schema import ensure_schema
 

@@ -17,12 +17,13 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from candleflow.errors import BadInputError
 from candleflow.model import BAR_COLUMNS, Chunk
-from warehouse import oracle_connect
+from warehouse.dialects import oracle_connect
 from warehouse.dialects.oracle import (
     ARRAY_ROWS,
     IN_LIST_MAX,
     STAGE_TABLE,
     OracleBatchError,
+    OracleDialect,
     batches,
     bind_rows,
     delete_absent_statement,
@@ -34,7 +35,6 @@ from warehouse.dialects.oracle import (
     stage_ddl,
 )
 from warehouse.engine import check_reachable, parse_url, safe_url
-from warehouse.queries import _series_filter
 from warehouse.schema import bars, ingest_ledger, metadata
 
 ORACLE = oracle.dialect()
@@ -181,7 +181,7 @@ def test_batches_and_in_lists_respect_the_limits() -> None:
     parts = list(batches(25_001))
     assert [p.stop - p.start for p in parts] == [ARRAY_ROWS, ARRAY_ROWS, 5_001] and parts[-1].stop == 25_001
     assert list(batches(0)) == []
-    clause = _series_filter(bars, None, [f"S{i}" for i in range(2_500)], None)
+    clause = OracleDialect().in_list(bars.c.symbol, [f"S{i}" for i in range(2_500)])
     compiled = clause.compile(dialect=ORACLE, compile_kwargs={"render_postcompile": True})
     assert str(compiled).count(" IN (") == 3 and IN_LIST_MAX == 1000
 

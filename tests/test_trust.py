@@ -263,8 +263,8 @@ def test_a_new_york_minute_file_read_as_utc_is_rejected_not_loaded_five_hours_of
 def test_coverage_counts_bars_per_session_not_per_utc_date(sqlite_url: str) -> None:
     from candleflow.checksum import frame_checksum
     from candleflow.model import Chunk
-    from warehouse.loader import load_chunk
-    from warehouse.queries import bars_per_session
+    from warehouse.load import load_chunk
+    from warehouse.queries import bars_per_session_of
     from warehouse.schema import ensure_schema
 
     engine = get_engine(sqlite_url)
@@ -288,7 +288,9 @@ def test_coverage_counts_bars_per_session_not_per_utc_date(sqlite_url: str) -> N
     )
     chunk = Chunk("polygon", "AAPL", "1m", pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC"))
     load_chunk(engine, chunk, frame, checksum=frame_checksum(frame), flow_run_id="r")
-    counts = bars_per_session(engine, "polygon", "AAPL", "1m", chunk.window_start, chunk.window_end)
+    counts = bars_per_session_of(engine, "polygon", ["AAPL"], "1m", chunk.window_start, chunk.window_end).get(
+        "AAPL", {}
+    )
     assert counts == {D(2024, 3, 8): 240}  # all Friday's: Saturday is no session
 
 

@@ -22,7 +22,8 @@ from providers.base import FetchRequest
 from tests.conftest import count
 from tests.test_trust import yahoo_file
 from warehouse.engine import get_engine
-from warehouse.loader import load_chunk, reject_chunk
+from warehouse.load import load_chunk
+from warehouse.quarantine import reject_chunk
 from warehouse.queries import read_ledger
 from warehouse.schema import ensure_schema
 

@@ -11,16 +11,12 @@ from candleflow.timeframes import get_timeframe
 from providers import get_provider
 from providers.base import FetchRequest
 from tests.conftest import count
+from warehouse.batch_load import ChunkLoad, load_fresh_chunks, settle_unchanged
 from warehouse.engine import get_engine
-from warehouse.loader import (
-    ChunkLoad,
-    load_chunk,
-    load_fresh_chunks,
-    record_failure,
-    reject_chunk,
-    settle_unchanged,
-)
-from warehouse.queries import bars_per_session, read_ledger, read_watermarks
+from warehouse.ledger import record_failure
+from warehouse.load import load_chunk
+from warehouse.quarantine import reject_chunk
+from warehouse.queries import bars_per_session_of, read_ledger, read_watermarks
 from warehouse.schema import ensure_schema
 
 START, END = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
@@ -74,7 +70,7 @@ def test_load_round_trips_every_value(engine: sa.Engine, minutes: pd.DataFrame) 
     )
     assert entry.window_start == START and entry.window_end == END
     assert read_watermarks(engine, "synthetic", ["AAPL"], "1m") == {"AAPL": minutes["ts"].max()}
-    per_day = bars_per_session(engine, "synthetic", "AAPL", "1m", START, END)
+    per_day = bars_per_session_of(engine, "synthetic", ["AAPL"], "1m", START, END).get("AAPL", {})
     assert len(per_day) == 20 and set(per_day.values()) == {390}  # March 2024: 20 sessions (Good Friday shut)
 
 

@@ -1,23 +1,25 @@
-"""Coverage of series as the warehouse holds them: every closed session of a calendar with its state and reason
-(candleflow.coverage decides; this reads the counts and the ledger). What `gaps` reports, what `repair_gaps`
-fetches again, and the grid a run publishes."""
+"""Coverage of series as the warehouse holds them: every session of a calendar with its state and reason
+(candleflow.coverage decides; this reads the counts and the ledger). The one coverage query: what `status`
+counts, what `gaps` reports, what `repair_gaps` fetches again, and the grid a run publishes."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+
 from candleflow.coverage import SessionCoverage, classify_sessions, hours_counted
 from candleflow.model import LedgerEntry
 from candleflow.planning import request_window
-from candleflow.sessions import closed_sessions, expected_bars_per_session
+from candleflow.sessions import closed_sessions, expected_bars_per_session, schedule
 from candleflow.timeframes import get_timeframe
 from warehouse.engine import check_reachable
 from warehouse.queries import bars_per_session_of, has_schema, read_ledger
 
 
 def measure_coverage(
-    warehouse_url: str | None,
+    warehouse: sa.Engine | str | None,
     provider: str,
     symbols: Sequence[str],
     timeframe: str,
@@ -26,11 +28,14 @@ def measure_coverage(
     *,
     calendar: str,
     partial: bool,
+    closed_only: bool = True,
 ) -> dict[str, list[SessionCoverage]]:
     """Every closed session of `calendar` in start..end, per symbol, with its state (complete, partial,
-    explained, missing) and reason. `partial=False` for vendors that send no bar without trades."""
-    sched = closed_sessions(start, end, calendar)
-    engine = check_reachable(warehouse_url)
+    explained, missing) and reason. `warehouse`: an engine the caller checked, or a URL (checked here).
+    `partial=False` for vendors that send no bar without trades. `closed_only=False` keeps the sessions that had
+    not closed yet (they are missing until they have bars)."""
+    engine = warehouse if isinstance(warehouse, sa.Engine) else check_reachable(warehouse)
+    sched = closed_sessions(start, end, calendar) if closed_only else schedule(start, end, calendar)
     stored = has_schema(engine)
     tf = get_timeframe(timeframe)
     window = request_window(start, end)

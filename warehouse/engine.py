@@ -7,7 +7,6 @@ import contextlib
 import functools
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +15,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from candleflow.errors import BadInputError
 from candleflow.settings import warehouse_settings
-from warehouse import databases, oracle_connect
+from warehouse import databases
+from warehouse.dialects import DIALECTS, Dialect, dialect_for
+from warehouse.dialects.sqlite import sqlite_path
 from warehouse.errors import WarehouseConnectionError, explain
 
 DEFAULT_URL = "sqlite:///candleflow.db"
@@ -111,49 +112,14 @@ def safe_url(url: URL | str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def sqlite_path(url: URL) -> Path | None:
-    """The file a SQLite URL names; None for in-memory and `file:` URIs."""
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
-def _configure_sqlite(engine: sa.Engine, busy_timeout_seconds: float) -> None:
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" below emit BEGIN IMMEDIATE: a deferred transaction that later wants to
-        # write fails at once with "database is locked" instead of waiting for the busy timeout.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # another process's write lock: wait this long, then stop the run saying so (warehouse.errors)
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _dialect(url: URL) -> Dialect:
+    return DIALECTS[url.get_backend_name()]()
 
 
 def _connect_arguments(url: URL) -> dict[str, Any]:
-    """Driver arguments that bound the wait for a server that accepts connections but never answers, and notice a
-    server gone silent mid-run (TCP keepalives), unless the URL sets them itself."""
+    """The driver's connect arguments for `url` (its dialect's, with a bounded connect)."""
     timeout = warehouse_settings().connect_timeout_seconds
-    if url.get_backend_name() == "postgresql":
-        wanted: dict[str, Any] = {
-            "connect_timeout": timeout,
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        }
-    elif url.get_backend_name() == "oracle":
-        wanted = {"tcp_connect_timeout": float(timeout)}
-    else:
-        return {}
-    return {k: v for k, v in wanted.items() if k not in url.query}
+    return dict(_dialect(url).engine_arguments(url, timeout).get("connect_args", {}))
 
 
 def get_engine(url: str | None = None) -> sa.Engine:
@@ -168,18 +134,14 @@ def get_engine(url: str | None = None) -> sa.Engine:
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            oracle = parsed.get_backend_name() == "oracle"
-            arguments: dict[str, Any] = oracle_connect.engine_arguments() if oracle else {}
-            arguments["connect_args"] = {**_connect_arguments(parsed), **arguments.get("connect_args", {})}
+            dialect = _dialect(parsed)
+            arguments = dialect.engine_arguments(parsed, warehouse_settings().connect_timeout_seconds)
             try:
                 engine = sa.create_engine(parsed, pool_pre_ping=True, **arguments)
             except NoSuchModuleError as exc:
                 raise BadInputError(f"warehouse URL {safe_url(parsed)}: no driver ({exc}); {_HINT}") from None
-            if parsed.get_backend_name() == "sqlite":
-                _configure_sqlite(engine, warehouse_settings().busy_timeout_seconds)
-                _checkpoint_at_exit()
-            if oracle:
-                oracle_connect.configure(engine)
+            dialect.configure(engine)
+            _checkpoint_at_exit()
             _engines[key] = engine
     return engine
 
@@ -190,28 +152,15 @@ def _checkpoint_at_exit() -> None:
 
 
 def checkpoint(engine: sa.Engine, *, wait_seconds: float = 0.0) -> None:
-    """SQLite: copy the write-ahead log into the database file, so the file alone holds every committed bar
-    (a copied `candleflow.db` without its `-wal` file is otherwise missing them). With `wait_seconds`, waits that
-    long for other processes' readers and writers and empties the log file too (TRUNCATE); without, copies what
-    it can at once (PASSIVE: the end of a run, beside other runs). Nothing to do for other databases."""
-    if engine.dialect.name != "sqlite":
-        return
-    path = sqlite_path(engine.url)
-    if path is not None and not path.exists():  # never used (a dry run): connecting would create an empty file
-        return
-    mode = "TRUNCATE" if wait_seconds > 0 else "PASSIVE"
-    with contextlib.suppress(DBAPIError), engine.connect() as conn:
-        conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
-        try:
-            conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
-        finally:
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(warehouse_settings().busy_timeout_seconds * 1000)}")
+    """The warehouse's file alone holds every committed bar (SQLite's write-ahead log copied into it; see
+    SqliteDialect.checkpoint). Nothing to do for other databases."""
+    dialect_for(engine).checkpoint(engine, wait_seconds=wait_seconds)
 
 
 def checkpoint_all() -> None:
     """At exit: checkpoint every SQLite warehouse this process used and close its connections."""
     with _engines_lock:
-        engines = [e for e in _engines.values() if e.dialect.name == "sqlite"]
+        engines = list(_engines.values())
     for engine in engines:
         with contextlib.suppress(Exception):
             checkpoint(engine, wait_seconds=2.0)
@@ -243,7 +192,7 @@ def check_reachable(url: str | None = None, *, writes: bool = False) -> sa.Engin
             if databases.may_create(parsed, _connect_arguments(parsed)):
                 return engine  # the run's first load creates it (ensure_database)
             raise databases.missing_database_error(parsed) from None
-        fix = oracle_connect.explain(exc) if parsed.get_backend_name() == "oracle" else None
+        fix = _dialect(parsed).explain_connect_error(exc)
         if fix is not None:
             raise BadInputError(f"cannot use warehouse {safe_url(parsed)}: {fix}") from None
         raise _unusable(parsed, exc) from None
@@ -266,7 +215,7 @@ def _probe(engine: sa.Engine, url: URL, *, writes: bool) -> None:
     key = url.render_as_string(hide_password=False)
     try:
         if writes:
-            with engine.begin():  # BEGIN IMMEDIATE on SQLite (see _configure_sqlite), then COMMIT: writes nothing
+            with engine.begin():  # BEGIN IMMEDIATE on SQLite (see SqliteDialect.configure), then COMMIT: writes nothing
                 pass
         if key in _checked:
             return

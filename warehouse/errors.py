@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from candleflow.errors import CandleflowError
-from warehouse import oracle_connect
+from warehouse.dialects import oracle_connect
 
 
 class WarehouseError(CandleflowError):

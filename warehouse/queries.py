@@ -13,14 +13,10 @@ from candleflow.sessions import DEFAULT_CALENDAR, SessionHours, schedule, sessio
 from candleflow.timeframes import Timeframe, get_timeframe
 from warehouse.databases import is_missing_database
 from warehouse.dialects import dialect_for
-from warehouse.dialects.oracle import IN_LIST_MAX
-from warehouse.engine import check_reachable, sqlite_path
+from warehouse.dialects.sqlite import sqlite_path
+from warehouse.engine import check_reachable
 from warehouse.schema import bars, ingest_ledger, metadata
-
-
-def _utc(value: object) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+from warehouse.utc import to_utc
 
 
 def has_schema(engine: sa.Engine) -> bool:
@@ -39,17 +35,17 @@ def has_schema(engine: sa.Engine) -> bool:
 
 
 def _series_filter(
-    table: sa.Table, provider: str | None, symbols: Sequence[str] | None, timeframe: str | None
+    engine: sa.Engine,
+    table: sa.Table,
+    provider: str | None,
+    symbols: Sequence[str] | None,
+    timeframe: str | None,
 ) -> sa.ColumnElement[bool]:
     clauses = []
     if provider:
         clauses.append(table.c.provider == provider)
     if symbols:
-        wanted = list(symbols)
-        # at most IN_LIST_MAX items per IN-list (Oracle refuses more: ORA-01795)
-        clauses.append(
-            sa.or_(*(table.c.symbol.in_(wanted[i : i + IN_LIST_MAX]) for i in range(0, len(wanted), IN_LIST_MAX)))
-        )
+        clauses.append(dialect_for(engine).in_list(table.c.symbol, symbols))
     if timeframe:
         clauses.append(table.c.timeframe == timeframe)
     return sa.and_(sa.true(), *clauses)
@@ -96,20 +92,20 @@ def read_ledger(
         present.label("present"),
     )
     with engine.connect() as conn:
-        rows = conn.execute(query.where(_series_filter(ingest_ledger, provider, symbols, timeframe))).all()
+        rows = conn.execute(query.where(_series_filter(engine, ingest_ledger, provider, symbols, timeframe))).all()
     return [
         LedgerEntry(
             r.provider,
             r.symbol,
             r.timeframe,
-            _utc(r.window_start),
-            _utc(r.window_end),
+            to_utc(r.window_start),
+            to_utc(r.window_end),
             LedgerStatus(r.status),
             r.rows,
             r.checksum,
             r.adjustment,
             r.source_version,
-            None if r.complete_through is None else _utc(r.complete_through),
+            None if r.complete_through is None else to_utc(r.complete_through),
             None if r.present is None else int(r.present),
         )
         for r in rows
@@ -123,11 +119,11 @@ def read_watermarks(
     c = bars.c
     query = (
         sa.select(c.symbol, sa.func.max(c.ts))
-        .where(_series_filter(bars, provider, symbols, timeframe))
+        .where(_series_filter(engine, bars, provider, symbols, timeframe))
         .group_by(c.symbol)
     )
     with engine.connect() as conn:
-        return {symbol: _utc(ts) for symbol, ts in conn.execute(query).all() if ts is not None}
+        return {symbol: to_utc(ts) for symbol, ts in conn.execute(query).all() if ts is not None}
 
 
 def series_summary(
@@ -147,7 +143,7 @@ def series_summary(
             sa.func.min(c.ts).label("first"),
             sa.func.max(c.ts).label("last"),
         )
-        .where(_series_filter(bars, provider, symbols, timeframe))
+        .where(_series_filter(engine, bars, provider, symbols, timeframe))
         .group_by(c.provider, c.symbol, c.timeframe)
         .order_by(c.provider, c.symbol, c.timeframe)
     )
@@ -170,25 +166,11 @@ def ledger_counts(
     c = ingest_ledger.c
     query = (
         sa.select(c.provider, c.symbol, c.timeframe, c.status, sa.func.count().label("chunks"))
-        .where(_series_filter(ingest_ledger, provider, symbols, timeframe))
+        .where(_series_filter(engine, ingest_ledger, provider, symbols, timeframe))
         .group_by(c.provider, c.symbol, c.timeframe, c.status)
     )
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(query).all(), columns=["provider", "symbol", "timeframe", "status", "chunks"])
-
-
-def bars_per_session(
-    engine: sa.Engine,
-    provider: str,
-    symbol: str,
-    timeframe: str,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    calendar: str = DEFAULT_CALENDAR,
-    hours: SessionHours = "extended",
-) -> dict[dt.date, int]:
-    """Bar count per session of `calendar` for one series in [start, end)."""
-    return bars_per_session_of(engine, provider, [symbol], timeframe, start, end, calendar, hours).get(symbol, {})
 
 
 def bars_per_session_of(
@@ -218,7 +200,9 @@ def bars_per_session_of(
         sched = sched[sched["close"] <= pd.Timestamp.now(tz="UTC")]  # a session still open has no daily bar yet
         dates = [d.date() for d in sched.index]
         window = (c.ts >= start.to_pydatetime(), c.ts < end.to_pydatetime())
-        totals = sa.select(c.symbol, sa.func.count()).where(_series_filter(bars, provider, symbols, timeframe), *window)
+        totals = sa.select(c.symbol, sa.func.count()).where(
+            _series_filter(engine, bars, provider, symbols, timeframe), *window
+        )
         with engine.connect() as conn:
             counted = dict(conn.execute(totals.group_by(c.symbol)).tuples().all())
         whole = [symbol for symbol, n in counted.items() if n == len(dates)]
@@ -235,7 +219,7 @@ def bars_per_session_of(
     query = (
         sa.select(c.symbol, bucket, *parts, sa.func.count())
         .where(
-            _series_filter(bars, provider, symbols, timeframe),
+            _series_filter(engine, bars, provider, symbols, timeframe),
             c.ts >= start.to_pydatetime(),
             c.ts < end.to_pydatetime(),
         )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
@@ -161,31 +158,10 @@ def _differences(inspector: sa.Inspector, table: sa.Table) -> list[str]:
     return out
 
 
-_SCHEMA_LOCK = 0x63616E646C65  # "candle": the advisory lock that serialises schema changes on PostgreSQL
-
-
-@contextmanager
-def _schema_lock(engine: sa.Engine) -> Iterator[None]:
-    """On PostgreSQL, one schema change at a time: two runs starting together both find the tables missing and
-    race to create them (a duplicate key on pg_type); under this lock the second waits, then finds them.
-    SQLite serialises writers itself; Oracle's DDL commits as it goes and is left as it is."""
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK})
-            conn.commit()
-
-
 def ensure_schema(engine: sa.Engine) -> None:
     """Create the tables that are missing and bring older warehouses up to date (new columns, the ledger's
     newer statuses); leave existing data alone (idempotent, and safe for runs that start together)."""
-    with _schema_lock(engine):
+    with dialect_for(engine).schema_lock(engine):  # runs starting together take turns (PostgreSQL)
         _ensure_schema(engine)
 
 

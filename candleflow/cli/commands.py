@@ -17,9 +17,8 @@ from rich.text import Text
 from candleflow.errors import BadInputError, IncompleteRunError
 from candleflow.inputs import check_date_range, parse_date, parse_options, parse_symbols
 from candleflow.model import ChunkResult, LedgerStatus
-from candleflow.planning import request_window
 from candleflow.report import RunSummary
-from candleflow.sessions import check_in_range, schedule
+from candleflow.sessions import check_in_range
 from candleflow.timeframes import get_timeframe
 
 # Not a terminal (a pipe, a log, CI): rich would assume 80 columns and squash the tables.
@@ -217,11 +216,12 @@ def _when(ts: Any, intraday: bool) -> str:
 
 def status(args: argparse.Namespace) -> int:
     """Coverage per (provider, symbol, timeframe): bars, first and last, sessions missing, ledger outcomes."""
-    from candleflow.coverage import find_gaps, hours_counted
+    from candleflow.coverage import SessionState
     from candleflow.settings import run_settings
     from flows.inputs import flag_name, symbol_calendars
+    from warehouse.coverage import measure_coverage
     from warehouse.engine import check_reachable
-    from warehouse.queries import bars_per_session, has_schema, ledger_counts, read_ledger, series_summary
+    from warehouse.queries import has_schema, ledger_counts, series_summary
 
     provider, symbols, timeframe = _filters(args)
     engine = check_reachable(args.warehouse)
@@ -251,13 +251,19 @@ def status(args: argparse.Namespace) -> int:
         tf = get_timeframe(row.timeframe)
         first, last = row.first.date(), row.last.date()
         calendar = symbol_calendars(None, [row.symbol], run_settings().calendars, flag_name)[row.symbol]
-        sched = schedule(first, last, calendar)
-        window = request_window(first, last)
         partial = _counts_partial(row.provider)
-        hours = hours_counted(partial)
-        per_day = bars_per_session(engine, row.provider, row.symbol, row.timeframe, *window, calendar, hours)
-        ledger = read_ledger(engine, row.provider, [row.symbol], row.timeframe)
-        gaps = find_gaps(sched, tf, per_day, ledger, partial=partial)
+        (coverage,) = measure_coverage(
+            engine,
+            row.provider,
+            [row.symbol],
+            row.timeframe,
+            first,
+            last,
+            calendar=calendar,
+            partial=partial,
+            closed_only=False,
+        ).values()
+        gaps = [c for c in coverage if c.state is not SessionState.COMPLETE]
         missing = sum(g.present == 0 for g in gaps)
         mine = counts[
             (counts.provider == row.provider) & (counts.symbol == row.symbol) & (counts.timeframe == row.timeframe)
@@ -273,7 +279,7 @@ def status(args: argparse.Namespace) -> int:
                 "bars": int(row.bars),
                 "first": row.first.isoformat(),
                 "last": row.last.isoformat(),
-                "sessions": len(sched),
+                "sessions": len(coverage),
                 "missing": missing,
                 "partial": len(gaps) - missing,
                 "chunks": {str(s): int(by_status.get(str(s), 0)) for s in LedgerStatus},
@@ -287,7 +293,7 @@ def status(args: argparse.Namespace) -> int:
                 f"{row.bars:,}",
                 _when(row.first, tf.intraday),
                 _when(row.last, tf.intraday),
-                len(sched),
+                len(coverage),
                 missing,
                 len(gaps) - missing,
                 chunk_text,
@@ -313,12 +319,12 @@ def _counts_partial(provider: str) -> bool:
 def gaps(args: argparse.Namespace) -> int:
     """Sessions in [start, end] without bars (or with fewer than a full session has), with the reason: as ranges
     of consecutive sessions sharing a state and reason, or (--json) every session, one object each."""
-    from candleflow.coverage import SessionState, classify_sessions, hours_counted, incomplete_ranges
+    from candleflow.coverage import SessionState, incomplete_ranges
     from candleflow.settings import run_settings
     from flows.inputs import flag_name, symbol_calendars
     from providers import check_stored_key
+    from warehouse.coverage import measure_coverage
     from warehouse.engine import check_reachable
-    from warehouse.queries import bars_per_session, has_schema, read_ledger
 
     provider = args.provider
     check_stored_key(provider)  # a provider's name, or `csv:<source>` for a named collection of files
@@ -330,21 +336,27 @@ def gaps(args: argparse.Namespace) -> int:
     for calendar in set(calendars.values()):
         check_in_range(start, end, calendar)
     engine = check_reachable(args.warehouse)
-    stored = has_schema(engine)
-    window = request_window(start, end)
     expected_total = 0
     counts_partial = _counts_partial(provider)
-    hours = hours_counted(counts_partial)
     found: list[dict[str, Any]] = []
     table = Table("symbol", "sessions", "state", "bars", "why", title=f"gaps {provider} {tf.name} {start}..{end}")
+    by_symbol: dict[str, list[Any]] = {}
+    for calendar in dict.fromkeys(calendars.values()):
+        of_calendar = [symbol for symbol in symbols if calendars[symbol] == calendar]
+        by_symbol |= measure_coverage(
+            engine,
+            provider,
+            of_calendar,
+            tf.name,
+            start,
+            end,
+            calendar=calendar,
+            partial=counts_partial,
+            closed_only=False,
+        )
     for symbol in symbols:
-        sched = schedule(start, end, calendars[symbol])
-        expected_total += len(sched)
-        per_day: dict[Any, int] = {}
-        if stored:
-            per_day = bars_per_session(engine, provider, symbol, tf.name, *window, calendars[symbol], hours)
-        ledger = read_ledger(engine, provider, [symbol], tf.name) if stored else []
-        coverage = classify_sessions(sched, tf, per_day, ledger, partial=counts_partial)
+        coverage = by_symbol[symbol]
+        expected_total += len(coverage)
         by_day = {c.session: c for c in coverage}
         found += [
             {

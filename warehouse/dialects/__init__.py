@@ -1,4 +1,6 @@
-"""Per-database bulk-load strategies. Every dialect quirk lives here, nowhere else.
+"""Each database's quirks, one class per dialect (base.Dialect says what each provides): how it connects (driver
+arguments, each session's set-up, the errors its driver names), how the schema is changed when runs start
+together, its limit on IN-lists, SQLite's checkpoint, the SQL for UTC dates, and the bulk load:
 
 | dialect    | bars                                                            | ledger upsert       |
 |------------|-----------------------------------------------------------------|---------------------|

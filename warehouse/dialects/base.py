@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
 from candleflow.model import BAR_KEY, BAR_VALUES, Chunk
 
@@ -68,6 +70,55 @@ class Dialect(Protocol):
     def create_support_tables(self, conn: sa.Connection) -> None:
         """Create what the bulk path needs besides the tables in schema.py (idempotent)."""
         ...
+
+    def engine_arguments(self, url: URL, connect_timeout: float) -> dict[str, Any]:
+        """create_engine() keyword arguments: driver settings, and a bounded wait for a server that accepts
+        connections but never answers (`connect_timeout` seconds), unless the URL sets them itself."""
+        ...
+
+    def configure(self, engine: sa.Engine) -> None:
+        """Set up each new session of `engine` (SQLite's pragmas and write transactions, Oracle's UTC session)."""
+        ...
+
+    def schema_lock(self, engine: sa.Engine) -> AbstractContextManager[None]:
+        """Held while the schema is created or changed, so runs starting together take turns."""
+        ...
+
+    def in_list(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        """`column IN (values)`, within the database's limit on the items of one list."""
+        ...
+
+    def checkpoint(self, engine: sa.Engine, *, wait_seconds: float) -> None:
+        """Make the database file alone hold every committed row, where that is a thing to do (SQLite)."""
+        ...
+
+    def explain_connect_error(self, error: BaseException) -> str | None:
+        """What to fix for a driver's connection error it knows, else None."""
+        ...
+
+
+class DialectDefaults:
+    """What a dialect does where it has no quirk of its own."""
+
+    def configure(self, engine: sa.Engine) -> None:
+        return None
+
+    def schema_lock(self, engine: sa.Engine) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def in_list(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        return column.in_(list(values))
+
+    def checkpoint(self, engine: sa.Engine, *, wait_seconds: float) -> None:
+        return None
+
+    def explain_connect_error(self, error: BaseException) -> str | None:
+        return None
+
+
+def unless_in_url(url: URL, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The connect arguments of `wanted` that the URL's query does not set itself."""
+    return {k: v for k, v in wanted.items() if k not in url.query}
 
 
 @runtime_checkable

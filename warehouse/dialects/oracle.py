@@ -24,9 +24,11 @@ from typing import Any, ClassVar
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.oracle.base import OracleDialect as OracleBaseDialect
+from sqlalchemy.engine import URL
 
 from candleflow.model import BAR_COLUMNS, BAR_KEY, BAR_VALUES, Chunk
-from warehouse.dialects.base import Written, value_columns
+from warehouse.dialects import oracle_connect
+from warehouse.dialects.base import DialectDefaults, Written, unless_in_url, value_columns
 
 STAGE_TABLE = "candleflow_bars_stage"
 ARRAY_ROWS = 10_000  # rows per executemany round trip: ~1 MB of binds, well inside the driver's buffers
@@ -93,7 +95,7 @@ def delete_absent_statement(chunk: Chunk) -> sa.Delete:
     target, stage = (sa.table(name, *(sa.column(c) for c in BAR_KEY)) for name in ("bars", STAGE_TABLE))
     staged = sa.exists().where(*(stage.c[c] == target.c[c] for c in BAR_KEY))
     window = (chunk.window_start, chunk.window_end)
-    start, end = (sa.bindparam(None, _naive_utc(t.to_pydatetime()), sa.DateTime()) for t in window)
+    start, end = (sa.bindparam(None, _bound(t.to_pydatetime()), sa.DateTime()) for t in window)
     return sa.delete(target).where(
         target.c.provider == chunk.provider,
         target.c.symbol == chunk.symbol,
@@ -153,14 +155,33 @@ def _refused_row(rows: list[tuple[Any, ...]], index: int, reason: str) -> tuple[
     return index, dict(zip(BAR_COLUMNS, rows[index], strict=True)), reason
 
 
-def _naive_utc(value: Any) -> Any:
+def _bound(value: Any) -> Any:
+    """A value to bind: an aware datetime as naive UTC (the columns are plain TIMESTAMP holding UTC)."""
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
-class OracleDialect:
+class OracleDialect(DialectDefaults):
     name: ClassVar[str] = "oracle"
+
+    def engine_arguments(self, url: URL, connect_timeout: float) -> dict[str, Any]:
+        """The wallet and thick-mode settings (oracle_connect), and a bounded connect."""
+        arguments = oracle_connect.engine_arguments()
+        wanted = {"tcp_connect_timeout": float(connect_timeout)}
+        arguments["connect_args"] = {**unless_in_url(url, wanted), **arguments.get("connect_args", {})}
+        return arguments
+
+    def configure(self, engine: sa.Engine) -> None:
+        oracle_connect.configure(engine)
+
+    def in_list(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        """At most IN_LIST_MAX items per list (ORA-01795): several lists joined by OR."""
+        wanted = list(values)
+        return sa.or_(*(column.in_(wanted[i : i + IN_LIST_MAX]) for i in range(0, len(wanted), IN_LIST_MAX)))
+
+    def explain_connect_error(self, error: BaseException) -> str | None:
+        return oracle_connect.explain(error)
 
     def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         written = self._stage_and_merge(conn, chunk, frame) if len(frame) else 0
@@ -195,7 +216,7 @@ class OracleDialect:
         self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], update: Sequence[str]
     ) -> None:
         for row in rows:
-            conn.execute(merge_row_sql(table, list(row), update), {k: _naive_utc(v) for k, v in row.items()})
+            conn.execute(merge_row_sql(table, list(row), update), {k: _bound(v) for k, v in row.items()})
 
     def create_support_tables(self, conn: sa.Connection) -> None:
         """The staging table, once (Oracle DDL commits by itself, so never inside a load)."""

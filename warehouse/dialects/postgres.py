@@ -10,17 +10,19 @@ savepoint and the staging path runs instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import pandas as pd
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import URL
 
 from candleflow.model import BAR_COLUMNS, BAR_VALUES, Chunk
 from warehouse.dialects import pgcopy
-from warehouse.dialects.base import Written, upsert_bars_sql, upsert_on_conflict
+from warehouse.dialects.base import DialectDefaults, Written, unless_in_url, upsert_bars_sql, upsert_on_conflict
 
 STAGE = "candleflow_bars_stage"
 _STAGE_COLUMNS = ("ts", *BAR_VALUES)
@@ -31,8 +33,35 @@ _CREATE_STAGE = (
 _IN_WINDOW = "provider = %s AND symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s"
 
 
-class PostgresDialect:
+_SCHEMA_LOCK = 0x63616E646C65  # "candle": the advisory lock that serialises schema changes
+
+
+class PostgresDialect(DialectDefaults):
     name: ClassVar[str] = "postgresql"
+
+    def engine_arguments(self, url: URL, connect_timeout: float) -> dict[str, Any]:
+        """A bounded connect, and TCP keepalives that notice a server gone silent mid-run."""
+        wanted = {
+            "connect_timeout": connect_timeout,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        return {"connect_args": unless_in_url(url, wanted)}
+
+    @contextmanager
+    def schema_lock(self, engine: sa.Engine) -> Iterator[None]:
+        """Two runs starting together both find the tables missing and race to create them (a duplicate key on
+        pg_type); under this advisory lock the second waits, then finds them."""
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK})
+                conn.commit()
 
     def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]

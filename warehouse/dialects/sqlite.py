@@ -2,24 +2,75 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from candleflow.model import BAR_COLUMNS, Chunk
-from warehouse.dialects.base import Written, upsert_bars_sql, upsert_on_conflict, value_columns
+from candleflow.settings import warehouse_settings
+from warehouse.dialects.base import DialectDefaults, Written, upsert_bars_sql, upsert_on_conflict, value_columns
 
 # SQLAlchemy's own storage format for DateTime on SQLite, so its readers parse what we write.
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _IN_WINDOW = "provider = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts < ?"
 
 
-class SqliteDialect:
+def sqlite_path(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for in-memory and `file:` URIs."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+class SqliteDialect(DialectDefaults):
     name: ClassVar[str] = "sqlite"
+
+    def engine_arguments(self, url: URL, connect_timeout: float) -> dict[str, Any]:
+        return {}  # a file: nothing to wait for but locks, which the busy timeout bounds
+
+    def configure(self, engine: sa.Engine) -> None:
+        busy_timeout_seconds = warehouse_settings().busy_timeout_seconds
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" below emit BEGIN IMMEDIATE: a deferred transaction that later wants to
+            # write fails at once with "database is locked" instead of waiting for the busy timeout.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # another process's write lock: wait this long, then stop the run saying so (warehouse.errors)
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def checkpoint(self, engine: sa.Engine, *, wait_seconds: float) -> None:
+        """Copy the write-ahead log into the database file, so the file alone holds every committed bar (a copied
+        `candleflow.db` without its `-wal` file is otherwise missing them). With `wait_seconds`, waits that long
+        for other processes' readers and writers and empties the log file too (TRUNCATE); without, copies what it
+        can at once (PASSIVE: the end of a run, beside other runs)."""
+        path = sqlite_path(engine.url)
+        if path is not None and not path.exists():  # never used (a dry run): connecting would create an empty file
+            return
+        mode = "TRUNCATE" if wait_seconds > 0 else "PASSIVE"
+        with contextlib.suppress(DBAPIError), engine.connect() as conn:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
+            try:
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={int(warehouse_settings().busy_timeout_seconds * 1000)}")
 
     def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         ts = frame["ts"].dt.tz_convert("UTC").dt.strftime(SQLITE_TS_FORMAT).tolist() if len(frame) else []

@@ -1,0 +1,196 @@
+"""Many chunks of a batch at once, where one statement can serve them all: those the ledger already holds
+exactly (found together, nothing written) and, where the dialect can, those whose windows hold no bar yet (one
+COPY, one commit). Every other chunk goes through warehouse.load one at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from candleflow.model import Chunk, LedgerStatus
+from warehouse.dialects import dialect_for
+from warehouse.dialects.base import CopiesManyChunks
+from warehouse.ledger import (
+    LOAD_UPDATE,
+    description,
+    description_differs,
+    holds,
+    key_params,
+    ledger_row,
+    restatement,
+    select_ledger,
+    series_key,
+    utc_now,
+)
+from warehouse.load import LoadOutcome
+from warehouse.schema import bars, ingest_ledger
+from warehouse.utc import as_utc
+
+
+@dataclass(frozen=True)
+class ChunkLoad:
+    """A validated chunk on its way into the warehouse, with what its ledger row says about its bars."""
+
+    chunk: Chunk
+    frame: pd.DataFrame
+    checksum: str
+    adjustment: str | None = None
+    source_version: str | None = None
+    complete_through: pd.Timestamp | None = None
+
+
+def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[int, LoadOutcome]:
+    """The validated chunks among `loads` that the ledger already holds exactly (the rule of `load_chunk`: settled
+    `loaded` or `empty`, same window, same checksum, every bar it claims present), found in one transaction of a
+    few queries for the whole batch instead of one transaction each: they write no bars and no ledger row, save
+    a changed description (newer source version, later `complete_through`), updated together. Returns their
+    outcomes by position in `loads`; the caller loads every other chunk. An update run that finds nothing new
+    is mostly this."""
+    if len(loads) < 2:
+        return {}
+    led = ingest_ledger.c
+    wanted = {series_key(load.chunk): i for i, load in enumerate(loads)}
+    chunks = [load.chunk for load in loads]
+    outcomes: dict[int, LoadOutcome] = {}
+    with conn.begin():
+        entries = conn.execute(
+            select_ledger(
+                "window_end", "status", "rows", "checksum", "adjustment", "source_version", "complete_through"
+            ).where(
+                led.provider.in_({c.provider for c in chunks}),
+                led.timeframe.in_({c.timeframe for c in chunks}),
+                led.symbol.in_({c.symbol for c in chunks}),
+                led.window_start.in_({c.window_start.to_pydatetime() for c in chunks}),
+            )
+        ).all()
+        candidates: dict[int, sa.Row[Any]] = {}
+        for entry in entries:
+            i = wanted.get((entry.provider, entry.symbol, entry.timeframe, as_utc(entry.window_start)))
+            if i is not None and entry.checksum == loads[i].checksum:
+                candidates[i] = entry
+        present = bars_present_many(conn, [(i, loads[i].chunk) for i in candidates])
+        changed: list[dict[str, object]] = []
+        for i, entry in candidates.items():
+            load = loads[i]
+            if not holds(entry, load.chunk, present.get(i, 0), ("loaded", "empty")):
+                continue
+            described = description(load.adjustment, load.source_version, load.complete_through)
+            if description_differs(entry, described):
+                changed.append(
+                    {**key_params(load.chunk), **{f"v_{k}": v for k, v in described.items()}, "v_updated_at": utc_now()}
+                )
+            status = LedgerStatus.LOADED if len(load.frame) else LedgerStatus.EMPTY
+            outcomes[i] = LoadOutcome(status, rows=len(load.frame), written=0, unchanged=True)
+        if changed:  # one statement, many parameter sets
+            conn.execute(
+                sa.update(ingest_ledger)
+                .where(
+                    led.provider == sa.bindparam("k_provider"),
+                    led.symbol == sa.bindparam("k_symbol"),
+                    led.timeframe == sa.bindparam("k_timeframe"),
+                    led.window_start == sa.bindparam("k_window_start"),
+                )
+                .values(
+                    adjustment=sa.bindparam("v_adjustment"),
+                    source_version=sa.bindparam("v_source_version"),
+                    complete_through=sa.bindparam("v_complete_through"),
+                    updated_at=sa.bindparam("v_updated_at"),
+                ),
+                changed,
+            )
+    return outcomes
+
+
+def bars_present_many(conn: sa.Connection, chunks: Sequence[tuple[int, Chunk]]) -> dict[int, int]:
+    """Bars in each chunk's window, by the caller's position: one grouped count per window the chunks share
+    (a batch's chunks mostly share one), an index range scan per symbol."""
+    by_window: dict[tuple[str, str, pd.Timestamp, pd.Timestamp], dict[str, int]] = {}
+    for i, chunk in chunks:
+        by_window.setdefault((chunk.provider, chunk.timeframe, chunk.window_start, chunk.window_end), {})[
+            chunk.symbol
+        ] = i
+    c = bars.c
+    present: dict[int, int] = {}
+    for (provider, timeframe, start, end), symbols in by_window.items():
+        counted = conn.execute(
+            sa.select(c.symbol, sa.func.count())
+            .where(
+                c.provider == provider,
+                c.timeframe == timeframe,
+                c.symbol.in_(list(symbols)),
+                c.ts >= start.to_pydatetime(),
+                c.ts < end.to_pydatetime(),
+            )
+            .group_by(c.symbol)
+        )
+        for symbol, count in counted:
+            present[symbols[symbol]] = int(count)
+    return present
+
+
+def load_fresh_chunks(
+    conn: sa.Connection, loads: Sequence[ChunkLoad], *, flow_run_id: str | None
+) -> dict[int, LoadOutcome]:
+    """Where the dialect can (PostgreSQL): the chunks among `loads` whose window holds no bar yet, in one
+    transaction on the caller's connection: one COPY of all their bars and one upsert of all their ledger rows,
+    so each chunk's bars and ledger row still commit together (with the others'), and one commit serves them
+    all. Returns their outcomes by position in `loads`; the caller loads every other chunk with `load_chunk`.
+    Nothing (an empty dict) when the dialect has no such path, fewer than two chunks qualify, or another writer
+    landed one of the windows meanwhile (the transaction rolled back: `load_chunk` handles each then)."""
+    dialect = dialect_for(conn)
+    if not isinstance(dialect, CopiesManyChunks) or len(loads) < 2:
+        return {}
+    with conn.begin():
+        occupied = dialect.occupied_windows(conn, [load.chunk for load in loads])
+    fresh = [i for i, load in enumerate(loads) if len(load.frame) and load.chunk.key not in occupied]
+    if len(fresh) < 2:
+        return {}
+    try:
+        return _load_fresh(conn, dialect, [loads[i] for i in fresh], fresh, flow_run_id)
+    except sa.exc.IntegrityError:
+        return {}
+
+
+def _load_fresh(
+    conn: sa.Connection,
+    dialect: CopiesManyChunks,
+    loads: Sequence[ChunkLoad],
+    positions: Sequence[int],
+    flow_run_id: str | None,
+) -> dict[int, LoadOutcome]:
+    led = ingest_ledger.c
+    keys = [load.chunk.key for load in loads]
+    with conn.begin():
+        earlier = {
+            (row.provider, row.symbol, row.timeframe, pd.Timestamp(row.window_start).tz_convert("UTC")): row
+            for row in conn.execute(
+                select_ledger("window_end", "status", "checksum", "complete_through", "revisions").where(
+                    sa.tuple_(led.provider, led.symbol, led.timeframe, led.window_start).in_(keys)
+                )
+            )
+        }
+        dialect.copy_fresh(conn, [(load.chunk, load.frame) for load in loads])
+        rows, outcomes = [], {}
+        for position, load in zip(positions, loads, strict=True):
+            restated, revisions = restatement(earlier.get(load.chunk.key), load.checksum)
+            rows.append(
+                ledger_row(
+                    load.chunk,
+                    LedgerStatus.LOADED,
+                    rows=len(load.frame),
+                    checksum=load.checksum,
+                    flow_run_id=flow_run_id,
+                    error=None,
+                    revisions=revisions + int(restated),
+                    **description(load.adjustment, load.source_version, load.complete_through),
+                )
+            )
+            outcomes[position] = LoadOutcome(
+                LedgerStatus.LOADED, rows=len(load.frame), written=len(load.frame), revised=restated
+            )
+        dialect.upsert(conn, ingest_ledger, rows, LOAD_UPDATE)
+    return outcomes
