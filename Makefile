@@ -41,7 +41,7 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 types: venv
-	$(VENV)/bin/mypy candleflow flows tasks ingest providers warehouse expectations deployments
+	$(VENV)/bin/mypy candleflow providers warehouse expectations ingest tasks flows deployments cli
 
 all: lint types test
 

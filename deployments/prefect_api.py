@@ -65,7 +65,7 @@ def die_with_parent(parent_pid: int) -> Callable[[], None]:
 
 def apply_environment() -> None:
     """Prefect reads its settings and sets up its logging when it is imported: read them again from os.environ
-    now. A warm runner's command (deployments/warm.py) gets the caller's environment after Prefect was imported,
+    now. A warm runner's command (cli/warm.py) gets the caller's environment after Prefect was imported,
     and the CLI sets its quiet logging before a run."""
     if "prefect.context" not in sys.modules:
         return

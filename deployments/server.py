@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -115,9 +114,14 @@ def serve(settings: TeamServerSettings, *, host: str, port: int, database: str |
     os.execve(sys.executable, argv, server_environment(url, host, port))
 
 
-def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> int:
+Beside = Callable[[dict[str, str], Any], AbstractContextManager[None]]  # what runs beside the worker
+
+
+def work(settings: TeamServerSettings, *, pool: str, limit: int | None, beside: Beside | None = None) -> int:
     """Run a process worker on `pool` (it runs the deployments' flow runs as subprocesses) until it stops or
-    this command gets SIGTERM, SIGINT or SIGHUP (see `supervise`); returns the exit code."""
+    this command gets SIGTERM, SIGINT or SIGHUP (see `supervise`); returns the exit code. `beside(env, preexec)`:
+    a process to keep running beside the worker (the command line's warm runner), which may add to the
+    environment the worker and its runs get."""
     from deployments.prefect_api import check_server, configured_api_url, die_with_parent
 
     api = configured_api_url()
@@ -139,35 +143,8 @@ def work(settings: TeamServerSettings, *, pool: str, limit: int | None) -> int:
     )
     # on Linux the kernel stops the worker if this command is killed outright (SIGKILL), so none is left behind
     preexec = die_with_parent(os.getpid()) if sys.platform == "linux" else None
-    with warm_runner(env, preexec):
+    with beside(env, preexec) if beside is not None else contextlib.nullcontext():
         return supervise(subprocess.Popen(argv, env=env, preexec_fn=preexec))
-
-
-@contextlib.contextmanager
-def warm_runner(env: dict[str, str], preexec: Any) -> Iterator[None]:
-    """A warm runner (deployments/warm.py) beside the worker, on a socket only its runs know (set in `env`): each
-    flow run's `candleflow engine` starts there, forked from a process that has everything imported. Until it
-    is ready, and if it stops, runs start cold as before. CANDLEFLOW_WARM_SOCKET set empty: no warm runner."""
-    from deployments.warm_client import SOCKET_ENV
-
-    if env.get(SOCKET_ENV) == "":
-        yield
-        return
-    home = Path(tempfile.mkdtemp(prefix="candleflow-worker-"))
-    env[SOCKET_ENV] = str(home / "warm.sock")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "deployments.warm"], env=env, stdin=subprocess.DEVNULL, preexec_fn=preexec
-    )
-    try:
-        yield
-    finally:
-        runner.terminate()
-        try:
-            runner.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            runner.wait()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

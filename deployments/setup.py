@@ -12,7 +12,7 @@ date, idempotently (a second run changes nothing and says so):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from uuid import UUID
 
@@ -28,7 +28,7 @@ from candleflow.settings import notify_settings
 from deployments.automations import failure_automation, heartbeat_automation
 from deployments.prefect_api import check_server, configured_api_url, drain_prefect_services
 from providers import PROVIDERS
-from tasks.limits import provider_limit_name
+from tasks.limits import provider_limit_name, warehouse_limit_name
 from tasks.notify import FAILURE_AUTOMATION, configured_blocks, load_named_block
 
 
@@ -63,6 +63,19 @@ def ensure_rate_limit(client: SyncPrefectClient, provider: str, per_second: floa
     client.create_global_concurrency_limit(
         GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=per_second)
     )
+    return "created"
+
+
+def ensure_warehouse_limit(client: SyncPrefectClient, warehouse_url: str | None, slots: int) -> str:
+    """The warehouse's concurrency limit (loads at once into it, across every worker); an existing one is kept."""
+    name = warehouse_limit_name(warehouse_url)
+    try:
+        existing = client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        existing = None
+    if existing is not None:
+        return "kept" if existing.limit == slots else f"kept at {existing.limit} slots (to change: prefect gcl update)"
+    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
     return "created"
 
 
@@ -106,8 +119,19 @@ def ensure_automation(client: SyncPrefectClient, wanted: AutomationCore) -> str:
     return "updated"
 
 
-def run_setup(*, pool: str, crash_after_seconds: int, say: Callable[[str], None] = print) -> int:
-    """Set the lasting server at PREFECT_API_URL up for candleflow; prints one line per thing it looked at."""
+def run_setup(
+    *,
+    pool: str,
+    crash_after_seconds: int,
+    providers: Sequence[str] | None = None,
+    requests_per_second: float | None = None,
+    warehouse_url: str | None = None,
+    warehouse_slots: int | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Set the lasting server at PREFECT_API_URL up for candleflow; prints one line per thing it looked at. The
+    rate limits of `providers` (default: every provider) at `requests_per_second` (default: each provider's own);
+    with `warehouse_slots`, the concurrency limit of the warehouse at `warehouse_url` (default: the configured one)."""
     api = configured_api_url()
     if not api:
         raise BadInputError(
@@ -121,10 +145,15 @@ def run_setup(*, pool: str, crash_after_seconds: int, say: Callable[[str], None]
     say(f"candleflow setup on {api}")
     with get_client(sync_client=True) as client:
         say(f"  work pool {pool} (process): {ensure_work_pool(client, pool)}")
-        for name, cls in PROVIDERS.items():
-            rate = float(cls.capabilities.requests_per_second)
+        for name in providers or list(PROVIDERS):
+            rate = float(requests_per_second or PROVIDERS[name].capabilities.requests_per_second)
             status = ensure_rate_limit(client, name, rate)
             say(f"  rate limit {provider_limit_name(name)} ({rate:g} requests/s): {status}")
+        if warehouse_slots is not None:
+            status = ensure_warehouse_limit(client, warehouse_url, warehouse_slots)
+            say(
+                f"  concurrency limit {warehouse_limit_name(warehouse_url)} ({warehouse_slots} loads at once): {status}"
+            )
         block_ids: list[UUID] = []
         for name, block in configured_blocks(settings):
             document_id, status = ensure_block(name, block)

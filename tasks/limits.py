@@ -3,7 +3,7 @@
 - `candleflow-provider-<name>`: a rate limit (slot decay = the vendor's request rate); each fetch takes a slot.
 - `candleflow-warehouse-<backend>-<digest>`: a concurrency limit; each load holds a slot.
 
-Create them with `python -m deployments.limits` (or `prefect gcl create`). They are not created on the fly:
+Create them with `candleflow setup` (deployments/setup.py; or `prefect gcl create`). They are not created on the fly:
 on Prefect 3.8 every acquisition from threaded tasks cost 2-7 s here even with free slots (measured against
 the temporary server; the lease-based release/re-acquire delay is PrefectHQ/prefect#15618), which would idle
 short chunk tasks that need no limit, such as the synthetic provider's. SQLite serialises writers itself
@@ -13,13 +13,12 @@ short chunk tasks that need no limit, such as the synthetic provider's. SQLite s
 from __future__ import annotations
 
 import hashlib
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency, rate_limit
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectNotFound
 
 from warehouse.engine import parse_url, resolve_url
 
@@ -58,31 +57,6 @@ def configured_limits(provider: str, warehouse_url: str | None) -> LimitNames:
             except ObjectNotFound:
                 found.append(None)
     return LimitNames(provider=found[0], warehouse=found[1], provider_burst=burst)
-
-
-def create_limits(
-    provider: str, warehouse_url: str | None, *, requests_per_second: float, warehouse_slots: int
-) -> LimitNames:
-    """Create the provider's rate limit and the warehouse's concurrency limit, leaving existing ones as they are."""
-    names = LimitNames(
-        provider_limit_name(provider), warehouse_limit_name(warehouse_url), max(1, round(requests_per_second))
-    )
-    wanted = [
-        GlobalConcurrencyLimitCreate(
-            name=str(names.provider),
-            limit=max(1, round(requests_per_second)),
-            slot_decay_per_second=requests_per_second,
-        ),
-        GlobalConcurrencyLimitCreate(name=str(names.warehouse), limit=warehouse_slots),
-    ]
-    with get_client(sync_client=True) as client:
-        for limit in wanted:
-            try:
-                client.read_global_concurrency_limit_by_name(limit.name)
-            except ObjectNotFound:
-                with suppress(ObjectAlreadyExists):  # another process created it meanwhile
-                    client.create_global_concurrency_limit(limit)
-    return names
 
 
 class PrefectGates:

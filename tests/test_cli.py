@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from candleflow.cli import main
+from cli import main
 from providers import PROVIDERS
 from tests.conftest import ROOT, count
 

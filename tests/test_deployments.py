@@ -215,7 +215,7 @@ def test_the_cli_uses_the_lasting_server_and_sigterm_crashes_its_run(
 
 
 def test_a_finished_cli_run_leaves_its_last_logs_on_the_server(team: TeamServer, tmp_path: Any) -> None:
-    """The command skips the interpreter's teardown at exit (candleflow.cli.console): Prefect's exit handlers
+    """The command skips the interpreter's teardown at exit (cli.console): Prefect's exit handlers
     still send the run's last logs, and the exit code is the run's."""
     argv = [str(BIN / "candleflow"), "backfill", "--symbols", "LOGS1", "--timeframe", "1d"]
     argv += ["--start", "2024-01-01", "--end", "2024-12-31", "--warehouse", f"sqlite:///{tmp_path / 'w.db'}"]

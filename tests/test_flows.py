@@ -263,21 +263,25 @@ def test_dry_run_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-de
 def test_configured_limits_are_used(sqlite_url: str) -> None:
     from prefect import get_client
 
-    from deployments.limits import main as create_limits_cli
+    from cli import main
     from tasks.limits import configured_limits
 
     assert configured_limits("synthetic", sqlite_url).warehouse is None  # a fresh warehouse has no limit
-    create_limits_cli(
-        [
-            "--provider",
-            "synthetic",
-            "--warehouse",
-            sqlite_url,
-            "--requests-per-second",
-            "100",
-            "--warehouse-slots",
-            "2",
-        ]
+    assert (
+        main(
+            [
+                "setup",
+                "--provider",
+                "synthetic",
+                "--warehouse",
+                sqlite_url,
+                "--requests-per-second",
+                "100",
+                "--warehouse-slots",
+                "2",
+            ]
+        )
+        == 0
     )
     names = configured_limits("synthetic", sqlite_url)
     assert names.provider == "candleflow-provider-synthetic" and names.warehouse is not None

@@ -7,16 +7,21 @@ import pytest
 
 from tests.conftest import ROOT
 
-# layer -> top-level packages it must never import
-FORBIDDEN = {
-    "candleflow": {"prefect", "flows", "tasks", "providers", "warehouse", "expectations"},
-    "providers": {"prefect", "flows", "tasks", "warehouse", "expectations"},
-    "warehouse": {"prefect", "flows", "tasks", "providers", "expectations"},
-    "expectations": {"prefect", "flows", "tasks", "providers", "warehouse"},
-    "ingest": {"prefect", "flows", "tasks"},
-    "tasks": {"flows"},
-}
-CLI_PACKAGE = "cli"  # candleflow/cli/: the command line sits on top of everything
+# The layers, bottom to top: each may import those below it, never those above; the lowest five not Prefect.
+LAYERS = ["candleflow", "providers", "warehouse", "expectations", "ingest", "tasks", "flows", "deployments", "cli"]
+SIDE_BY_SIDE = {"providers", "warehouse", "expectations"}  # one level: none of them imports another
+NO_PREFECT = {"candleflow", "providers", "warehouse", "expectations", "ingest"}
+
+
+def forbidden(layer: str) -> set[str]:
+    above = set(LAYERS[LAYERS.index(layer) + 1 :])
+    beside = SIDE_BY_SIDE - {layer} if layer in SIDE_BY_SIDE else set()
+    return above | beside | ({"prefect"} if layer in NO_PREFECT else set())
+
+
+def test_every_package_folder_is_a_layer() -> None:
+    folders = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    assert folders == set(LAYERS)
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -30,13 +35,11 @@ def imported_packages(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+@pytest.mark.parametrize("layer", LAYERS)
 def test_no_upward_imports(layer: str) -> None:
     offenders = {}
     for path in sorted((ROOT / layer).rglob("*.py")):
-        if layer == "candleflow" and CLI_PACKAGE in path.relative_to(ROOT / layer).parts[:-1]:
-            continue
-        bad = imported_packages(path) & FORBIDDEN[layer]
+        bad = imported_packages(path) & forbidden(layer)
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}

@@ -20,7 +20,7 @@ D = dt.date
 
 PROBE = """
 import json, sys
-from candleflow.cli import main
+from cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "prefect": "prefect" in sys.modules, "gx": "great_expectations" in sys.modules}))
 """

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from candleflow.cli import main
 from candleflow.errors import IncompleteRunError
 from candleflow.sessions import schedule
+from cli import main
 from flows.backfill import historical_backfill
 from flows.repair import repair_gaps
 from tests.conftest import count

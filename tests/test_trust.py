@@ -66,7 +66,7 @@ def test_a_holiday_window_of_the_synthetic_provider_is_empty(sqlite_url: str) ->
 
 
 def test_symbols_print_as_written_never_as_emoji(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    from candleflow.cli import main
+    from cli import main
 
     monkeypatch.chdir(tmp_path)
     argv = ["backfill", "--symbols", "CAR,DOG", "--start", "2024-01-01", "--end", "2024-01-31"]
@@ -127,7 +127,7 @@ def test_a_connection_dropped_while_preparing_the_warehouse_is_retried(postgres_
 def test_gaps_groups_consecutive_sessions_and_lists_them_all_as_json(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from candleflow.cli import main
+    from cli import main
 
     monkeypatch.chdir(tmp_path)
     run = ["backfill", "--symbols", "MSFT", "--start", "2024-01-01", "--end", "2024-12-31"]
@@ -295,9 +295,9 @@ def test_coverage_counts_bars_per_session_not_per_utc_date(sqlite_url: str) -> N
 
 
 def test_a_european_index_follows_its_own_calendar(sqlite_url: str, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    from candleflow.cli import main
     from candleflow.errors import IncompleteRunError
     from candleflow.timeframes import get_timeframe
+    from cli import main
     from providers import get_provider
     from providers.base import FetchRequest
 
@@ -393,7 +393,7 @@ def test_restated_bars_are_upserted_and_counted_as_revised(sqlite_url: str, tmp_
 def test_status_as_json(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from candleflow.cli import main
+    from cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["status", "--json"]) == 0

@@ -1,4 +1,4 @@
-"""Issue #17 (trust, second round), the command line's items: each reproduced first through `candleflow.cli.main`
+"""Issue #17 (trust, second round), the command line's items: each reproduced first through `cli.main`
 in-process, against a real SQLite warehouse and the session's Prefect server."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from candleflow.cli import main
+from cli import main
 from tests.conftest import count
 from warehouse.engine import get_engine
 

@@ -195,7 +195,7 @@ def test_the_cli_no_longer_says_empty_for_numbers_it_cannot_read(
 ) -> None:
     """Numbers that are no epoch time in any unit (here minutes since 1970) used to be read as nanoseconds: every
     bar fell outside the window and the run said `empty`, exit 0."""
-    from candleflow.cli import main
+    from cli import main
 
     minutes = MINUTES["ts"].astype("int64") // (60 * 10**6)
     bars_file(tmp_path / "1m" / "AAPL.csv", MINUTES, minutes, column="timestamp")
@@ -364,7 +364,7 @@ def test_daily_and_intraday_files_read_at_the_other_kind_of_timeframe_are_refuse
 def test_bad_time_options_exit_2_before_anything_runs(
     option: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from candleflow.cli import main
+    from cli import main
 
     monkeypatch.chdir(tmp_path)
     argv = ["backfill", "--provider", "csv", "--symbols", "AAPL", "--start", "2024-01-01", "--end", "2024-01-31"]

@@ -353,7 +353,7 @@ def test_a_bad_hourly_bar_costs_its_month_not_its_quarter(warehouse_url: str) ->
 
 
 def test_the_progress_bar_counts_the_years_a_rejected_chunk_was_cut_into(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    from candleflow.cli import main
+    from cli import main
 
     bad_yahoo_file(tmp_path, ("2015-03-02",))
     monkeypatch.chdir(tmp_path)

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from candleflow.cli import main
 from candleflow.errors import BadInputError
+from cli import main
 from tests.conftest import PG_DSN, count
 from tests.fault_table import record
 from warehouse.engine import check_reachable, get_engine

@@ -184,7 +184,7 @@ def test_the_workers_flow_runs_start_in_its_warm_runner(team: Any, deployed: Any
 def test_a_command_sends_nothing_to_a_socket_of_another_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.getuid() != 0:
         pytest.skip("starting a listener as another user needs root")
-    from deployments.warm_client import run_warm
+    from cli.warm_client import run_warm
 
     folder = Path(tempfile.mkdtemp(prefix="candleflow-stranger-"))  # pytest's own folders are closed to others
     folder.chmod(0o777)

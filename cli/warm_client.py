@@ -1,4 +1,4 @@
-"""Hand a command to a warm runner (deployments/warm.py), or say there is none. Imports nothing heavy: this runs in
+"""Hand a command to a warm runner (cli/warm.py), or say there is none. Imports nothing heavy: this runs in
 the short-lived process the user (or Prefect's worker) started, before anything else.
 
 A warm runner is a process that has already imported Prefect, pandas and Great Expectations and built the
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SOCKET_ENV = "CANDLEFLOW_WARM_SOCKET"  # where the runner listens; empty: never use one
-PACKAGES = ("candleflow", "deployments", "expectations", "flows", "providers", "tasks", "warehouse")
+PACKAGES = ("candleflow", "cli", "deployments", "expectations", "flows", "ingest", "providers", "tasks", "warehouse")
 ROOT = Path(__file__).resolve().parents[1]
 RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _HEADER = struct.Struct("!I")

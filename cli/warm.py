@@ -1,5 +1,5 @@
 """The warm runner: one process that imports Prefect, pandas, Great Expectations and the flows once, builds the
-validation suite, then forks a copy of itself for each command handed to it (deployments/warm_client.py), so
+validation suite, then forks a copy of itself for each command handed to it (cli/warm_client.py), so
 that a command starts where a new process would be 3-5 s later.
 
 Started by `candleflow worker` (the worker's flow runs come here through `candleflow engine`) and by
@@ -16,24 +16,28 @@ import fcntl
 import os
 import random
 import selectors
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from candleflow.errors import BadInputError
-from deployments import warm_client
+from cli import warm_client
+from cli.warm_client import fingerprint, peer_uid, receive_message, send_message
+from deployments import server
 from deployments.prefect_api import apply_environment, die_with_parent
-from deployments.warm_client import fingerprint, peer_uid, receive_message, send_message
 
 
 def preload() -> None:
     """Import what every run imports and build the suite; nothing that starts a thread or opens a connection.
-    Not candleflow.cli.commands: its rich consoles read the caller's terminal when they are made."""
+    Not cli.output: its rich consoles read the caller's terminal when they are made."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import importlib
 
@@ -251,7 +255,7 @@ def _describe(request: dict[str, Any]) -> str:
 def _run_command(kind: str, argv: list[str]) -> int:
     sys.argv = argv
     if kind == "cli":
-        from candleflow.cli import console
+        from cli import console
 
         console()  # exits itself; it runs here, not in a runner again (warm_client._inside_runner)
         return 0
@@ -262,6 +266,29 @@ def _run_command(kind: str, argv: list[str]) -> int:
         runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
         return 0
     raise ValueError(f"unknown command kind {kind!r}")
+
+
+@contextlib.contextmanager
+def beside_worker(env: dict[str, str], preexec: Any) -> Iterator[None]:
+    """A warm runner beside the worker (`candleflow worker`), on a socket only its runs know (set in `env`): each
+    flow run's `candleflow engine` starts there, forked from a process that has everything imported. Until it
+    is ready, and if it stops, runs start cold as before. CANDLEFLOW_WARM_SOCKET set empty: no warm runner."""
+    if env.get(warm_client.SOCKET_ENV) == "":
+        yield
+        return
+    home = Path(tempfile.mkdtemp(prefix="candleflow-worker-"))
+    env[warm_client.SOCKET_ENV] = str(home / "warm.sock")
+    runner = subprocess.Popen([sys.executable, "-m", "cli.warm"], env=env, stdin=subprocess.DEVNULL, preexec_fn=preexec)
+    try:
+        yield
+    finally:
+        runner.terminate()
+        try:
+            runner.wait(server.STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def serve(say: Callable[[str], None]) -> int:
