@@ -14,7 +14,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_LOGGING_LEVEL ?= CRITICAL
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: venv demo test lint format types all bench bench-e2e clean
+.PHONY: venv demo test test-fast lint format types all bench bench-e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ demo: venv  ## backfill 10 symbols of daily bars for 2024 and 2 symbols of 1m ba
 test: venv  ## every test: SQLite always, PostgreSQL on 127.0.0.1:5432
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-fast: venv  ## the edit loop: every test that needs no Prefect server (no flow runs, no team server)
+	$(PY) -m pytest -m "not flows and not server" $(PYTEST_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -40,7 +43,7 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-types: venv
+types: venv  ## mypy --strict (pyproject.toml) on the package code
 	$(VENV)/bin/mypy candleflow providers warehouse expectations ingest tasks flows deployments cli
 
 all: lint types test

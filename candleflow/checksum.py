@@ -24,11 +24,13 @@ def _number_bytes(column: pd.Series) -> bytes:
     nulls = np.isnan(values)
     if nulls.any():  # NaN has many bit patterns: hash a mask and zeros instead
         values = np.where(nulls, 0.0, values)
-    return np.packbits(nulls).tobytes() + values.astype("<f8", copy=False).tobytes()
+    packed: bytes = np.packbits(nulls).tobytes() + values.astype("<f8", copy=False).tobytes()
+    return packed
 
 
 def _ts_micros(column: pd.Series) -> np.ndarray:
-    return column.array.as_unit("us").asi8
+    micros: np.ndarray = column.array.as_unit("us").asi8
+    return micros
 
 
 def frame_checksum(frame: pd.DataFrame) -> str:

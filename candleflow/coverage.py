@@ -136,7 +136,7 @@ def _session_days(expected: pd.Series) -> np.ndarray:
     last = _last_days
     if last is not None and last[0] is expected:
         return last[1]
-    days = pd.DatetimeIndex(expected.index).date
+    days: np.ndarray = pd.DatetimeIndex(expected.index).date
     _last_days = (expected, days)
     return days
 

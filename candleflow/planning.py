@@ -170,7 +170,8 @@ class Selection:
 
 def session_of(chunk: Chunk) -> dt.date:
     """The session date of a one-session chunk (see `session_windows`)."""
-    return (chunk.window_start + pd.Timedelta(hours=12)).date()
+    day: dt.date = (chunk.window_start + pd.Timedelta(hours=12)).date()
+    return day
 
 
 def group_chunks(chunks: Iterable[Chunk], max_symbols: int) -> list[list[Chunk]]:
@@ -190,7 +191,7 @@ def estimated_rows(chunk: Chunk, session_hours: float = 6.5) -> float:
     sessions = max(1.0, (chunk.window_end - chunk.window_start) / pd.Timedelta(days=365.25) * 252)
     timeframe = get_timeframe(chunk.timeframe)
     per_session = pd.Timedelta(hours=session_hours) / timeframe.step if timeframe.intraday else 1.0
-    return sessions * per_session
+    return float(sessions * per_session)
 
 
 def batch_chunks(
@@ -301,7 +302,7 @@ def _covered(chunk: Chunk, entries: Sequence[LedgerEntry]) -> bool:
         reached = max(reached, end)
         if reached >= chunk.window_end:
             return True
-    return reached >= chunk.window_end
+    return bool(reached >= chunk.window_end)
 
 
 def incremental_start(
@@ -320,7 +321,7 @@ def incremental_start(
     """
     if watermark is None:
         return today - dt.timedelta(days=lookback_days)
-    mark = watermark.date()
+    mark: dt.date = watermark.date()
     if overlap is not None:
         return mark - overlap
     if not timeframe.intraday and previous_session is not None:

@@ -48,7 +48,8 @@ class Calendar:
         position = self.sessions.searchsorted(pd.Timestamp(date), side="left") - 1
         if position < 0:
             raise BadInputError(f"no session of {self.name} before {date}")
-        return pd.Timestamp(self.sessions[position]).date()
+        day: dt.date = pd.Timestamp(self.sessions[position]).date()
+        return day
 
 
 _COLUMNS = ("open", "close", "break_start", "break_end")

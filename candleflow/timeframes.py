@@ -27,7 +27,7 @@ class Timeframe:
 
     @property
     def intraday(self) -> bool:
-        return self.step < pd.Timedelta(days=1)
+        return bool(self.step < pd.Timedelta(days=1))
 
 
 TIMEFRAMES: dict[str, Timeframe] = {

@@ -75,7 +75,9 @@ def console() -> None:
     to the warm runner of this user and installation when one is running (`candleflow warm`): it starts there
     without importing anything."""
     code = None
-    if len(sys.argv) > 1 and sys.argv[1] in ("backfill", "update", "repair"):
+    from cli.runs import RUNS
+
+    if len(sys.argv) > 1 and sys.argv[1] in RUNS:
         from cli.warm_client import run_warm
 
         code = run_warm("cli", sys.argv)

@@ -38,7 +38,7 @@ def _filters(args: argparse.Namespace) -> tuple[str | None, list[str] | None, st
 
 
 def _when(ts: Any, intraday: bool) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M") if intraday else ts.strftime("%Y-%m-%d")
+    return str(ts.strftime("%Y-%m-%d %H:%M") if intraday else ts.strftime("%Y-%m-%d"))
 
 
 def status(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from prefect.automations import AutomationCore
 from prefect.blocks.core import Block
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
@@ -46,12 +47,16 @@ def ensure_work_pool(client: SyncPrefectClient, name: str) -> str:
     return "unchanged"
 
 
+def _existing_limit(client: SyncPrefectClient, name: str) -> GlobalConcurrencyLimitResponse | None:
+    try:
+        return client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        return None
+
+
 def ensure_rate_limit(client: SyncPrefectClient, provider: str, per_second: float) -> str:
     name = provider_limit_name(provider)
-    try:
-        existing = client.read_global_concurrency_limit_by_name(name)
-    except ObjectNotFound:
-        existing = None
+    existing = _existing_limit(client, name)
     if existing is not None:
         # a limit someone set to their plan is theirs; say when it is not candleflow's default, and how to change it
         rate = existing.slot_decay_per_second
@@ -69,10 +74,7 @@ def ensure_rate_limit(client: SyncPrefectClient, provider: str, per_second: floa
 def ensure_warehouse_limit(client: SyncPrefectClient, warehouse_url: str | None, slots: int) -> str:
     """The warehouse's concurrency limit (loads at once into it, across every worker); an existing one is kept."""
     name = warehouse_limit_name(warehouse_url)
-    try:
-        existing = client.read_global_concurrency_limit_by_name(name)
-    except ObjectNotFound:
-        existing = None
+    existing = _existing_limit(client, name)
     if existing is not None:
         return "kept" if existing.limit == slots else f"kept at {existing.limit} slots (to change: prefect gcl update)"
     client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))

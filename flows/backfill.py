@@ -6,38 +6,22 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger
 from pydantic import Field
 
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanModeName
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
-from flows.chunks import TASK_ASKS, finish, prepare, report_coverage, run_chunks
+from flows.chunks import TASK_ASKS, carry_out
 from flows.form import OptionalAmount, OptionalText
 from flows.inputs import check_backfill
 from flows.plan import plan_backfill
-from flows.runs import (
-    TaskRunnerChosenAtStart,
-    expected_failures_end_quietly,
-    notify_on_completion,
-    notify_on_failure,
-    run_name,
-)
+from flows.runs import candleflow_flow
 from providers import ProviderName
 from tasks.secrets import check_key_block
 
 
-@flow(
-    name="historical_backfill",
-    flow_run_name=run_name,
-    task_runner=TaskRunnerChosenAtStart(),
-    validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
-    on_failure=[notify_on_failure],
-    on_crashed=[notify_on_failure],
-    on_completion=[notify_on_completion],
-)
-@expected_failures_end_quietly
+@candleflow_flow("historical_backfill")
 def historical_backfill(
     symbols: Annotated[list[str], Field(min_length=1)],
     start: dt.date,
@@ -97,12 +81,4 @@ def historical_backfill(
     )
     check_key_block(inputs.provider, inputs.provider_options)
     summary = plan_backfill(inputs, TASK_ASKS)
-    if summary.cost_usd is not None:
-        get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(summary.todo))
-    if inputs.dry_run:
-        summary.elapsed_seconds = time.perf_counter() - started
-        return summary
-    prepare(inputs.warehouse_url)
-    run_chunks(summary, summary.todo, inputs, started=started)
-    report_coverage(summary, inputs, inputs.start, inputs.end)
-    return finish(summary)
+    return carry_out(summary, inputs, inputs.start, inputs.end, started=started)

@@ -191,6 +191,24 @@ def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end:
     publish_coverage(summary.flow, f"{inputs.stored_as} coverage {start}..{end}", grid)
 
 
+def carry_out(
+    summary: RunSummary, inputs: RunInputs, first: dt.date, last: dt.date, *, started: float, prepared: bool = False
+) -> RunSummary:
+    """What every flow does once its chunks are planned: log a paid vendor's quote; return a dry run's plan;
+    make the warehouse's tables ready (unless the flow did: `prepared`) when there is something to load; run the
+    chunks; publish the coverage grid of first..last; end the run (`finish`)."""
+    if summary.cost_usd is not None:
+        get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(summary.todo))
+    if getattr(inputs, "dry_run", False):
+        summary.elapsed_seconds = time.perf_counter() - started
+        return summary
+    if summary.todo and not prepared:
+        prepare(inputs.warehouse_url)
+    run_chunks(summary, summary.todo, inputs, started=started)
+    report_coverage(summary, inputs, first, last)
+    return finish(summary)
+
+
 def finish(summary: RunSummary) -> RunSummary:
     """Return the summary of a run whose chunks all ended loaded or empty; otherwise raise IncompleteRunError,
     whose message (the Failed state's, which notices carry) gives the counts and the chunks that failed and why."""

@@ -6,7 +6,6 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger
 from pydantic import Field
 
 from candleflow.model import Chunk, OnInvalid
@@ -14,32 +13,17 @@ from candleflow.planning import incremental_start
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
 from candleflow.timeframes import TimeframeName
-from flows.chunks import TASK_ASKS, finish, prepare, report_coverage, run_chunks
+from flows.chunks import TASK_ASKS, carry_out, prepare
 from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
 from flows.plan import check_budget, drop_unpublished, plan_series, published_versions
-from flows.runs import (
-    TaskRunnerChosenAtStart,
-    expected_failures_end_quietly,
-    notify_on_completion,
-    notify_on_failure,
-    run_name,
-)
+from flows.runs import candleflow_flow
 from providers import ProviderName
 from tasks.secrets import check_key_block
 from tasks.warehouse import read_watermarks_task
 
 
-@flow(
-    name="incremental_update",
-    flow_run_name=run_name,
-    task_runner=TaskRunnerChosenAtStart(),
-    validate_parameters=False,  # flows.inputs checks them, with one-line messages that name the input
-    on_failure=[notify_on_failure],
-    on_crashed=[notify_on_failure],
-    on_completion=[notify_on_completion],
-)
-@expected_failures_end_quietly
+@candleflow_flow("incremental_update")
 def incremental_update(
     symbols: Annotated[list[str], Field(min_length=1)],
     timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
@@ -114,8 +98,5 @@ def incremental_update(
         summary.planned += len(chunks)
         todo += drop_unpublished(summary, chunks, published_versions(series, chunks, TASK_ASKS))
     check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd, TASK_ASKS)  # one quote
-    if summary.cost_usd is not None:
-        get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(todo))
-    run_chunks(summary, todo, inputs, started=started)
-    report_coverage(summary, inputs, first, last)
-    return finish(summary)
+    summary.todo = todo
+    return carry_out(summary, inputs, first, last, started=started, prepared=True)

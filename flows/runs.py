@@ -8,10 +8,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from prefect import Flow
-from prefect.client.schemas.objects import FlowRun
+from prefect import Flow, flow
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import flow_run as current_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from candleflow.errors import BadInputError, IncompleteRunError
@@ -38,6 +38,9 @@ class TaskRunnerChosenAtStart(TaskRunner[Any]):
     """The flows' `task_runner`: Prefect enters `duplicate()` of it when a run starts, and that is where the
     settings are read, so a run uses CANDLEFLOW_TASK_RUNNER/CANDLEFLOW_TASK_WORKERS as they are when it starts, not
     as they were when the flow's module was imported (a warm process imports it once for many runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Prefect's TaskRunner.__init__ is unannotated
 
     def duplicate(self) -> Any:
         return chunk_task_runner()
@@ -81,6 +84,25 @@ def _quiet_engine_on_expected_failures() -> None:
 
 
 _quiet_engine_on_expected_failures()
+
+
+def candleflow_flow(name: str) -> Callable[[Callable[P, R]], Flow[P, R | State[Any]]]:
+    """The decorator of every candleflow flow: its name; each run named from its parameters (`run_name`); the
+    task runner chosen when a run starts; parameters checked by flows.inputs, with one-line errors that name the
+    input, not by Prefect; expected failures ending in one line (`expected_failures_end_quietly`); the notices."""
+
+    def decorate(fn: Callable[P, R]) -> Flow[P, R | State[Any]]:
+        return flow(
+            name=name,
+            flow_run_name=run_name,
+            task_runner=TaskRunnerChosenAtStart(),
+            validate_parameters=False,
+            on_failure=[notify_on_failure],
+            on_crashed=[notify_on_failure],
+            on_completion=[notify_on_completion],
+        )(expected_failures_end_quietly(fn))
+
+    return decorate
 
 
 # What a run's name starts with, so a manual update and a repair over the same series read apart.

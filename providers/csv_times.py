@@ -118,7 +118,7 @@ def _format_of(text: pd.Series, first: str, column: str, dayfirst: bool | None) 
         guessed = guess_datetime_format(first)
         if guessed is None:
             raise ValueError(f"unreadable {column}: cannot tell the format of {first!r}: {_FORMAT_HINT}")
-        return guessed
+        return str(guessed)
     day_first = _day_first(text, match, column, dayfirst)
     separator, year, rest = match[2], match[4], match[5]
     fields = ("%d", "%m") if day_first else ("%m", "%d")

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 import urllib3
@@ -55,7 +55,15 @@ class _HttpError(Exception):
 class _ClassifyingRetry(Retry):
     """A urllib3 Retry that never retries: it raises with the status and headers instead (Prefect retries)."""
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> NoReturn:
         raise _HttpError(
             response.status if response is not None else None, response.headers if response is not None else None, error
         )

@@ -137,7 +137,8 @@ def _allocate(total: np.ndarray, weights: np.ndarray, seg: np.ndarray, starts: n
     order = np.lexsort((-(share - whole), seg))  # by session, largest remainder first
     rank = np.empty(len(order), dtype="int64")
     rank[order] = np.arange(len(order)) - starts[seg[order]]
-    return (1 + whole + (rank < leftover[seg])).astype("int64")
+    per_segment: np.ndarray = (1 + whole + (rank < leftover[seg])).astype("int64")
+    return per_segment
 
 
 def _minute_bars(seed: int, symbol: str, sched: pd.DataFrame, daily: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

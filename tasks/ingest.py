@@ -13,10 +13,10 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run, task_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 
 from candleflow.model import Chunk, OnInvalid
 from ingest import Attempt, BatchOutcome, NoGates, Progress, is_transient, retry_after_seconds, run_batch

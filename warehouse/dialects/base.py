@@ -21,7 +21,7 @@ def value_columns(frame: pd.DataFrame) -> list[list[Any]]:
         out = values.tolist()
         for i in np.flatnonzero(nulls):
             out[i] = None
-        return out
+        return list(out)
 
     columns = []
     for name in ("open", "high", "low", "close", "volume", "vwap"):

@@ -134,7 +134,7 @@ def merge_row_sql(table: sa.Table, columns: Sequence[str], update: Sequence[str]
     where the primary key exists; binds typed by the table's columns."""
     cols = [c.name for c in table.columns if c.name in columns]
     key = [c.name for c in table.primary_key]
-    preparer = OracleBaseDialect().identifier_preparer
+    preparer = OracleBaseDialect().identifier_preparer  # type: ignore[no-untyped-call]  # SQLAlchemy's, untyped
 
     def quote(name: str) -> str:  # as the table defines it (the ledger's "rows" is quoted: ROWS is reserved)
         return str(preparer.format_column(table.c[name]))
@@ -199,7 +199,7 @@ class OracleDialect(DialectDefaults):
                 if refused:
                     raise OracleBatchError([_refused_row(rows, part.start + e.offset, e.message) for e in refused])
             cursor.execute(merge_bars_sql())
-            return max(cursor.rowcount, 0)
+            return max(int(cursor.rowcount), 0)
         finally:
             cursor.close()
 
