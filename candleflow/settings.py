@@ -58,10 +58,17 @@ def run_settings() -> RunSettings:
 
 
 class WarehouseSettings(BaseSettings):
-    """How long to wait for the warehouse before saying why it cannot be used (its URL is --warehouse or
-    CANDLEFLOW_WAREHOUSE_URL)."""
+    """Which warehouse (when --warehouse or a run's warehouse_url does not say), its password (never a parameter),
+    and how long to wait for it before saying why it cannot be used."""
 
     model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_WAREHOUSE_", env_file=".env", extra="ignore")
+
+    url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the warehouse; default sqlite:///candleflow.db"
+    )
+    password: SecretStr | None = Field(
+        default=None, description="the password of the warehouse URL's user, kept out of the runs' parameters"
+    )
 
     connect_timeout_seconds: int = Field(
         default=10, ge=2, le=600, description="a server that does not answer a new connection within this is reported"

@@ -8,7 +8,11 @@ import pytest
 
 from tests.conftest import ROOT
 
-FOLDERS = ("providers", "tasks", "flows")
+# Every layer that reads configuration. Not checked: cli/, deployments/ and expectations/validate.py, which manage
+# the process's environment rather than read settings (a command's quiet Prefect defaults and their restoring, the
+# environment handed to a server, a worker, a warm runner's fork; Great Expectations' analytics off), and
+# cli/warm_client.py, which reads its socket before anything heavy is imported (pydantic-settings alone: 0.3 s).
+FOLDERS = ("candleflow", "providers", "warehouse", "ingest", "tasks", "flows")
 SETTINGS_CODE: set[str] = set()  # modules of these folders allowed to read the environment themselves: none
 _ENVIRONMENT = {"environ", "environb", "getenv", "getenvb"}
 

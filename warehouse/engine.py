@@ -30,8 +30,8 @@ _checked: set[str] = set()  # engines whose warehouse held candleflow's tables, 
 
 
 def resolve_url(url: str | None) -> str:
-    """The URL to use: the argument, else $CANDLEFLOW_WAREHOUSE_URL, else the SQLite default."""
-    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+    """The URL to use: the argument, else CANDLEFLOW_WAREHOUSE_URL, else the SQLite default."""
+    return url or warehouse_settings().url or DEFAULT_URL
 
 
 def parse_url(url: str) -> URL:
@@ -95,10 +95,11 @@ def with_password(url: URL) -> URL:
     with a password."""
     if not url.username or url.password is not None:
         return url
-    password = os.environ.get(PASSWORD_ENV)
-    if not password and os.environ.get(URL_ENV):
+    settings = warehouse_settings()
+    password = settings.password.get_secret_value() if settings.password is not None else None
+    if not password and settings.url:
         try:
-            env = parse_url(os.environ[URL_ENV])
+            env = parse_url(settings.url)
         except BadInputError:
             return url
         same = ("drivername", "username", "host", "port", "database")
