@@ -234,7 +234,7 @@ def check_run(
     options = dict(provider_options or {})
     source = get_provider(provider_name, options)  # the provider's own options model rejects bad options
     settings = run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
-    check_keys(provider_name, source)
+    source.check_keys()
     source.check_inputs(checked_symbols, checked_timeframes)  # options that depend on this machine: a directory
     if on_invalid not in get_args(OnInvalid):
         raise BadInputError(f"unknown {name('on_invalid')} {on_invalid!r}: use reject or quarantine_rows")
@@ -262,19 +262,6 @@ def check_run(
         warehouse_url=warehouse_url or None,
         stored_as=source.stored_as,
     )
-
-
-def check_keys(provider: str, source: Provider[Any]) -> None:
-    """A provider that needs keys has them in the environment (or its options), or a Prefect Secret block is
-    named for them (the flow checks that block before it fetches: it is Prefect's to look up)."""
-    missing = source.settings.missing_keys()
-    if not missing:
-        return
-    block = source.settings.key_block()
-    if block is not None and block.name:
-        return
-    where = f", or name a Prefect Secret block holding it in {block.variable}" if block is not None else ""
-    raise BadInputError(f"provider {provider} has no key: set {missing}{where}; nothing was fetched")
 
 
 def symbol_calendars(

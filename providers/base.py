@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import pandas as pd
 
+from candleflow.errors import BadInputError
 from candleflow.model import Adjustment, Chunk
 from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
@@ -110,6 +111,19 @@ class Provider(Generic[S]):
         """The moment the provider answers as of (UTC): which bars had closed is decided by it (the synthetic
         provider has a clock of its own)."""
         return pd.Timestamp.now(tz="UTC")
+
+    def check_keys(self) -> None:
+        """A provider that needs keys has them in the environment (or its options), or a Prefect Secret block is
+        named for them (the flow checks that block before it fetches: it is Prefect's to look up); else raise
+        BadInputError naming the variables, before anything runs."""
+        missing = self.settings.missing_keys()
+        if not missing:
+            return
+        block = self.settings.key_block()
+        if block is not None and block.name:
+            return
+        where = f", or name a Prefect Secret block holding it in {block.variable}" if block is not None else ""
+        raise BadInputError(f"provider {self.name} has no key: set {missing}{where}; nothing was fetched")
 
     def check_inputs(self, symbols: Sequence[str], timeframes: Sequence[Timeframe]) -> None:
         """Raise BadInputError naming the option or symbol and the fix, before a run starts, when an option depends

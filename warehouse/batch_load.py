@@ -63,7 +63,7 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
             ).where(
                 led.provider.in_({c.provider for c in chunks}),
                 led.timeframe.in_({c.timeframe for c in chunks}),
-                led.symbol.in_({c.symbol for c in chunks}),
+                dialect_for(conn).in_list(led.symbol, sorted({c.symbol for c in chunks})),  # Oracle: 1,000 a list
                 led.window_start.in_({c.window_start.to_pydatetime() for c in chunks}),
             )
         ).all()
