@@ -61,22 +61,14 @@ def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
             dry_run=backfill.dry_run,
         )
     elif args.command == "update":
-        update = check_update(**run, lookback_days=args.lookback_days, overlap_days=args.overlap_days, end=args.end)
-        checked = update
-        params.update(
-            timeframes=[tf.name for tf in update.timeframes],
-            lookback_days=update.lookback_days,
-            overlap_days=update.overlap_days,
-            end=update.end,
-        )
+        checked = check_update(**run, lookback_days=args.lookback_days, overlap_days=args.overlap_days, end=args.end)
+        params["overlap_days"] = checked.overlap_days
     else:
-        repair = check_repair(**run, lookback_days=args.lookback_days, end=args.end, dry_run=args.dry_run)
-        checked = repair
+        checked = check_repair(**run, lookback_days=args.lookback_days, end=args.end, dry_run=args.dry_run)
+        params["dry_run"] = checked.dry_run
+    if args.command != "backfill":  # update and repair: several timeframes, a lookback back from an end
         params.update(
-            timeframes=[tf.name for tf in repair.timeframes],
-            lookback_days=repair.lookback_days,
-            end=repair.end,
-            dry_run=repair.dry_run,
+            timeframes=[tf.name for tf in checked.timeframes], lookback_days=checked.lookback_days, end=checked.end
         )
     params.update(symbols=checked.symbols, max_cost_usd=checked.max_cost_usd)
     writes = not params.get("dry_run", False)

@@ -142,7 +142,8 @@ def get_engine(url: str | None = None) -> sa.Engine:
             except NoSuchModuleError as exc:
                 raise BadInputError(f"warehouse URL {safe_url(parsed)}: no driver ({exc}); {_HINT}") from None
             dialect.configure(engine)
-            _checkpoint_at_exit()
+            if engine.dialect.name == "sqlite":
+                _checkpoint_at_exit()
             _engines[key] = engine
     return engine
 
@@ -161,7 +162,7 @@ def checkpoint(engine: sa.Engine, *, wait_seconds: float = 0.0) -> None:
 def checkpoint_all() -> None:
     """At exit: checkpoint every SQLite warehouse this process used and close its connections."""
     with _engines_lock:
-        engines = list(_engines.values())
+        engines = [e for e in _engines.values() if e.dialect.name == "sqlite"]  # the others have nothing to copy
     for engine in engines:
         with contextlib.suppress(Exception):
             checkpoint(engine, wait_seconds=2.0)
