@@ -307,37 +307,31 @@ def check_backfill(
     )
 
 
-def check_update(
-    *, lookback_days: object = 30, overlap_days: object = None, end: object = None, **run: Any
-) -> UpdateInputs:
-    """Check an incremental update's inputs."""
+def _recent(run: dict[str, Any], end: object, lookback_days: object) -> tuple[RunInputs, NameStyle, dict[str, Any]]:
+    """What an update and a repair check alike, in this order: the run, its end, its lookback. Returns the run,
+    its naming style and the fields both inputs records take."""
     checked = check_run(**run)
     name: NameStyle = run.get("name", param_name)
     last = _checked_end(end, checked, name)
     lookback = _integer(lookback_days, name("lookback_days"), minimum=1)
+    return checked, name, {**_common(checked), "end": last, "lookback_days": lookback}
+
+
+def check_update(
+    *, lookback_days: object = 30, overlap_days: object = None, end: object = None, **run: Any
+) -> UpdateInputs:
+    """Check an incremental update's inputs."""
+    checked, name, fields = _recent(run, end, lookback_days)
     overlap = None if overlap_days is None else _integer(overlap_days, name("overlap_days"), minimum=0)
     check_reachable(checked.warehouse_url)
-    return UpdateInputs(
-        **_common(checked),
-        lookback_days=lookback,
-        overlap_days=overlap,
-        end=last,
-    )
+    return UpdateInputs(**fields, overlap_days=overlap)
 
 
 def check_repair(
     *, lookback_days: object = 30, end: object = None, dry_run: object = False, **run: Any
 ) -> RepairInputs:
     """Check a gap repair's inputs."""
-    checked = check_run(**run)
-    name: NameStyle = run.get("name", param_name)
-    last = _checked_end(end, checked, name)
-    lookback = _integer(lookback_days, name("lookback_days"), minimum=1)
+    checked, name, fields = _recent(run, end, lookback_days)
     dry = _flag(dry_run, name("dry_run"))
     check_reachable(checked.warehouse_url)
-    return RepairInputs(
-        **_common(checked),
-        lookback_days=lookback,
-        end=last,
-        dry_run=dry,
-    )
+    return RepairInputs(**fields, dry_run=dry)

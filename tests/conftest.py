@@ -7,6 +7,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,11 @@ def reference_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'reference.db'}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards."""
+@contextmanager
+def fresh_schema(schema: str) -> Iterator[str]:
+    """A warehouse URL whose search_path is the new PostgreSQL schema `schema`; the schema and the engines that
+    used it are dropped afterwards. Skips the test without PostgreSQL."""
     _postgres_or_skip()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
@@ -73,6 +74,13 @@ def postgres_url() -> Iterator[str]:
             engines._engines.pop(key).dispose()
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    with fresh_schema(f"t_{uuid.uuid4().hex[:12]}") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -132,19 +140,8 @@ def receiver() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def team_warehouse() -> Iterator[str]:
     """A PostgreSQL warehouse (a fresh schema) for the deployed runs, dropped at the end of the session."""
-    _postgres_or_skip()
-    schema = f"t_team_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        from warehouse import engine as engines
-
-        for key in [k for k in engines._engines if schema in k]:
-            engines._engines.pop(key).dispose()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema(f"t_team_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,17 @@ from providers.base import FetchRequest
 
 SYMBOLS = ("AAPL", "MSFT")
 SPAN = (pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC"))
+
+
+def csv_run(
+    directory: Path, url: str, symbols: Sequence[str], start: dt.date, end: dt.date, **more: Any
+) -> dict[str, Any]:
+    """A backfill's arguments for the csv files in `directory` into the warehouse `url`; `more` adds any other
+    argument (timeframe, mode, ...), and its `options` go into provider_options beside the directory."""
+    options = {"directory": str(directory), **more.pop("options", {})}
+    return dict(
+        provider="csv", symbols=list(symbols), start=start, end=end, warehouse_url=url, **more, provider_options=options
+    )
 
 
 def synthetic_bars(

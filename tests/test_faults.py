@@ -20,6 +20,7 @@ from candleflow.errors import IncompleteRunError
 from candleflow.model import LedgerStatus
 from flows.backfill import historical_backfill
 from tests.fault_table import record
+from tests.providers_support import csv_run
 from warehouse.engine import get_engine
 
 pytestmark = [pytest.mark.flows, pytest.mark.usefixtures("prefect_harness")]
@@ -100,12 +101,9 @@ def test_bad_data_is_rejected_with_its_reason_and_never_stored(sqlite_url: str, 
         (tmp_path / f"{symbol}.csv").write_text(f"Date,Open,High,Low,Close,Volume\n{_GOOD}\n{row}\n")
     with pytest.raises(IncompleteRunError) as info:  # one run, one chunk per class of bad data
         historical_backfill(
-            provider="csv",
-            symbols=[symbol for symbol, _, _ in BAD_DATA.values()],
-            start=D(2024, 1, 1),
-            end=D(2024, 1, 31),
-            warehouse_url=sqlite_url,
-            provider_options={"directory": str(tmp_path)},
+            **csv_run(
+                tmp_path, sqlite_url, [symbol for symbol, _, _ in BAD_DATA.values()], D(2024, 1, 1), D(2024, 1, 31)
+            )
         )
     statuses = {r.chunk.symbol: r.status for r in info.value.summary.results}
     with get_engine(sqlite_url).connect() as conn:
@@ -128,14 +126,7 @@ def test_bad_intraday_data_is_rejected_with_its_reason(sqlite_url: str, tmp_path
         (tmp_path / "BAD_1m.csv").write_text(f"ts,open,high,low,close,volume\n{stamp},1.5,2,1,1.5,100\n")
         with pytest.raises(IncompleteRunError) as info:
             historical_backfill(
-                provider="csv",
-                symbols=["BAD"],
-                timeframe="1m",
-                start=D(2024, 3, 4),
-                end=D(2024, 3, 4),
-                warehouse_url=sqlite_url,
-                provider_options={"directory": str(tmp_path)},
-                mode="all",
+                **csv_run(tmp_path, sqlite_url, ["BAD"], D(2024, 3, 4), D(2024, 3, 4), timeframe="1m", mode="all")
             )
         (result,) = info.value.summary.results
         assert result.status is LedgerStatus.REJECTED and rule in (result.error or ""), result.error
@@ -147,14 +138,7 @@ def test_bad_intraday_data_is_rejected_with_its_reason(sqlite_url: str, tmp_path
 def test_an_empty_response_and_a_response_for_the_wrong_symbol(sqlite_url: str, tmp_path: Path) -> None:
     (tmp_path / "NONE.csv").write_text("Date,Open,High,Low,Close,Volume\n")
     (tmp_path / "archive.csv").write_text("Date,Ticker,Open,High,Low,Close,Volume\n2024-01-02,MSFT,1.5,2,1,1.5,100\n")
-    empty = historical_backfill(
-        provider="csv",
-        symbols=["NONE"],
-        start=D(2024, 1, 1),
-        end=D(2024, 1, 31),
-        warehouse_url=sqlite_url,
-        provider_options={"directory": str(tmp_path)},
-    )
+    empty = historical_backfill(**csv_run(tmp_path, sqlite_url, ["NONE"], D(2024, 1, 1), D(2024, 1, 31)))
     assert empty.ok and [r.status for r in empty.results] == [LedgerStatus.EMPTY]
     record("bad data: empty response", "chunk ends empty, not failed; gaps says 'provider had no bars'")
     with pytest.raises(IncompleteRunError) as info:

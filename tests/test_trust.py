@@ -9,7 +9,7 @@ import pytest
 from candleflow.model import LedgerStatus
 from flows.backfill import historical_backfill
 from flows.incremental import incremental_update
-from tests.providers_support import synthetic_bars
+from tests.providers_support import csv_run, synthetic_bars
 from warehouse.engine import get_engine
 from warehouse.queries import read_ledger
 
@@ -239,23 +239,17 @@ def test_a_new_york_minute_file_read_as_utc_is_rejected_not_loaded_five_hours_of
     minutes.assign(ts=local).drop(columns=["provider", "timeframe", "symbol"]).to_csv(
         tmp_path / "AAPL_1m.csv", index=False
     )
-    args = dict(
-        provider="csv",
-        symbols=["AAPL"],
-        timeframe="1m",
-        start=D(2024, 3, 4),
-        end=D(2024, 3, 4),
-        warehouse_url=sqlite_url,
-    )
+    day = (D(2024, 3, 4), D(2024, 3, 4))
     with pytest.raises(IncompleteRunError) as info:
-        historical_backfill(**args, provider_options={"directory": str(tmp_path)})
+        historical_backfill(**csv_run(tmp_path, sqlite_url, ["AAPL"], *day, timeframe="1m"))
     (result,) = info.value.summary.results
     assert result.status is LedgerStatus.REJECTED
     assert "ts inside a session of the exchange calendar" in (result.error or "")
     assert result.error is not None and result.error.startswith("300 bad row(s)")  # 09:30-14:29 "UTC" is pre-open
     # read in the file's zone, every bar is inside the session and the day is complete
+    in_new_york = {"timezone": "America/New_York"}
     right = historical_backfill(
-        **args, provider_options={"directory": str(tmp_path), "timezone": "America/New_York"}, mode="all"
+        **csv_run(tmp_path, sqlite_url, ["AAPL"], *day, timeframe="1m", options=in_new_york, mode="all")
     )
     assert right.ok and right.bars_written == 390
 

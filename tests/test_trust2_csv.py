@@ -18,7 +18,7 @@ from providers import get_provider
 from providers.base import FetchRequest
 from providers.errors import TerminalProviderError
 from tests.fault_table import record
-from tests.providers_support import synthetic_bars
+from tests.providers_support import csv_run, synthetic_bars
 from warehouse.engine import get_engine
 from warehouse.queries import read_ledger
 
@@ -223,14 +223,14 @@ def test_rows_with_unreadable_times_are_quarantined_and_counted(sqlite_url: str,
     times = NEW_YORK_WALL.tolist()
     times[100], times[200] = "", "2024-03-08 12:6O"  # a blank and a typo (letter O)
     minute_file(tmp_path, times)
-    args = dict(
-        provider="csv",
-        symbols=["AAPL"],
+    args = csv_run(
+        tmp_path,
+        sqlite_url,
+        ["AAPL"],
+        D(2024, 3, 8),
+        D(2024, 3, 8),
         timeframe="1m",
-        start=D(2024, 3, 8),
-        end=D(2024, 3, 8),
-        warehouse_url=sqlite_url,
-        provider_options={"directory": str(tmp_path), "timezone": "America/New_York"},
+        options={"timezone": "America/New_York"},
     )
     with pytest.raises(IncompleteRunError) as info:
         historical_backfill(**args, on_invalid="quarantine_rows")

@@ -20,6 +20,7 @@ from flows.backfill import historical_backfill
 from providers import get_provider
 from providers.base import FetchRequest
 from tests.conftest import count
+from tests.providers_support import csv_run
 from tests.test_trust import yahoo_file
 from warehouse.engine import get_engine
 from warehouse.load import load_chunk
@@ -45,14 +46,7 @@ def ledger(url: str) -> list[tuple[int, int, LedgerStatus, int | None]]:
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_bar_the_source_dropped_is_removed_and_the_next_run_is_unchanged(warehouse_url: str, tmp_path: Path) -> None:
     yahoo_file(tmp_path, "2024-01-01", "2024-04-01")
-    args = dict(
-        provider="csv",
-        symbols=["AAPL"],
-        start=D(2024, 1, 1),
-        end=D(2024, 3, 28),
-        warehouse_url=warehouse_url,
-        provider_options={"directory": str(tmp_path)},
-    )
+    args = csv_run(tmp_path, warehouse_url, ["AAPL"], D(2024, 1, 1), D(2024, 3, 28))
     assert historical_backfill(**args).bars_written == 61
     source = pd.read_csv(tmp_path / "AAPL.csv")
     dropped = source.loc[10, "Date"]
@@ -79,14 +73,7 @@ def test_a_bar_the_warehouse_holds_beyond_the_source_is_never_settled_unchanged(
     """Two chunks in one task: the batch's unchanged check (settle_unchanged) sees the extra bar too."""
     for symbol in ("AAPL", "MSFT"):
         yahoo_file(tmp_path, "2024-01-01", "2024-04-01", symbol)
-    args = dict(
-        provider="csv",
-        symbols=["AAPL", "MSFT"],
-        start=D(2024, 1, 1),
-        end=D(2024, 3, 28),
-        warehouse_url=warehouse_url,
-        provider_options={"directory": str(tmp_path)},
-    )
+    args = csv_run(tmp_path, warehouse_url, ["AAPL", "MSFT"], D(2024, 1, 1), D(2024, 3, 28))
     assert historical_backfill(**args).bars_written == 122
     with get_engine(warehouse_url).begin() as conn:  # a bar the source never had (another tool wrote it)
         conn.execute(
@@ -197,14 +184,7 @@ def outcomes(results: list) -> list[tuple[str, LedgerStatus]]:  # type: ignore[t
 @pytest.mark.usefixtures("prefect_harness")
 def test_two_bad_bars_in_2015_keep_only_2015_out(sqlite_url: str, tmp_path: Path) -> None:
     bad_yahoo_file(tmp_path, ("2015-03-02", "2015-09-15"))
-    args = dict(
-        provider="csv",
-        symbols=["AAPL"],
-        start=D(2008, 1, 1),
-        end=D(2017, 12, 31),
-        warehouse_url=sqlite_url,
-        provider_options={"directory": str(tmp_path)},
-    )
+    args = csv_run(tmp_path, sqlite_url, ["AAPL"], D(2008, 1, 1), D(2017, 12, 31))
     with pytest.raises(IncompleteRunError) as info:
         historical_backfill(**args)
     summary = info.value.summary
@@ -247,13 +227,7 @@ def test_quarantining_rows_still_loads_the_whole_window_but_its_bad_rows(sqlite_
     bad_yahoo_file(tmp_path, ("2015-03-02", "2015-09-15"))
     with pytest.raises(IncompleteRunError) as info:
         historical_backfill(
-            provider="csv",
-            symbols=["AAPL"],
-            start=D(2008, 1, 1),
-            end=D(2017, 12, 31),
-            warehouse_url=sqlite_url,
-            provider_options={"directory": str(tmp_path)},
-            on_invalid="quarantine_rows",
+            **csv_run(tmp_path, sqlite_url, ["AAPL"], D(2008, 1, 1), D(2017, 12, 31), on_invalid="quarantine_rows")
         )
     assert outcomes(info.value.summary.results) == [
         ("2008-2009", LedgerStatus.LOADED),
