@@ -351,12 +351,11 @@ def backfill_cases(
     rows: list[Row],
     floor: float,
     *,
-    runners: tuple[str, ...],
-    reference: bool,
-    dlt_too: bool,
+    references: bool,
+    runners: tuple[str, ...] = ("threads", "warm", "processes"),
 ) -> str:
-    """Run `workload` through candleflow (each runner), the plain loop and dlt; return the warehouse of the
-    first candleflow run (for updates)."""
+    """Run `workload` through candleflow (each runner) and, with `references`, the plain loop and dlt; return the
+    warehouse of the first candleflow run (for updates)."""
     first = ""
     for runner in runners:
         database = pg.fresh(f"{workload.name}_{runner}")
@@ -379,10 +378,10 @@ def backfill_cases(
         )
         seconds = last_flow_run_seconds(api, "historical_backfill")
         rows.append(Row(workload.name, f"  the flow run itself, start to end ({runner})", stored, seconds, floor))
-    if reference:
+    if references:
         seconds, stored = plain_loop_seconds(pg, workload)
         rows.append(Row(workload.name, "plain loop: fetch, validate, to_sql per chunk", stored, seconds, floor))
-    if dlt_too:
+    if references:
         frames = pd.concat([f for _, f in workload.fetch()], ignore_index=True)
         seconds = dlt_merge_seconds(pg, frames, workload.name)
         rows.append(Row(workload.name, "dlt merge of the same fetched bars", len(frames), seconds, floor))
@@ -424,16 +423,7 @@ def main() -> None:
                     dt.date(2024, 12, 31),
                 )
                 bars, floor = floor_case(pg, daily, rows)
-                warehouse = backfill_cases(
-                    pg,
-                    daily,
-                    api,
-                    rows,
-                    floor,
-                    runners=("threads", "warm", "processes"),
-                    reference=not args.skip_reference,
-                    dlt_too=not args.skip_reference,
-                )
+                warehouse = backfill_cases(pg, daily, api, rows, floor, references=not args.skip_reference)
                 env = quiet_env(PREFECT_API_URL=api)
                 update_args = ["update", "--provider", "synthetic", "--symbols", ",".join(daily.symbols)]
                 update_args += ["--timeframe", "1d", "--warehouse", pg.url(warehouse)]
@@ -477,16 +467,7 @@ def main() -> None:
                     dt.date(2024, 3, 31),
                 )
                 bars, floor = floor_case(pg, minute, rows)
-                backfill_cases(
-                    pg,
-                    minute,
-                    api,
-                    rows,
-                    floor,
-                    runners=("threads", "warm", "processes"),
-                    reference=not args.skip_reference,
-                    dlt_too=not args.skip_reference,
-                )
+                backfill_cases(pg, minute, api, rows, floor, references=not args.skip_reference)
                 print_table(rows)
             if "memory" in only:
                 for symbols in (10 // scale or 1, 30 // scale, 100 // scale):

@@ -20,7 +20,7 @@ from candleflow.report import RunSummary
 from candleflow.settings import RunSettings, run_settings
 from flows import progress
 from flows.inputs import RunInputs
-from flows.plan import Asks
+from flows.plan import Asks, coverage_of
 from ingest import BatchOutcome
 from providers.base import Capabilities
 from tasks.coverage import measure_coverage
@@ -176,18 +176,8 @@ def report_coverage(summary: RunSummary, inputs: RunInputs, start: dt.date, end:
     """Publish the coverage grid of the run's series over the session dates start..end."""
     grid: dict[str, list[SessionCoverage]] = {}
     for timeframe in inputs.timeframes:
-        for calendar, symbols in inputs.by_calendar().items():
-            coverage = measure_coverage(
-                inputs.warehouse_url,
-                inputs.stored_as,
-                symbols,
-                timeframe.name,
-                start,
-                end,
-                calendar=calendar,
-                partial=not inputs.source.capabilities.bars_only_when_traded,
-            )
-            grid |= {f"{symbol} {timeframe.name}": sessions for symbol, sessions in coverage.items()}
+        coverage = coverage_of(inputs, timeframe.name, start, end, TASK_ASKS)
+        grid |= {f"{symbol} {timeframe.name}": sessions for symbol, sessions in coverage.items()}
     publish_coverage(summary.flow, f"{inputs.stored_as} coverage {start}..{end}", grid)
 
 

@@ -141,6 +141,26 @@ def repair_window(inputs: RepairInputs) -> tuple[dt.date, dt.date]:
     return first, last
 
 
+def coverage_of(
+    inputs: RunInputs, timeframe: str, first: dt.date, last: dt.date, asks: Asks
+) -> dict[str, list[SessionCoverage]]:
+    """The sessions first..last of each of the run's symbols at `timeframe`, each measured against its own
+    calendar; a session short of bars is partial unless the provider sends bars only when traded."""
+    found: dict[str, list[SessionCoverage]] = {}
+    for calendar, symbols in inputs.by_calendar().items():
+        found |= asks.coverage(
+            inputs.warehouse_url,
+            inputs.stored_as,
+            symbols,
+            timeframe,
+            first,
+            last,
+            calendar=calendar,
+            partial=not inputs.source.capabilities.bars_only_when_traded,
+        )
+    return found
+
+
 def plan_repair(inputs: RepairInputs, asks: Asks) -> RunSummary:
     """A gap repair's plan: the chunks covering the lookback's sessions that lack bars and that the ledger does not
     explain (one per run of consecutive such sessions, cut at the timeframe's calendar periods), and the vendor's
@@ -149,20 +169,8 @@ def plan_repair(inputs: RepairInputs, asks: Asks) -> RunSummary:
     summary = RunSummary(flow="repair_gaps", dry_run=inputs.dry_run, sessions_to_repair=0)
     for timeframe in inputs.timeframes:
         series = inputs.series(timeframe)
-        found: dict[str, list[SessionCoverage]] = {}
-        for calendar, symbols in inputs.by_calendar().items():
-            found |= asks.coverage(
-                inputs.warehouse_url,
-                inputs.stored_as,
-                symbols,
-                timeframe.name,
-                first,
-                last,
-                calendar=calendar,
-                partial=not inputs.source.capabilities.bars_only_when_traded,
-            )
         chunks: list[Chunk] = []
-        for symbol, sessions in found.items():
+        for symbol, sessions in coverage_of(inputs, timeframe.name, first, last, asks).items():
             summary.sessions_to_repair = (summary.sessions_to_repair or 0) + sum(c.repairable for c in sessions)
             for range_start, range_end in repair_ranges(sessions):
                 chunks += plan_series(series, [symbol], range_start, range_end)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ import httpx
 import psycopg
 
 from tests.conftest import PG_DSN, ROOT
+from tests.polygon_server import serving
 
 BIN = Path(sys.executable).parent
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -217,13 +217,8 @@ def notice_receiver() -> Iterator[NoticeReceiver]:
     http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     receiver = NoticeReceiver(http)
     holder.append(receiver)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http):
         yield receiver
-    finally:
-        http.shutdown()
-        http.server_close()
 
 
 def run_command(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:

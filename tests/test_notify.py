@@ -3,6 +3,7 @@ them through the configured channels, with the chunk-level detail; nothing is se
 
 import datetime as dt
 import time
+from typing import Any
 
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -16,6 +17,13 @@ D = dt.date
 ARGS = dict(start=D(2023, 1, 1), end=D(2023, 12, 31))
 
 
+def failing_run(symbols: list[str], url: str) -> Any:
+    """The final state of a backfill of `symbols` into `url` whose every chunk fails validation."""
+    return historical_backfill(
+        symbols=symbols, provider_options={"invalid_chunk_rate": 1.0}, warehouse_url=url, return_state=True, **ARGS
+    )
+
+
 def notices_for(receiver: NoticeReceiver, run_name: str) -> list[dict[str, str]]:
     time.sleep(0.5)  # the hook posts before the run call returns; allow the receiver's thread to store it
     return [n for n in receiver.received if run_name in n["subject"]]
@@ -23,13 +31,7 @@ def notices_for(receiver: NoticeReceiver, run_name: str) -> list[dict[str, str]]
 
 def test_a_failed_run_sends_its_chunks_and_counts(sqlite_url: str, receiver: NoticeReceiver, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CANDLEFLOW_NOTIFY_WEBHOOK_URL", receiver.url)
-    state = historical_backfill(
-        symbols=["NTF1", "NTF2"],
-        provider_options={"invalid_chunk_rate": 1.0},
-        warehouse_url=sqlite_url,
-        return_state=True,
-        **ARGS,
-    )
+    state = failing_run(["NTF1", "NTF2"], sqlite_url)
     assert state.is_failed()
     (notice,) = notices_for(receiver, "NTF1,NTF2")
     assert notice["source"] == "candleflow"
@@ -60,13 +62,7 @@ def test_success_is_quiet_unless_asked(sqlite_url: str, receiver: NoticeReceiver
 def test_a_named_block_is_used_as_it_is(sqlite_url: str, receiver: NoticeReceiver, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     webhook_block(receiver.url).save("team-alerts", overwrite=True)
     monkeypatch.setenv("CANDLEFLOW_NOTIFY_BLOCK", "team-alerts")
-    state = historical_backfill(
-        symbols=["NAMED"],
-        provider_options={"invalid_chunk_rate": 1.0},
-        warehouse_url=sqlite_url,
-        return_state=True,
-        **ARGS,
-    )
+    state = failing_run(["NAMED"], sqlite_url)
     assert state.is_failed()
     assert len(notices_for(receiver, "NAMED")) == 1
     assert isinstance(CustomWebhookNotificationBlock.load("team-alerts"), CustomWebhookNotificationBlock)
@@ -74,12 +70,6 @@ def test_a_named_block_is_used_as_it_is(sqlite_url: str, receiver: NoticeReceive
 
 def test_a_missing_block_is_logged_and_the_run_keeps_its_state(sqlite_url: str, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CANDLEFLOW_NOTIFY_BLOCK", "no-such-block")
-    state = historical_backfill(
-        symbols=["NOBLK"],
-        provider_options={"invalid_chunk_rate": 1.0},
-        warehouse_url=sqlite_url,
-        return_state=True,
-        **ARGS,
-    )
+    state = failing_run(["NOBLK"], sqlite_url)
     assert state.is_failed() and "NOBLK" in str(state.message)
     assert "no Prefect notification block named 'no-such-block'" in caplog.text
