@@ -69,11 +69,11 @@ def _main(args: argparse.Namespace) -> int:
 
 def console() -> None:
     """The installed `candleflow` command: `main`, then the exit Python would make, minus tearing the interpreter
-    down object by object. After a 500-symbol run that teardown took 1.3 s of a 10 s command, with nothing left
-    to do: the other threads are joined and the exit handlers (Prefect sends its last logs and events there) run
-    first, as in a normal exit. In-process callers (the tests) use `main`. A run (backfill, update, repair) goes
-    to the warm runner of this user and installation when one is running (`candleflow warm`): it starts there
-    without importing anything."""
+    down object by object: after a large run that teardown is a noticeable part of the command (README, Scale),
+    with nothing left to do. The other threads are joined and the exit handlers (Prefect sends its last logs and
+    events there) run first, as in a normal exit. In-process callers (the tests) use `main`. A run (backfill,
+    update, repair) goes to the warm runner of this user and installation when one is running (`candleflow
+    warm`): it starts there without importing anything."""
     code = None
     from cli.runs import RUNS
 

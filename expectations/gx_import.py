@@ -1,7 +1,8 @@
 """Import Great Expectations without the parts of its import that candleflow's suites never run.
 
 `import great_expectations` imports every expectation it ships at once, and with them `scipy.stats` (for the
-KL-divergence and KS-test expectations) and `altair` (for their charts): 1.4 of its 3.4 s here. Before that
+KL-divergence and KS-test expectations) and `altair` (for their charts): most of its import time (README,
+Scale). Before that
 import, each of those modules is registered as a deferred module: an empty module object with the real one's
 spec, which imports the real module the first time anyone reads one of its attributes. A suite that uses one of
 those expectations still gets the real module, only later; a module already imported is left as it is.
@@ -66,7 +67,7 @@ def defer(name: str) -> bool:
 
 
 def import_great_expectations() -> types.ModuleType:
-    """`great_expectations`, imported with DEFERRED deferred (about 2 s here instead of 3.4 s)."""
+    """`great_expectations`, imported with DEFERRED deferred."""
     if "great_expectations" not in sys.modules:
         for name in DEFERRED:
             defer(name)

@@ -4,9 +4,9 @@
 - `candleflow-warehouse-<backend>-<digest>`: a concurrency limit; each load holds a slot.
 
 Create them with `candleflow setup` (deployments/setup.py; or `prefect gcl create`). They are not created on the fly:
-on Prefect 3.8 every acquisition from threaded tasks cost 2-7 s here even with free slots (measured against
-the temporary server; the lease-based release/re-acquire delay is PrefectHQ/prefect#15618), which would idle
-short chunk tasks that need no limit, such as the synthetic provider's. SQLite serialises writers itself
+an acquisition from threaded tasks is slow on Prefect 3.8 even with free slots (the lease-based release/re-acquire
+delay, PrefectHQ/prefect#15618; the figure is in the README's Scale section), which would idle short chunk tasks
+that need no limit, such as the synthetic provider's. SQLite serialises writers itself
 (BEGIN IMMEDIATE) and PostgreSQL takes concurrent upserts of distinct chunks.
 """
 
