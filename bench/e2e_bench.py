@@ -381,7 +381,6 @@ def backfill_cases(
     if references:
         seconds, stored = plain_loop_seconds(pg, workload)
         rows.append(Row(workload.name, "plain loop: fetch, validate, to_sql per chunk", stored, seconds, floor))
-    if references:
         frames = pd.concat([f for _, f in workload.fetch()], ignore_index=True)
         seconds = dlt_merge_seconds(pg, frames, workload.name)
         rows.append(Row(workload.name, "dlt merge of the same fetched bars", len(frames), seconds, floor))

@@ -2,10 +2,10 @@
 
 `import great_expectations` imports every expectation it ships at once, and with them `scipy.stats` (for the
 KL-divergence and KS-test expectations) and `altair` (for their charts): most of its import time (README,
-Scale). Before that
-import, each of those modules is registered as a deferred module: an empty module object with the real one's
-spec, which imports the real module the first time anyone reads one of its attributes. A suite that uses one of
-those expectations still gets the real module, only later; a module already imported is left as it is.
+Scale). Before that import, each of those modules is registered as a deferred module: an empty module object
+with the real one's spec, which imports the real module the first time anyone reads one of its attributes. A
+suite that uses one of those expectations still gets the real module, only later; a module already imported is
+left as it is.
 """
 
 from __future__ import annotations
