@@ -50,7 +50,8 @@ def status(args: argparse.Namespace) -> int:
     from candleflow.settings import run_settings
     from candleflow.timeframes import get_timeframe
     from cli.output import cells, out
-    from flows.inputs import flag_name, symbol_calendars
+    from flows.form import flag_name
+    from flows.inputs import symbol_calendars
     from warehouse.coverage import measure_coverage
     from warehouse.engine import check_reachable
     from warehouse.queries import has_schema, ledger_counts, series_summary
@@ -159,7 +160,8 @@ def gaps(args: argparse.Namespace) -> int:
     from candleflow.settings import run_settings
     from candleflow.timeframes import get_timeframe
     from cli.output import cells, out
-    from flows.inputs import flag_name, symbol_calendars
+    from flows.form import flag_name
+    from flows.inputs import symbol_calendars
     from providers import check_stored_key
     from warehouse.coverage import measure_coverage
     from warehouse.engine import check_reachable

@@ -21,7 +21,8 @@ def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
     warehouse answers, and return the flow's parameters and the checked inputs (flows.inputs.RunInputs); raises
     BadInputError naming the input."""
-    from flows.inputs import check_backfill, check_repair, check_update, flag_name
+    from flows.form import flag_name
+    from flows.inputs import check_backfill, check_repair, check_update
     from warehouse.engine import PASSWORD_ENV, check_reachable, ensure_database, resolve_url, safe_url, without_password
 
     # The run's warehouse_url parameter never holds the password (Prefect stores parameters in plain text): the

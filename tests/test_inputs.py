@@ -4,10 +4,12 @@ refused in one line that names it, in the caller's own words (`--overlap-days` o
 import datetime as dt
 
 import pytest
+from pydantic import ValidationError
 
 from candleflow.errors import BadInputError
 from candleflow.planning import PlanMode
-from flows.inputs import check_backfill, check_repair, check_run, check_update, flag_name, param_name
+from flows.form import RepairForm, UpdateForm, flag_name, param_name, read_form
+from flows.inputs import check_backfill, check_repair, check_run, check_update
 
 RUN = {"provider": "synthetic", "symbols": ["AAPL"], "timeframes": ["1d"]}
 
@@ -59,6 +61,16 @@ BAD = [
     (check_backfill, {"start": "2024-01-01", "end": "2099-01-01"}, "2099-01-01 is more than 7 days after today"),
     (check_repair, {"end": "2099-01-01"}, "2099-01-01 is more than 7 days after today"),
     (check_repair, {"lookback_days": -3}, "{} -3 must be at least 1"),
+    (check_repair, {"lookback_days": 0.0}, "{} 0 must be at least 1"),
+    (check_update, {"lookback_days": True}, "{} True is not a whole number"),
+    (check_update, {"lookback_days": "30.0"}, "{} '30.0' is not a whole number"),
+    (check_update, {"overlap_days": b"5"}, "{} b'5' is not a whole number: give one of 0 or more"),
+    (check_repair, {"dry_run": "yes"}, "{} 'yes' must be true or false"),
+    (check_repair, {"dry_run": 1}, "{} 1 must be true or false"),
+    (check_run, {"max_cost_usd": float("nan")}, "{} nan must be 0 or more"),
+    (check_run, {"max_cost_usd": True}, "{} True must be 0 or more"),
+    (check_run, {"calendar": b"XNYS"}, "{} must be a calendar name"),
+    (check_run, {"warehouse_url": "postgresql://u:secret@h/db"}, "{} holds a password"),
 ]
 
 
@@ -74,3 +86,32 @@ def test_each_bad_input_is_one_line_naming_it(check, changes, message, style) ->
         check(**args)
     assert expected in str(info.value) and len(str(info.value).splitlines()) == 1
     assert "secret" not in str(info.value)
+
+
+def test_an_input_s_own_rule_is_reported_before_what_depends_on_the_machine() -> None:
+    """Two wrong inputs: the form's rules (flows/form.py) come first, then the provider's options and keys, the
+    calendars and the warehouse (flows/inputs.py), so the first message does not depend on this machine."""
+    with pytest.raises(BadInputError, match="--lookback-days 0 must be at least 1"):
+        check_update(**RUN, provider_options={"seeed": 7}, lookback_days=0, name=flag_name)
+    with pytest.raises(BadInputError, match="bad option for provider 'synthetic': seeed"):
+        check_update(**RUN, provider_options={"seeed": 7}, calendar="NOPE", name=flag_name)
+
+
+def test_an_argument_the_form_does_not_know_is_a_caller_s_bug_not_bad_input() -> None:
+    with pytest.raises(ValidationError) as info:
+        check_run(**RUN, lookback=3)
+    assert not isinstance(info.value, BadInputError) and "lookback" in str(info.value)
+    with pytest.raises(ValidationError, match="symbols"):
+        check_run(provider="synthetic", timeframes=["1d"])
+
+
+@pytest.mark.parametrize(
+    ("value", "read"), [("0", 0), (" 7 ", 7), (3.0, 3), ("1_000", 1000), (None, None), (0, 0)], ids=repr
+)
+def test_a_whole_number_is_read_from_numbers_and_text(value: object, read: object) -> None:
+    assert read_form(UpdateForm, {**RUN, "overlap_days": value}).overlap_days == read
+
+
+@pytest.mark.parametrize(("value", "read"), [(" TRUE ", True), ("false", False), (False, False)], ids=repr)
+def test_a_flag_is_read_from_booleans_and_their_words(value: object, read: bool) -> None:
+    assert read_form(RepairForm, {**RUN, "dry_run": value}).dry_run is read
