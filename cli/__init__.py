@@ -16,9 +16,10 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from candleflow import environment
 from candleflow.errors import BadInputError
 
 EXIT_BAD_INPUT = 2
@@ -42,21 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with _environment_restored():
+    # A command sets variables for its own run (Prefect's quiet console, the warehouse password kept out of the
+    # run's parameters); an in-process caller (a test, a notebook) gets its environment back as it was.
+    with environment.restored():
         return _main(args)
-
-
-@contextlib.contextmanager
-def _environment_restored() -> Iterator[None]:
-    """A command sets variables for its own run (Prefect's quiet console, the warehouse password kept out of the
-    run's parameters); an in-process caller (a test, a notebook) gets its environment back as it was."""
-    before = os.environ.copy()
-    try:
-        yield
-    finally:
-        for key in set(os.environ) - set(before):
-            del os.environ[key]
-        os.environ.update(before)
 
 
 def _main(args: argparse.Namespace) -> int:

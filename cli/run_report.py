@@ -4,12 +4,12 @@ closing summary."""
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from candleflow import environment
 from candleflow.errors import BadInputError, IncompleteRunError
 from candleflow.inputs import parse_options
 from candleflow.model import ChunkResult, LedgerStatus
@@ -29,7 +29,7 @@ def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     # flow runs in this process and finds it in this process's environment.
     warehouse_url, password = without_password(resolve_url(args.warehouse))
     if password is not None:
-        os.environ[PASSWORD_ENV] = password
+        environment.set_value(PASSWORD_ENV, password)
     run: dict[str, Any] = {
         "provider": args.provider,
         "symbols": args.symbols,

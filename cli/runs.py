@@ -4,11 +4,11 @@ server), its inputs checked first, a live progress bar, and a summary naming wha
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from typing import Any
 
+from candleflow import environment
 from candleflow.errors import BudgetExceededError, IncompleteRunError
 from cli.options import series_options
 
@@ -88,11 +88,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """backfill, update or repair: inputs checked, then the flow run in this process with a live progress bar."""
-    for key, value in _QUIET_PREFECT.items():
-        os.environ.setdefault(key, value)
+    environment.set_defaults(_QUIET_PREFECT)
     if not args.verbose:
-        for key, value in _QUIET_CONSOLE.items():
-            os.environ.setdefault(key, value)
+        environment.set_defaults(_QUIET_CONSOLE)
     if "prefect" in sys.modules:  # already imported (in a warm runner): it reads the settings above again
         from deployments.prefect_api import apply_environment
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from candleflow import environment
 from candleflow.errors import BadInputError
 from cli import warm_client
 from cli.warm_client import fingerprint, peer_uid, receive_message, send_message
@@ -38,7 +39,7 @@ from deployments.prefect_api import apply_environment, die_with_parent
 def preload() -> None:
     """Import what every run imports and build the suite; nothing that starts a thread or opens a connection.
     Not cli.output: its rich consoles read the caller's terminal when they are made."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    environment.set_default("GX_ANALYTICS_ENABLED", "false")
     import importlib
 
     import pandas as pd
@@ -236,8 +237,7 @@ class Runner:
         for name in ("stdin", "stdout", "stderr"):
             setattr(sys, f"__{name}__", getattr(sys, name))
         os.chdir(str(request["cwd"]))
-        os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})
+        environment.replace_with(dict(request["env"]))
         random.seed()
         warm_client._inside_runner = True
         if request["kind"] != "cli":  # the CLI applies it itself, after it sets its own quiet logging

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from candleflow import environment
+
 SOCKET_ENV = "CANDLEFLOW_WARM_SOCKET"  # where the runner listens; empty: never use one
 PACKAGES = ("candleflow", "cli", "deployments", "expectations", "flows", "ingest", "providers", "tasks", "warehouse")
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +36,11 @@ _inside_runner = False  # set in a warm runner's forks: a command there never ha
 def default_socket_path() -> Path:
     """One runner per user and installation: the path names this interpreter and this checkout."""
     key = hashlib.sha256(f"{sys.prefix}\0{ROOT}".encode()).hexdigest()[:12]
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/candleflow-{os.getuid()}")
-    return base / f"warm-{key}.sock"
+    return environment.runtime_dir() / f"warm-{key}.sock"
 
 
 def socket_path() -> Path | None:
-    configured = os.environ.get(SOCKET_ENV)
+    configured = environment.warm_socket(SOCKET_ENV)
     if configured is None:
         return default_socket_path()
     return Path(configured) if configured else None
@@ -125,7 +126,7 @@ def run_warm(kind: str, argv: list[str]) -> int | None:
         request = {
             "kind": kind,
             "argv": argv,
-            "env": dict(os.environ),
+            "env": environment.current(),
             "cwd": os.getcwd(),
             "fingerprint": fingerprint(),
             "encoding": {"stdout": sys.stdout.encoding, "stderr": sys.stderr.encoding},

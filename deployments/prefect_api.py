@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from candleflow import environment
 from candleflow.errors import BadInputError
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -87,7 +88,7 @@ def _temporary_server_class() -> Any:
 
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
             env = {
-                **os.environ,
+                **environment.current(),
                 "PREFECT_UI_ENABLED": "0",
                 "PREFECT__SERVER_EPHEMERAL": "1",
                 "PREFECT__SERVER_FINAL": "1",

@@ -26,6 +26,7 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from candleflow import environment
 from candleflow.errors import BadInputError
 from candleflow.settings import TeamServerSettings
 
@@ -85,7 +86,7 @@ def _port_is_free(host: str, port: int) -> bool:
 def server_environment(url: URL, host: str, port: int) -> dict[str, str]:
     api = f"http://{host}:{port}/api"
     return {
-        **os.environ,
+        **environment.current(),
         **QUIET,
         "PREFECT_API_DATABASE_CONNECTION_URL": url.render_as_string(hide_password=False),
         "PREFECT_UI_API_URL": api,  # the UI calls this API whatever port it is served on
@@ -134,7 +135,7 @@ def work(settings: TeamServerSettings, *, pool: str, limit: int | None, beside: 
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     if limit is not None:
         argv += ["--limit", str(limit)]
-    env = {**os.environ, **QUIET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.heartbeat_seconds)}
+    env = {**environment.current(), **QUIET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.heartbeat_seconds)}
     # the pool's command is `candleflow engine`: this installation's, whatever PATH the worker was started with
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     print(

@@ -9,7 +9,6 @@ values the suite checks that depend on the row's chunk or calendar: `window_star
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from candleflow import environment
 from candleflow.model import Chunk
 from candleflow.sessions import DEFAULT_CALENDAR, SessionHours, sessions_of
 from candleflow.timeframes import get_timeframe
@@ -67,7 +67,7 @@ def load_suite(name: str = "ohlcv") -> Any:
 
 @lru_cache(maxsize=1)
 def _batch_definition() -> Any:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    environment.set_default("GX_ANALYTICS_ENABLED", "false")
     gx = import_great_expectations()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

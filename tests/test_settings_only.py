@@ -1,5 +1,6 @@
 """Settings are read one way: through the pydantic-settings classes (candleflow/settings.py, each provider's
-settings class in providers/). No other code in these folders reads the environment around them."""
+settings class in providers/). No other code reads the environment around them, and only candleflow/environment.py
+changes it or hands it on."""
 
 import ast
 from pathlib import Path
@@ -7,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_layers import LAYERS
 
-# Every layer that reads configuration. Not checked: cli/, deployments/ and expectations/validate.py, which manage
-# the process's environment rather than read settings (a command's quiet Prefect defaults and their restoring, the
-# environment handed to a server, a worker, a warm runner's fork; Great Expectations' analytics off), and
-# cli/warm_client.py, which reads its socket before anything heavy is imported (pydantic-settings alone: 0.3 s).
-FOLDERS = ("candleflow", "providers", "warehouse", "ingest", "tasks", "flows")
-SETTINGS_CODE: set[str] = set()  # modules of these folders allowed to read the environment themselves: none
+# Every folder of package code. candleflow/environment.py is the one module that touches the process's environment
+# itself: the variables a command sets for its own run, the environment handed to a child process or a warm
+# runner's fork, the warm runner's socket (read before anything heavy is imported).
+FOLDERS = LAYERS  # every package folder is a layer (tests/test_layers.py checks that)
+SETTINGS_CODE = {"candleflow/environment.py"}
 _ENVIRONMENT = {"environ", "environb", "getenv", "getenvb"}
 
 
