@@ -67,7 +67,8 @@ def flag_name(name: str) -> str:
 @dataclass(frozen=True)
 class Says:
     """How a wrong value of a field is refused: `message`, or the one named after the pydantic error's type.
-    Templates of {name} (the input as the caller names it), {input} (the value given) and the error's context."""
+    Templates of {name} (the input as the caller names it), {input} (the value given) and the error's context.
+    An empty message: the field's rule raises a BadInputError of its own, which names the input."""
 
     message: str
     by_type: Mapping[str, str] = field(default_factory=dict)
