@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
@@ -174,15 +174,23 @@ def session_of(chunk: Chunk) -> dt.date:
     return day
 
 
-def group_chunks(chunks: Iterable[Chunk], max_symbols: int) -> list[list[Chunk]]:
+# How many symbols one request serves: a number, or the provider's answer for a window's chunks
+# (providers.base.Provider.symbols_per_request).
+SymbolsPerRequest = int | Callable[[Sequence[Chunk]], int]
+
+
+def group_chunks(chunks: Iterable[Chunk], max_symbols: SymbolsPerRequest) -> list[list[Chunk]]:
     """Chunks sharing a timeframe, window and exchange calendar, in groups of at most `max_symbols` (one request
     each), in timeframe then window order."""
     by_window: dict[tuple[str, pd.Timestamp, pd.Timestamp, str], list[Chunk]] = {}
     for chunk in chunks:
         key = (chunk.timeframe, chunk.window_start, chunk.window_end, chunk.calendar)
         by_window.setdefault(key, []).append(chunk)
-    size = max(1, max_symbols)
-    return [group[i : i + size] for _, group in sorted(by_window.items()) for i in range(0, len(group), size)]
+    out: list[list[Chunk]] = []
+    for _, group in sorted(by_window.items()):
+        size = max(1, max_symbols if isinstance(max_symbols, int) else max_symbols(group))
+        out += [group[i : i + size] for i in range(0, len(group), size)]
+    return out
 
 
 def estimated_rows(chunk: Chunk, session_hours: float = 6.5) -> float:
@@ -196,7 +204,7 @@ def estimated_rows(chunk: Chunk, session_hours: float = 6.5) -> float:
 
 def batch_chunks(
     chunks: Sequence[Chunk],
-    max_symbols: int,
+    max_symbols: SymbolsPerRequest,
     *,
     rows: int,
     max_chunks: int,

@@ -49,6 +49,7 @@ class RunSummary:
     # Why held chunks were skipped, when the reason is not obvious: e.g. another csv collection already loaded
     # under the same provider key.
     skip_note: str | None = None
+    request_note: str | None = None  # how the provider asks for the chunks, when it is not one request each
     stages: StageTimes = field(default_factory=StageTimes)
 
     def counts(self) -> dict[str, int]:
@@ -92,6 +93,8 @@ class RunSummary:
             extras.append(f"{len(self.not_published)} chunks not published yet ({len(dates)} dates, from {dates[0]})")
         if self.cost_usd is not None:
             extras.append(f"vendor quote ${self.cost_usd:,.2f}")
+        if self.request_note and self.todo:
+            extras.append(self.request_note)
         return "".join(f"; {e}" for e in extras)
 
     def headline(self) -> str:

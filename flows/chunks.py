@@ -78,7 +78,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
     source = inputs.source
     batches = batch_chunks(
         chunks,
-        source.capabilities.max_symbols_per_request,
+        source.symbols_per_request,
         rows=settings.batch_rows,
         max_chunks=settings.batch_chunks,
         workers=spread_over(settings, source.capabilities),

@@ -16,7 +16,7 @@ from candleflow.timeframes import TimeframeName
 from flows.chunks import TASK_ASKS, carry_out, prepare
 from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
-from flows.plan import check_budget, drop_unpublished, plan_series, published_versions
+from flows.plan import check_budget, drop_unpublished, note_requests, plan_series, published_versions
 from flows.runs import candleflow_flow
 from providers import ProviderName
 from tasks.secrets import check_key_block
@@ -99,4 +99,5 @@ def incremental_update(
         todo += drop_unpublished(summary, chunks, published_versions(series, chunks, TASK_ASKS))
     check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd, TASK_ASKS)  # one quote
     summary.todo = todo
+    note_requests(summary, inputs.source)
     return carry_out(summary, inputs, first, last, started=started, prepared=True)

@@ -21,7 +21,7 @@ from candleflow.sessions import get_calendar, schedule
 from candleflow.timeframes import ChunkPeriod, get_timeframe
 from flows.inputs import BackfillInputs, RepairInputs, RunInputs, SeriesRequest
 from providers import get_provider
-from providers.base import request_for
+from providers.base import Provider, request_for
 from warehouse import coverage
 from warehouse.queries import ledger_of
 
@@ -100,13 +100,19 @@ def check_budget(
     anything is downloaded when the quote is above `max_cost_usd`."""
     if not series.provider.capabilities.charges or not chunks:
         return
-    groups = group_chunks(chunks, series.provider.capabilities.max_symbols_per_request)
+    groups = group_chunks(chunks, series.provider.symbols_per_request)
     summary.cost_usd = asks.quote(series.provider_name, series.provider_options, groups)
     if max_cost_usd is not None and summary.cost_usd > max_cost_usd:
         raise BudgetExceededError(
             f"{series.provider_name} quotes ${summary.cost_usd:,.2f} for {len(chunks)} chunks, above "
             f"max_cost_usd ${max_cost_usd:,.2f}: nothing was downloaded. Raise --max-cost-usd or fetch less"
         )
+
+
+def note_requests(summary: RunSummary, provider: Provider[Any]) -> None:
+    """Say in the plan how the provider will ask for the chunks to fetch, when it groups them by their shape
+    (polygon's grouped daily bars)."""
+    summary.request_note = provider.describe_requests(group_chunks(summary.todo, provider.symbols_per_request))
 
 
 def plan_backfill(inputs: BackfillInputs, asks: Asks) -> RunSummary:
@@ -129,6 +135,7 @@ def plan_backfill(inputs: BackfillInputs, asks: Asks) -> RunSummary:
             f"as {inputs.stored_as} (another set of files for these symbols needs its own --option source=NAME; "
             "--mode all reloads these)"
         )
+    note_requests(summary, inputs.source)
     check_budget(summary, inputs.series(inputs.timeframes[0]), summary.todo, inputs.max_cost_usd, asks)
     return summary
 
@@ -176,5 +183,6 @@ def plan_repair(inputs: RepairInputs, asks: Asks) -> RunSummary:
                 chunks += plan_series(series, [symbol], range_start, range_end)
         summary.planned += len(chunks)
         summary.todo += drop_unpublished(summary, chunks, published_versions(series, chunks, asks))
+    note_requests(summary, inputs.source)
     check_budget(summary, inputs.series(inputs.timeframes[0]), summary.todo, inputs.max_cost_usd, asks)
     return summary

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -189,13 +189,13 @@ class _Batch:
         provider = self.provider
         self.finality = Finality(as_of=provider.now())
         out: list[Fetched] = []
-        requests = group_chunks(todo, provider.capabilities.max_symbols_per_request)
+        requests = group_chunks(todo, provider.symbols_per_request)
         burst = self.gates.burst
         for i, group in enumerate(requests):
             if i % burst == 0:
                 self.gates.take_requests(min(burst, len(requests) - i))
             try:
-                result = provider.fetch(request_for(group))
+                result = provider.fetch(replace(request_for(group), pace=self.gates.take_requests))
             except TransientProviderError as exc:
                 if self.last_attempt:
                     self._fail(group, exc)

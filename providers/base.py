@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import pandas as pd
@@ -29,6 +29,14 @@ class FetchRequest:
     timeframe: Timeframe
     start: pd.Timestamp
     end: pd.Timestamp
+    # Waits for `n` more slots of the vendor's request rate. The caller took one for the request; a provider that
+    # sends more than one HTTP request for it (one per symbol, one per session) takes a slot for each of the rest.
+    pace: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+
+    def take(self, requests: int = 1) -> None:
+        """Before sending `requests` more HTTP requests for this one."""
+        if self.pace is not None and requests > 0:
+            self.pace(requests)
 
 
 def request_for(chunks: Sequence[Chunk]) -> FetchRequest:
@@ -92,6 +100,16 @@ class Provider(Generic[S]):
 
     def __init__(self, settings: S | None = None, **options: Any) -> None:
         self.settings: S = settings if settings is not None else cast(S, self.settings_class.from_options(options))
+
+    def symbols_per_request(self, chunks: Sequence[Chunk]) -> int:
+        """How many of `chunks` (one window, one symbol each) one request serves: the capabilities' record. A
+        provider whose answer depends on the request's shape says so here (polygon: grouped daily)."""
+        return self.capabilities.max_symbols_per_request
+
+    def describe_requests(self, groups: Sequence[Sequence[Chunk]]) -> str | None:
+        """A line for the plan when this provider asks for `groups` (group_chunks) other than as its capabilities
+        say; None when there is nothing to say."""
+        return None
 
     @property
     def adjustment(self) -> Adjustment:

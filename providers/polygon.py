@@ -9,6 +9,11 @@
 - Retries are Prefect's: the client's urllib3 retries are replaced by `_ClassifyingRetry`, which never retries
   and turns the HTTP status into an error class: 429, 5xx and connection trouble are transient (Retry-After is
   kept on the error), 401/403 terminal naming the key variable, other 4xx terminal.
+- Grouped daily: daily bars of many symbols over few sessions come from /v2/aggs/grouped (one request per session
+  answers every ticker) instead of one request per symbol, when the symbols number at least
+  `grouped_daily_min_symbols` (default 50) and more than the window's sessions (fewer requests either way); the
+  plan groups such chunks into one request (`symbols_per_request`). Its `t` is the session's close in New York.
+  Every HTTP request past a fetch's first takes its own slot of the rate limit (`FetchRequest.take`).
 - A window with sessions but no bars asks /v3/reference/tickers/{T}: a 404 there means an unknown ticker (terminal);
   otherwise the window is simply empty (not yet listed, halted, delisted).
 - The key is sent in the Authorization header only and never appears in messages.
@@ -16,6 +21,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import pandas as pd
@@ -24,11 +31,19 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from urllib3.util.retry import Retry
 
-from candleflow.model import Adjustment
+from candleflow.model import Adjustment, Chunk
+from candleflow.sessions import schedule
 from providers.base import Capabilities, FetchRequest, FetchResult, Provider
 from providers.errors import TerminalProviderError, connection_error, http_error
 from providers.frames import canonical_frame, session_dated
 from providers.settings import ApiKeySettings
+
+
+def _sessions(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
+    """The US stock market's sessions in the half-open window [start, end)."""
+    last = (end - pd.Timedelta(days=1)).date()
+    return [] if last < start.date() else [d.date() for d in schedule(start.date(), last, "XNYS").index]
+
 
 _TIMESPANS = {"1m": (1, "minute"), "5m": (5, "minute"), "15m": (15, "minute"), "1h": (1, "hour"), "1d": (1, "day")}
 
@@ -40,6 +55,7 @@ class PolygonSettings(ApiKeySettings):
     base_url: str | None = None  # default the client's
     api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MASSIVE_API_KEY", "POLYGON_API_KEY"))
     timeout_seconds: float = 30.0
+    grouped_daily_min_symbols: int = Field(default=50, ge=2)
 
 
 class _HttpError(Exception):
@@ -100,12 +116,34 @@ class PolygonProvider(Provider[PolygonSettings]):
             **kwargs,
         )
 
+    def symbols_per_request(self, chunks: Sequence[Chunk]) -> int:
+        first = chunks[0]
+        return len(chunks) if self._grouped(first.timeframe, len(chunks), first.window_start, first.window_end) else 1
+
+    def describe_requests(self, groups: Sequence[Sequence[Chunk]]) -> str | None:
+        grouped = [g for g in groups if len(g) > 1]
+        if not grouped:
+            return None
+        symbols = sum(len(g) for g in grouped)
+        sessions = sum(len(_sessions(g[0].window_start, g[0].window_end)) for g in grouped)
+        requests = f"{sessions} grouped-daily request{'s' if sessions != 1 else ''}"
+        return f"{symbols} symbols' daily bars in {requests} (one per session) instead of one per symbol"
+
+    def _grouped(self, timeframe: str, symbols: int, start: pd.Timestamp, end: pd.Timestamp) -> bool:
+        """Whether grouped daily serves these symbols in fewer requests than one per symbol."""
+        if timeframe != "1d" or symbols < self.settings.grouped_daily_min_symbols:
+            return False
+        return symbols > len(_sessions(start, end))
+
     def fetch(self, request: FetchRequest) -> FetchResult:
         window = (request.start, request.end)
         client = self._client(window)
+        if self._grouped(request.timeframe.name, len(request.symbols), request.start, request.end):
+            return self._fetch_grouped(client, request)
         multiplier, timespan = _TIMESPANS[request.timeframe.name]
         frames = []
-        for symbol in request.symbols:
+        for i, symbol in enumerate(request.symbols):
+            request.take(1 if i else 0)
             if request.timeframe.intraday:  # ms timestamps; the vendor's `to` is inclusive
                 start: Any = int(request.start.value // 1_000_000)
                 end: Any = int(request.end.value // 1_000_000) - 1
@@ -135,6 +173,38 @@ class PolygonProvider(Provider[PolygonSettings]):
         combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "ts"])
         return FetchResult(canonical_frame(combined, provider=self.name, timeframe=request.timeframe.name))
 
+    def _fetch_grouped(self, client: Any, request: FetchRequest) -> FetchResult:
+        """One grouped daily request per session of the window, its tickers kept to the requested ones. A requested
+        symbol absent from every session is looked up: unknown to the vendor (404) it is reported so, else empty."""
+        window = (request.start, request.end)
+        wanted = set(request.symbols)
+        rows: list[dict[str, Any]] = []
+        label = f"{len(request.symbols)} symbols"
+        for i, day in enumerate(_sessions(request.start, request.end)):
+            request.take(1 if i else 0)
+            answer = self._call(
+                lambda d=day: client.get_grouped_daily_aggs(d.isoformat(), adjusted=self.settings.adjusted),
+                label,
+                window,
+            )
+            rows += [agg.__dict__ for agg in answer if agg.ticker in wanted]
+        columns = ["ticker", "open", "high", "low", "close", "volume", "vwap", "timestamp", "transactions", "otc"]
+        frame = pd.DataFrame(rows, columns=columns)
+        ts = session_dated(pd.to_datetime(frame["timestamp"], unit="ms", utc=True))
+        frame = frame.assign(symbol=frame["ticker"], ts=ts, trades=frame["transactions"])
+        frame = frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)]
+        unknown = []
+        for symbol in sorted(wanted - set(frame["symbol"])):
+            request.take(1)
+            try:
+                self._check_ticker(client, symbol, window)
+            except TerminalProviderError as exc:
+                if exc.http_status != 404:
+                    raise
+                unknown.append(symbol)
+        bars = canonical_frame(frame, provider=self.name, timeframe=request.timeframe.name)
+        return FetchResult(bars, unknown_symbols=tuple(unknown))
+
     def _check_ticker(self, client: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> None:
         try:
             self._call(lambda: client.get_ticker_details(symbol), symbol, window)
@@ -151,6 +221,7 @@ class PolygonProvider(Provider[PolygonSettings]):
             raise
 
     def _call(self, fn: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
+        """`fn`'s answer, its HTTP errors mapped; `symbol` names what it asked for (a ticker, or `N symbols`)."""
         where = {"provider": self.name, "symbols": [symbol], "window": window}
         try:
             return fn()

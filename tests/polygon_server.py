@@ -1,9 +1,12 @@
 """A local stand-in for the Polygon/Massive aggregates API on 127.0.0.1, for the real `massive` client.
 
-Speaks /v2/aggs/ticker/{T}/range/{m}/{span}/{from}/{to} (pages of `page_size` results linked by `next_url`)
-and /v3/reference/tickers/{T}. Bars come from the synthetic provider in the vendor's wire format (daily `t` at
-midnight New York); AAPL daily 2005-04-01..2005-04-04 is the recorded vendor response, byte for byte.
-Tests script failures by queueing (status, headers) answers and read the requests it saw.
+Speaks /v2/aggs/ticker/{T}/range/{m}/{span}/{from}/{to} (pages of `page_size` results linked by `next_url`),
+/v2/aggs/grouped/locale/us/market/stocks/{date} (every known ticker's bar of that session, `T` the ticker and
+`t` the session's close in New York, as the vendor sends it) and /v3/reference/tickers/{T}. Bars come from the
+synthetic provider in the vendor's wire format (daily `t` at midnight New York). AAPL daily 2005-04-01..2005-04-04
+is the recorded vendor response, byte for byte, and so is the grouped answer for 2020-10-14, the session of the one
+bar the recorded grouped response holds (GIK). Tests script failures by queueing (status, headers) answers and
+read the requests it saw.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from tests.conftest import FIXTURES
 S = TypeVar("S", bound=ThreadingHTTPServer)
 KEY = "test-key-5f3a"
 RECORDED = FIXTURES / "massive-client-python/test_rest/mocks/v2/aggs/ticker/AAPL/range/1/day/2005-04-01/2005-04-04.json"
+RECORDED_GROUPED = FIXTURES / (
+    "massive-client-python/test_rest/mocks/v2/aggs/grouped/locale/us/market/stocks/2005-04-04&adjusted=true.json"
+)
+RECORDED_GROUPED_SESSION = "2020-10-14"  # the date of its one bar (`t` 1602705600000: 16:00 New York that day)
 _SPANS = {
     ("1", "minute"): "1m",
     ("5", "minute"): "5m",
@@ -188,6 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(404, {"status": "NOT_FOUND", "message": "Ticker not found."})
             return
+        if parts[:7] == ["v2", "aggs", "grouped", "locale", "us", "market", "stocks"] and len(parts) == 8:
+            self._grouped(parts[7])
+            return
         if parts[:3] != ["v2", "aggs", "ticker"] or len(parts) != 9:
             self._send(404, {"status": "NOT_FOUND"})
             return
@@ -210,6 +220,20 @@ class _Handler(BaseHTTPRequestHandler):
         elif chaos is not None and fault is None:  # (after a slow answer the client has given up already)
             chaos.completed(url.path)
         self._send(200, body)
+
+    def _grouped(self, day: str) -> None:
+        if day == RECORDED_GROUPED_SESSION:
+            self._send(200, RECORDED_GROUPED.read_bytes())
+            return
+        close = pd.Timestamp(f"{day} 16:00", tz="America/New_York").tz_convert("UTC")
+        results = []
+        for symbol in sorted(self.server.known):
+            for bar in _wire(symbol, "1d", day, day):
+                results.append({"T": symbol, **bar, "t": int(close.value // 1_000_000)})
+        body = {"queryCount": len(results), "resultsCount": len(results), "adjusted": True, "status": "OK"}
+        self._send(
+            200, {**body, "request_id": f"req-{len(self.server.requests)}", "count": len(results), "results": results}
+        )
 
 
 @contextmanager
