@@ -58,6 +58,9 @@ def runtime_dir() -> Path:
     return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/candleflow-{os.getuid()}")
 
 
-def warm_socket(name: str) -> str | None:
-    """The warm runner's socket setting `name`: unset (None), empty (no runner) or a path."""
-    return os.environ.get(name)
+WARM_SOCKET_ENV = "CANDLEFLOW_WARM_SOCKET"  # where the warm runner listens; empty: never use one
+
+
+def warm_socket() -> str | None:
+    """The warm runner's socket ($CANDLEFLOW_WARM_SOCKET): unset (None), empty (no runner) or a path."""
+    return os.environ.get(WARM_SOCKET_ENV)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from candleflow import environment
 
-SOCKET_ENV = "CANDLEFLOW_WARM_SOCKET"  # where the runner listens; empty: never use one
+SOCKET_ENV = environment.WARM_SOCKET_ENV
 PACKAGES = ("candleflow", "cli", "deployments", "expectations", "flows", "ingest", "providers", "tasks", "warehouse")
 ROOT = Path(__file__).resolve().parents[1]
 RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -40,7 +40,7 @@ def default_socket_path() -> Path:
 
 
 def socket_path() -> Path | None:
-    configured = environment.warm_socket(SOCKET_ENV)
+    configured = environment.warm_socket()
     if configured is None:
         return default_socket_path()
     return Path(configured) if configured else None

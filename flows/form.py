@@ -161,7 +161,6 @@ def _optional_end(value: object) -> dt.date | None:
 
 
 _WHOLE = "{name} {input!r} is not a whole number: give one of %d or more"
-_FLAG = Says("{name} {input!r} must be true or false")
 _DATE = Says("", {"far_ahead": _FAR_AHEAD})  # a date's own rule (candleflow.inputs.parse_date) names it
 
 AtLeastOne = Annotated[
@@ -175,7 +174,7 @@ ZeroOrMore = Annotated[
     BeforeValidator(_none_or_whole_number),
     Says(_WHOLE % 0, {"below_minimum": "{name} {number} must be 0 or more"}),
 ]
-Flag = Annotated[bool, BeforeValidator(_true_or_false), Strict(), _FLAG]
+Flag = Annotated[bool, BeforeValidator(_true_or_false), Strict(), Says("{name} {input!r} must be true or false")]
 CostLimit = Annotated[
     Annotated[float, Field(ge=0)] | None,
     BeforeValidator(_empty_is_none),

@@ -143,7 +143,8 @@ class PolygonProvider(Provider[PolygonSettings]):
         multiplier, timespan = _TIMESPANS[request.timeframe.name]
         frames = []
         for i, symbol in enumerate(request.symbols):
-            request.take(1 if i else 0)
+            if i:
+                request.take()
             if request.timeframe.intraday:  # ms timestamps; the vendor's `to` is inclusive
                 start: Any = int(request.start.value // 1_000_000)
                 end: Any = int(request.end.value // 1_000_000) - 1
@@ -164,7 +165,7 @@ class PolygonProvider(Provider[PolygonSettings]):
                 rows, columns=["open", "high", "low", "close", "volume", "vwap", "timestamp", "transactions", "otc"]
             )
             if frame.empty:
-                self._check_ticker(client, symbol, window)
+                self._check_ticker(client, symbol, request)
             ts = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
             if not request.timeframe.intraday:  # midnight New York -> the session date at 00:00 UTC
                 ts = session_dated(ts)
@@ -181,7 +182,8 @@ class PolygonProvider(Provider[PolygonSettings]):
         rows: list[dict[str, Any]] = []
         label = f"{len(request.symbols)} symbols"
         for i, day in enumerate(_sessions(request.start, request.end)):
-            request.take(1 if i else 0)
+            if i:
+                request.take()
             answer = self._call(
                 lambda d=day: client.get_grouped_daily_aggs(d.isoformat(), adjusted=self.settings.adjusted),
                 label,
@@ -195,9 +197,8 @@ class PolygonProvider(Provider[PolygonSettings]):
         frame = frame[(frame["ts"] >= request.start) & (frame["ts"] < request.end)]
         unknown = []
         for symbol in sorted(wanted - set(frame["symbol"])):
-            request.take(1)
             try:
-                self._check_ticker(client, symbol, window)
+                self._check_ticker(client, symbol, request)
             except TerminalProviderError as exc:
                 if exc.http_status != 404:
                     raise
@@ -205,7 +206,10 @@ class PolygonProvider(Provider[PolygonSettings]):
         bars = canonical_frame(frame, provider=self.name, timeframe=request.timeframe.name)
         return FetchResult(bars, unknown_symbols=tuple(unknown))
 
-    def _check_ticker(self, client: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> None:
+    def _check_ticker(self, client: Any, symbol: str, request: FetchRequest) -> None:
+        """Ask the vendor whether it knows `symbol` (one more request, with its own rate slot): a 404 is terminal."""
+        window = (request.start, request.end)
+        request.take()
         try:
             self._call(lambda: client.get_ticker_details(symbol), symbol, window)
         except TerminalProviderError as exc:

@@ -163,3 +163,12 @@ def test_a_backfill_of_many_symbols_asks_once_per_session_through_the_flow(
     assert summary.ok and summary.counts()["loaded"] == 3 and summary.bars_written == 6
     assert [p.rsplit("/", 1)[-1] for p in paths(server)] == ["2024-03-04", "2024-03-05"]
     assert historical_backfill(**args).results == []
+
+
+def test_the_per_symbol_path_s_ticker_lookup_takes_its_own_slot(server: PolygonStandIn) -> None:
+    from providers.errors import TerminalProviderError
+
+    slots: list[int] = []
+    with pytest.raises(TerminalProviderError, match="unknown ticker NOPE"):
+        fetch(("AAA", "NOPE"), "2024-03-04", "2024-03-06", slots, grouped_daily_min_symbols=1000)
+    assert paths(server)[-1] == "/v3/reference/tickers/NOPE" and 1 + sum(slots) == len(server.requests) == 3
