@@ -35,10 +35,17 @@ from cli.warm_client import fingerprint, peer_uid, receive_message, send_message
 from deployments import server
 from deployments.prefect_api import apply_environment, die_with_parent
 
+_preloaded = False
+
 
 def preload() -> None:
     """Import what every run imports and build the suite; nothing that starts a thread or opens a connection.
-    Not cli.output: its rich consoles read the caller's terminal when they are made."""
+    Not cli.output: its rich consoles read the caller's terminal when they are made. Once per process (a
+    command forked from the warm runner finds it done)."""
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
     environment.set_default("GX_ANALYTICS_ENABLED", "false")
     import importlib
 

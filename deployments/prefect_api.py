@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -116,13 +117,63 @@ def configured_api_url() -> str | None:
 def check_server(url: str) -> None:
     """Refuse to run when PREFECT_API_URL names a server that does not answer."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/health", timeout=10)
+        # no CA bundle parsed (25 ms) for a plain-http API, where no certificate is checked
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=10, verify=not url.startswith("http://"))
         response.raise_for_status()
     except (httpx.HTTPError, ValueError) as exc:
         raise BadInputError(
             f"cannot reach the Prefect server at PREFECT_API_URL={url} ({type(exc).__name__}): start it "
             "(candleflow server) or unset PREFECT_API_URL to use a temporary one"
         ) from None
+
+
+PLAIN_HTTP_CA_FILE = "prefect-plain-http-ca.pem"
+CA_FILE_SETTING = "PREFECT_API_SSL_CERT_FILE"
+
+
+def plain_http_ca_file(url: str) -> str | None:
+    """For an API on plain http (no TLS: no certificate is ever checked), a CA file of one certificate to give
+    Prefect as PREFECT_API_SSL_CERT_FILE; None for https, or where verification is off (Prefect then loads the
+    system's certificates whatever the file). Prefect builds a TLS context for every client it makes (about
+    eight in a run: the run's own, its logs', its events', its concurrency slots', the version check) and each
+    parses the whole CA bundle, some 25 ms of CPU under the interpreter lock while the run works; one
+    certificate takes under 1 ms."""
+    from prefect.settings import get_current_settings
+
+    if not url.startswith("http://") or get_current_settings().api.tls_insecure_skip_verify:
+        return None
+    path = environment.runtime_dir() / PLAIN_HTTP_CA_FILE
+    if not path.exists():
+        import certifi
+
+        bundle = Path(certifi.where()).read_text()
+        end = "-----END CERTIFICATE-----\n"
+        first = bundle[bundle.index("-----BEGIN CERTIFICATE-----") : bundle.index(end) + len(end)]
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(first)
+        partial.replace(path)  # whole or not at all, whatever runs beside
+    return str(path)
+
+
+@contextlib.contextmanager
+def plain_http_clients(url: str) -> Iterator[None]:
+    """For the block, Prefect's clients of a plain-http API skip parsing the CA bundle (see plain_http_ca_file).
+    Through the environment and Prefect's global settings: its services build their clients in threads of their
+    own, where a temporary_settings context of this thread does not reach."""
+    ca_file = plain_http_ca_file(url)
+    if ca_file is None:
+        yield
+        return
+    from prefect.context import refresh_global_settings_context
+
+    try:
+        with environment.restored():
+            environment.set_value(CA_FILE_SETTING, ca_file)
+            refresh_global_settings_context()
+            yield
+    finally:
+        refresh_global_settings_context()
 
 
 @contextlib.contextmanager
@@ -132,7 +183,8 @@ def prefect_server(say: Callable[[str], None]) -> Iterator[str]:
     if url:
         check_server(url)
         say(f"prefect: using the server at {url}")
-        yield url
+        with plain_http_clients(url):
+            yield url
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -143,7 +195,7 @@ def prefect_server(say: Callable[[str], None]) -> Iterator[str]:
     server = _temporary_server_class()()
     try:
         server.start(timeout=180)  # its first start migrates a new database: slow on 2 cores
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        with plain_http_clients(server.api_url), temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             try:
                 yield str(server.api_url)
             finally:

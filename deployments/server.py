@@ -123,7 +123,13 @@ def work(settings: TeamServerSettings, *, pool: str, limit: int | None, beside: 
     this command gets SIGTERM, SIGINT or SIGHUP (see `supervise`); returns the exit code. `beside(env, preexec)`:
     a process to keep running beside the worker (the command line's warm runner), which may add to the
     environment the worker and its runs get."""
-    from deployments.prefect_api import check_server, configured_api_url, die_with_parent
+    from deployments.prefect_api import (
+        CA_FILE_SETTING,
+        check_server,
+        configured_api_url,
+        die_with_parent,
+        plain_http_ca_file,
+    )
 
     api = configured_api_url()
     if not api:
@@ -138,6 +144,8 @@ def work(settings: TeamServerSettings, *, pool: str, limit: int | None, beside: 
     env = {**environment.current(), **QUIET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.heartbeat_seconds)}
     # the pool's command is `candleflow engine`: this installation's, whatever PATH the worker was started with
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
+    if ca_file := plain_http_ca_file(api):
+        env[CA_FILE_SETTING] = ca_file
     print(
         f"candleflow: worker on pool {pool!r} of {api}; runs send heartbeats every {settings.heartbeat_seconds} s",
         flush=True,

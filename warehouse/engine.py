@@ -26,7 +26,6 @@ PASSWORD_ENV = "CANDLEFLOW_WAREHOUSE_PASSWORD"
 _HINT = "fix --warehouse or CANDLEFLOW_WAREHOUSE_URL"
 _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
-_checked: set[str] = set()  # engines whose warehouse held candleflow's tables, all of them ours, when checked
 
 
 def resolve_url(url: str | None) -> str:
@@ -214,15 +213,11 @@ def _probe(engine: sa.Engine, url: URL, *, writes: bool) -> None:
     no other process holds the file locked beyond the busy timeout). Checked once per engine while it holds them."""
     from warehouse.schema import check_tables
 
-    key = url.render_as_string(hide_password=False)
     try:
         if writes:
             with engine.begin():  # BEGIN IMMEDIATE on SQLite (see SqliteDialect.configure), then COMMIT: writes nothing
                 pass
-        if key in _checked:
-            return
-        if check_tables(engine):
-            _checked.add(key)
+        check_tables(engine)
     except DBAPIError as exc:
         raise _unusable(url, exc) from None
 

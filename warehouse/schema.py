@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
@@ -113,6 +115,11 @@ _ADDED_COLUMNS = {
 }
 
 
+# engines whose warehouse held every table of candleflow's, each candleflow's, when checked or made so here: a
+# process checks (or prepares) a warehouse once, not before each step of each run
+_current: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
 class ForeignTableError(BadInputError):
     """A table with one of candleflow's names is not candleflow's: loading into it would fail or mislead."""
 
@@ -122,6 +129,8 @@ def check_tables(engine: sa.Engine) -> bool:
     another primary key), before anything is created or written: one line naming the table and what differs.
     Columns that later releases added (`_ADDED_COLUMNS`) may be missing: `ensure_schema` adds them. True when
     every table is there."""
+    if engine in _current:
+        return True
     inspector = sa.inspect(engine)
     present = set(inspector.get_table_names())
     for table in metadata.sorted_tables:
@@ -133,7 +142,10 @@ def check_tables(engine: sa.Engine) -> bool:
                     f"warehouse {where}: table {table.name} is not candleflow's ({'; '.join(differences)}): rename or "
                     "drop it, or point --warehouse or CANDLEFLOW_WAREHOUSE_URL at another database"
                 )
-    return all(name in present for name in metadata.tables)
+    complete = all(name in present for name in metadata.tables)
+    if complete:
+        _current.add(engine)
+    return complete
 
 
 def _differences(inspector: sa.Inspector, table: sa.Table) -> list[str]:
@@ -163,6 +175,7 @@ def ensure_schema(engine: sa.Engine) -> None:
     newer statuses); leave existing data alone (idempotent, and safe for runs that start together)."""
     with dialect_for(engine).schema_lock(engine):  # runs starting together take turns (PostgreSQL)
         _ensure_schema(engine)
+    _current.add(engine)
 
 
 def _ensure_schema(engine: sa.Engine) -> None:
