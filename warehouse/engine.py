@@ -217,6 +217,9 @@ def _probe(engine: sa.Engine, url: URL, *, writes: bool) -> None:
         if writes:
             with engine.begin():  # BEGIN IMMEDIATE on SQLite (see SqliteDialect.configure), then COMMIT: writes nothing
                 pass
+        elif engine.dialect.name == "sqlite":  # a transaction starts as above: a locked file is found even where
+            with engine.connect() as conn:  # check_tables asks nothing (tables this process checked or made)
+                conn.exec_driver_sql("SELECT 1")
         check_tables(engine)
     except DBAPIError as exc:
         raise _unusable(url, exc) from None
