@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from candleflow.errors import BadInputError
@@ -13,23 +14,67 @@ from candleflow.errors import BadInputError
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9.\-/^=]{1,32}")
 
 
-def parse_symbols(value: str | Iterable[str]) -> list[str]:
-    """Split, upper-case, de-duplicate (keeping order) and check symbols."""
+@dataclass(frozen=True)
+class SymbolRule:
+    """Which tickers a provider takes, and whether it reads them as written. Every rule keeps out what could
+    turn a ticker into SQL or a URL's query (spaces, quotes, `;`, `?`, `&`, `%`); the vendor rule has no `/` at
+    all, and the csv provider checks that a ticker's file lies inside its directory."""
+
+    pattern: re.Pattern[str]
+    case_sensitive: bool  # False: `aapl` is AAPL; True: kept exactly as written (the vendor's tickers)
+    words: str  # the rule for a person, with examples
+
+    def check(self, raw: str) -> str:
+        given = str(raw).strip()
+        symbol = given if self.case_sensitive else given.upper()
+        if not self.pattern.fullmatch(symbol):
+            raise BadInputError(f"malformed symbol {given!r}: {self.words}")
+        if self.case_sensitive and symbol == symbol.lower() != symbol.upper():
+            raise BadInputError(
+                f"symbol {given!r} has no capital letter: the vendor's tickers are case-sensitive, write "
+                f"{symbol.upper()!r} (lower-case letters only mark share classes, preferreds and warrants)"
+            )
+        return symbol
+
+
+# Typed symbols, upper-cased: the synthetic and csv providers, Databento's raw symbols, queries of any provider.
+UPPER_CASE = SymbolRule(
+    SYMBOL_PATTERN, False, "use 1-32 characters of A-Z 0-9 . - / ^ = (for example AAPL, BRK.B, ^GSPC)"
+)
+# Polygon's tickers exactly as its files and API write them: class shares (BRK.A), lower-case markers of
+# preferreds and warrants, and the market prefixes of options, indices, currencies and crypto (O:, I:, C:, X:).
+VENDOR_CASE = SymbolRule(
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9.:\-]{0,31}"),
+    True,
+    "use the vendor's ticker exactly as it writes it, 1-32 of A-Z a-z 0-9 . : - starting with a letter or digit "
+    "(for example AAPL, BRK.A, O:AAPL240119C00150000)",
+)
+
+# Symbols of a query over any provider (`status` without --provider): either rule's tickers, case kept.
+ANY_PROVIDER = SymbolRule(
+    re.compile(r"[A-Za-z0-9.\-/^=:]{1,32}"),
+    True,
+    "use 1-32 characters of A-Z a-z 0-9 . - / ^ = : (for example AAPL, BRK.A, ^GSPC, O:AAPL240119C00150000)",
+)
+
+
+def parse_symbols(value: str | Iterable[str], rule: SymbolRule = UPPER_CASE, *, references: bool = False) -> list[str]:
+    """Split, check by `rule` (upper-casing unless it keeps case) and de-duplicate symbols, keeping order. With
+    `references`, file (`@PATH`) and universe (`universe:NAME`) entries are kept as given, for the run to
+    resolve (candleflow.universes)."""
+    from candleflow.universes import check_reference, is_reference
+
     items = value.split(",") if isinstance(value, str) else list(value)
     symbols: list[str] = []
     for raw in items:
-        symbol = str(raw).strip().upper()
-        if not symbol:
+        text = str(raw).strip()
+        if not text:
             continue
-        if not SYMBOL_PATTERN.fullmatch(symbol):
-            raise BadInputError(
-                f"malformed symbol {str(raw).strip()!r}: use 1-32 characters of A-Z 0-9 . - / ^ = "
-                "(for example AAPL, BRK.B, ^GSPC)"
-            )
+        symbol = check_reference(text) if references and is_reference(text) else rule.check(text)
         if symbol not in symbols:
             symbols.append(symbol)
     if not symbols:
-        raise BadInputError("no symbols given: pass --symbols A,B,C")
+        raise BadInputError("no symbols given: pass --symbols A,B,C (or @FILE, or universe:NAME)")
     return symbols
 
 

@@ -50,6 +50,8 @@ class RunSummary:
     # under the same provider key.
     skip_note: str | None = None
     request_note: str | None = None  # how the provider asks for the chunks, when it is not one request each
+    # what the symbols input resolved to, when it named files or universes: `universe:sp500 (503): 503 symbols`
+    universe: str | None = None
     stages: StageTimes = field(default_factory=StageTimes)
 
     def counts(self) -> dict[str, int]:
@@ -85,7 +87,7 @@ class RunSummary:
         return [r for r in self.results if not r.status.ok]
 
     def _extras(self) -> str:
-        extras = []
+        extras = [f"symbols {self.universe}"] if self.universe else []
         if self.sessions_to_repair:
             extras.append(f"{self.sessions_to_repair} session(s) to repair")
         if self.not_published:
@@ -163,7 +165,8 @@ class RunSummary:
 
     def markdown(self) -> str:
         c = self.counts()
-        counts = {
+        counts: dict[str, object] = {
+            **({"symbols": self.universe} if self.universe else {}),
             "chunks planned": self.planned,
             "skipped (held)": self.skipped,
             "not published": len(self.not_published),

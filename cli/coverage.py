@@ -29,10 +29,10 @@ def add_commands(sub: Any) -> None:
 
 
 def _filters(args: argparse.Namespace) -> tuple[str | None, list[str] | None, str | None]:
-    from candleflow.inputs import parse_symbols
     from candleflow.timeframes import get_timeframe
+    from flows.inputs import query_symbols
 
-    symbols = parse_symbols(args.symbols) if args.symbols else None
+    symbols = query_symbols(args.symbols, args.provider, args.warehouse) if args.symbols else None
     timeframe = get_timeframe(args.timeframe).name if args.timeframe else None
     return args.provider, symbols, timeframe
 
@@ -155,13 +155,13 @@ def gaps(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from candleflow.coverage import SessionState, incomplete_ranges
-    from candleflow.inputs import check_date_range, parse_date, parse_symbols
+    from candleflow.inputs import check_date_range, parse_date
     from candleflow.sessions import check_in_range
     from candleflow.settings import run_settings
     from candleflow.timeframes import get_timeframe
     from cli.output import cells, out
     from flows.form import flag_name
-    from flows.inputs import symbol_calendars
+    from flows.inputs import query_symbols, symbol_calendars
     from providers import check_stored_key
     from warehouse.coverage import measure_coverage
     from warehouse.engine import check_reachable
@@ -169,7 +169,7 @@ def gaps(args: argparse.Namespace) -> int:
     provider = args.provider
     check_stored_key(provider)  # a provider's name, or `csv:<source>` for a named collection of files
     tf = get_timeframe(args.timeframe)
-    symbols = parse_symbols(args.symbols)
+    symbols = query_symbols(args.symbols, provider, args.warehouse)
     start, end = parse_date(args.start, "start"), parse_date(args.end, "end")
     check_date_range(start, end)
     calendars = symbol_calendars(args.calendar, symbols, run_settings().calendars, flag_name)

@@ -71,7 +71,7 @@ def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         params.update(
             timeframes=[tf.name for tf in checked.timeframes], lookback_days=checked.lookback_days, end=checked.end
         )
-    params.update(symbols=checked.symbols, max_cost_usd=checked.max_cost_usd)
+    params.update(symbols=checked.universe.entries(), max_cost_usd=checked.max_cost_usd)
     writes = not params.get("dry_run", False)
     engine = check_reachable(params["warehouse_url"], writes=writes)  # a SQLite file locked by another process
     if writes and ensure_database(params["warehouse_url"]):

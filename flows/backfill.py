@@ -40,7 +40,10 @@ def historical_backfill(
     """Backfill bars for the symbols at one timeframe (or several) over the session dates start..end.
 
     Args:
-        symbols: Tickers to backfill, e.g. AAPL, MSFT, BRK.B (1-32 characters of A-Z 0-9 . - / ^ =).
+        symbols: Tickers to backfill, e.g. AAPL, MSFT, BRK.B.
+            Each entry is a ticker (polygon's exactly as the vendor writes it: BRK.A,
+            O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line), or
+            universe:NAME for a universe kept in the warehouse (candleflow universe refresh).
         start: First session date to fill (inclusive).
         end: Last session date to fill (inclusive); on or after start.
         provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.

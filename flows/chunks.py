@@ -26,7 +26,7 @@ from providers.base import Capabilities
 from tasks.coverage import measure_coverage
 from tasks.ingest import current_flow_run_id, ingest_chunks
 from tasks.limits import configured_limits
-from tasks.reporting import advance_progress, publish_coverage, publish_summary, start_progress
+from tasks.reporting import advance_progress, publish_coverage, publish_summary, publish_universe, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
 from tasks.warehouse import checkpoint_warehouse, prepare_warehouse, read_ledger_task, record_chunk_failure
 from warehouse.errors import WarehouseUnusableError, describe, explain
@@ -189,6 +189,8 @@ def carry_out(
     chunks; publish the coverage grid of first..last; end the run (`finish`)."""
     if summary.cost_usd is not None:
         get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(summary.todo))
+    if inputs.universe.referenced:
+        publish_universe(summary.flow, inputs.universe)
     if getattr(inputs, "dry_run", False):
         summary.elapsed_seconds = time.perf_counter() - started
         return summary

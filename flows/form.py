@@ -39,11 +39,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from candleflow.errors import BadInputError
-from candleflow.inputs import check_date_range, parse_date, parse_symbols
+from candleflow.inputs import UPPER_CASE, check_date_range, parse_date, parse_symbols
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
 from candleflow.timeframes import Timeframe, get_timeframe
-from providers import check_provider_name
+from providers import PROVIDERS, check_provider_name
 from warehouse.engine import PASSWORD_ENV, URL_ENV, has_password, parse_url, resolve_url
 
 OptionalAmount = Annotated[float | None, Field(ge=0), WithJsonSchema({"type": "number", "minimum": 0})]
@@ -132,10 +132,14 @@ def _true_or_false(value: object) -> object:
     return value
 
 
-def _symbol_list(value: object) -> list[str]:
+def _symbol_list(value: object, info: ValidationInfo) -> list[str]:
+    """Tickers by the provider's rule (case kept for vendors whose tickers are case-sensitive), and `@FILE` and
+    `universe:NAME` entries kept for the run to resolve (flows/inputs.py)."""
     if not isinstance(value, str | list | tuple):
         raise PydanticCustomError("list_type", "not a list")
-    return parse_symbols(value)
+    provider = PROVIDERS.get(str(info.data.get("provider")))
+    rule = provider.capabilities.symbol_rule if provider is not None else UPPER_CASE
+    return parse_symbols(value, rule, references=True)
 
 
 def _timeframes(value: object) -> list[Timeframe]:
@@ -192,7 +196,9 @@ class RunForm(BaseModel):
 
     provider: Annotated[str, PlainValidator(check_provider_name), Says("")]
     symbols: Annotated[
-        list[str], PlainValidator(_symbol_list), Says('{name} must be a list of symbols, e.g. ["AAPL", "MSFT"]')
+        list[str],
+        PlainValidator(_symbol_list),
+        Says('{name} must be a list of symbols, e.g. ["AAPL", "MSFT"], "@universe.txt" or "universe:NAME"'),
     ]
     timeframes: Annotated[list[Timeframe], PlainValidator(_timeframes), Says("")]
     provider_options: Annotated[

@@ -16,7 +16,14 @@ from candleflow.timeframes import TimeframeName
 from flows.chunks import TASK_ASKS, carry_out, prepare
 from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
-from flows.plan import check_budget, drop_unpublished, note_requests, plan_series, published_versions
+from flows.plan import (
+    check_budget,
+    drop_unpublished,
+    note_requests,
+    plan_series,
+    published_versions,
+    universe_line,
+)
 from flows.runs import candleflow_flow
 from providers import ProviderName
 from tasks.secrets import check_key_block
@@ -42,6 +49,9 @@ def incremental_update(
 
     Args:
         symbols: The universe to keep current, e.g. AAPL, MSFT, SPY.
+            Each entry is a ticker (polygon's exactly as the vendor writes it: BRK.A,
+            O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line), or
+            universe:NAME for a universe kept in the warehouse (candleflow universe refresh).
         timeframes: Bar sizes to keep current, each of 1m, 5m, 15m, 1h, 1d.
         provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.
         lookback_days: How far back a series with no bars yet starts, in days.
@@ -78,7 +88,7 @@ def incremental_update(
     last = inputs.end or dt.datetime.now(dt.UTC).date()
     prepare(inputs.warehouse_url)
     overlap = dt.timedelta(days=inputs.overlap_days) if inputs.overlap_days is not None else None
-    summary = RunSummary(flow="incremental_update")
+    summary = RunSummary(flow="incremental_update", universe=universe_line(inputs))
     todo: list[Chunk] = []
     first = last
     for timeframe in inputs.timeframes:

@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from candleflow.errors import BadInputError
+from candleflow.inputs import ANY_PROVIDER, parse_symbols
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode
 from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, get_calendar
 from candleflow.settings import oracle_settings, run_settings
 from candleflow.timeframes import Timeframe
+from candleflow.universes import Named, NamedLookup, Universe, resolve
 from flows.form import BackfillForm, NameStyle, RepairForm, RunForm, UpdateForm, param_name, read_form
-from providers import get_provider
+from providers import PROVIDERS, get_provider, provider_of
 from providers.base import Provider
 from warehouse.engine import check_reachable, parse_url, resolve_url
+from warehouse.universes import load_universe
 
 
 class _SymbolCalendars:
@@ -79,6 +82,8 @@ class RunInputs(_SymbolCalendars):
     max_cost_usd: float | None
     warehouse_url: str | None
     stored_as: str  # the provider key in the warehouse: the provider's name, or `csv:<source>` for a named source
+    # what the symbols input resolved to (files and named universes), for the run's report
+    universe: Universe = field(default_factory=lambda: Universe([]))
 
     def series(self, timeframe: Timeframe, symbols: list[str] | None = None) -> SeriesRequest:
         return SeriesRequest(
@@ -132,13 +137,15 @@ def _run(form: RunForm, name: NameStyle) -> RunInputs:
     source = get_provider(form.provider, options)  # the provider's own options model rejects bad options
     settings = run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
     source.check_keys()
-    source.check_inputs(form.symbols, form.timeframes)  # options that depend on this machine: a directory
-    calendars = symbol_calendars(form.calendar or options.get("calendar"), form.symbols, settings.calendars, name)
+    universe = resolve_symbols(form.symbols, source, form.warehouse_url)
+    symbols = universe.symbols
+    source.check_inputs(symbols, form.timeframes)  # options that depend on this machine: a directory
+    calendars = symbol_calendars(form.calendar or options.get("calendar"), symbols, settings.calendars, name)
     if parse_url(resolve_url(form.warehouse_url)).get_backend_name() == "oracle":
         oracle_settings()
     return RunInputs(
         provider=form.provider,
-        symbols=form.symbols,
+        symbols=symbols,
         timeframes=form.timeframes,
         provider_options=options,
         source=source,
@@ -148,7 +155,33 @@ def _run(form: RunForm, name: NameStyle) -> RunInputs:
         max_cost_usd=form.max_cost_usd,
         warehouse_url=form.warehouse_url,
         stored_as=source.stored_as,
+        universe=universe,
     )
+
+
+def resolve_symbols(entries: list[str], source: Provider[Any], warehouse_url: str | None) -> Universe:
+    """The symbols input resolved (candleflow.universes): files read here, named universes from the warehouse,
+    each ticker checked by the provider's rule."""
+    return resolve(entries, source.capabilities.symbol_rule, kept_universes(warehouse_url))
+
+
+def kept_universes(warehouse_url: str | None) -> NamedLookup:
+    """How `universe:NAME` is looked up: in the run's warehouse."""
+
+    def named(name: str) -> Named:
+        kept = load_universe(warehouse_url, name)
+        when = kept.refreshed_at.strftime("%Y-%m-%d %H:%M UTC")
+        return Named(kept.symbols, f"refreshed {when} from {kept.definition}")
+
+    return named
+
+
+def query_symbols(value: str, provider_key: str | None, warehouse_url: str | None) -> list[str]:
+    """The symbols of a query (`status`, `gaps`): tickers, files and named universes as a run takes them, by the
+    rule of the provider queried (`csv:quandl` is csv's), or of any provider when none is named."""
+    cls = PROVIDERS.get(provider_of(provider_key)) if provider_key else None
+    rule = cls.capabilities.symbol_rule if cls is not None else ANY_PROVIDER
+    return resolve(parse_symbols(value, rule, references=True), rule, kept_universes(warehouse_url)).symbols
 
 
 def symbol_calendars(

@@ -109,6 +109,11 @@ def check_budget(
         )
 
 
+def universe_line(inputs: RunInputs) -> str | None:
+    """What the symbols input resolved to, for the summary, when it named files or universes."""
+    return inputs.universe.describe() if inputs.universe.referenced else None
+
+
 def note_requests(summary: RunSummary, provider: Provider[Any]) -> None:
     """Say in the plan how the provider will ask for the chunks to fetch, when it groups them by their shape
     (polygon's grouped daily bars)."""
@@ -118,7 +123,7 @@ def note_requests(summary: RunSummary, provider: Provider[Any]) -> None:
 def plan_backfill(inputs: BackfillInputs, asks: Asks) -> RunSummary:
     """A backfill's plan: every timeframe's chunks over start..end that its mode asks for (the summary counts the
     planned, held and unpublished ones), and the vendor's quote; raises BudgetExceededError above the budget."""
-    summary = RunSummary(flow="historical_backfill", dry_run=inputs.dry_run)
+    summary = RunSummary(flow="historical_backfill", dry_run=inputs.dry_run, universe=universe_line(inputs))
     for timeframe in inputs.timeframes:
         series = inputs.series(timeframe)
         chunks = plan_series(series, series.symbols, inputs.start, inputs.end)
@@ -173,7 +178,9 @@ def plan_repair(inputs: RepairInputs, asks: Asks) -> RunSummary:
     explain (one per run of consecutive such sessions, cut at the timeframe's calendar periods), and the vendor's
     quote; raises BudgetExceededError above the budget."""
     first, last = repair_window(inputs)
-    summary = RunSummary(flow="repair_gaps", dry_run=inputs.dry_run, sessions_to_repair=0)
+    summary = RunSummary(
+        flow="repair_gaps", dry_run=inputs.dry_run, sessions_to_repair=0, universe=universe_line(inputs)
+    )
     for timeframe in inputs.timeframes:
         series = inputs.series(timeframe)
         chunks: list[Chunk] = []

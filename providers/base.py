@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import pandas as pd
 
 from candleflow.errors import BadInputError
+from candleflow.inputs import UPPER_CASE, SymbolRule
 from candleflow.model import Adjustment, Chunk
 from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
@@ -86,6 +87,8 @@ class Capabilities:
     # their waits overlap. False when it reads local files or computes bars: that work holds the GIL, and more
     # threads would only add each task's fixed costs (a suite call, the limits, the ledger).
     remote: bool = True
+    # Which tickers it takes and whether as written: vendors' tickers are case-sensitive (BRK.A, O:AAPL...).
+    symbol_rule: SymbolRule = UPPER_CASE
 
 
 S = TypeVar("S", bound=ProviderSettings)

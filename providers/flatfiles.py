@@ -35,6 +35,7 @@ import pyarrow.csv as pacsv
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from candleflow.inputs import VENDOR_CASE
 from candleflow.timeframes import ChunkPeriod, Timeframe
 from providers.base import Capabilities, FetchRequest, FetchResult, Provider
 from providers.errors import TerminalProviderError, connection_error, http_error
@@ -79,6 +80,7 @@ class FlatFilesProvider(Provider[FlatFilesSettings]):
         bars_only_when_traded=True,
         versioned_sources=True,
         session_hours="extended",
+        symbol_rule=VENDOR_CASE,  # the files' tickers as written: BRK.A, lower-case markers, O: option tickers
     )
 
     @property

@@ -31,6 +31,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from urllib3.util.retry import Retry
 
+from candleflow.inputs import VENDOR_CASE
 from candleflow.model import Adjustment, Chunk
 from candleflow.sessions import schedule
 from providers.base import Capabilities, FetchRequest, FetchResult, Provider
@@ -92,7 +93,9 @@ def _retry() -> Retry:
 class PolygonProvider(Provider[PolygonSettings]):
     name = "polygon"
     settings_class = PolygonSettings
-    capabilities = Capabilities(requests_per_second=5.0, bars_only_when_traded=True, session_hours="extended")
+    capabilities = Capabilities(
+        requests_per_second=5.0, bars_only_when_traded=True, session_hours="extended", symbol_rule=VENDOR_CASE
+    )
 
     @property
     def adjustment(self) -> Adjustment:

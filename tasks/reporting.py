@@ -7,12 +7,18 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from uuid import UUID
 
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from candleflow.coverage import SessionCoverage, coverage_markdown
 from candleflow.report import RunSummary
+from candleflow.universes import Universe
 
 # The run's labels that count its chunks: a crash notice sent by the server reads them (deployments/automations.py)
 CHUNKS_ENDED_LABEL = "candleflow.chunks_ended"
@@ -64,3 +70,15 @@ def publish_coverage(flow: str, title: str, series: Mapping[str, Sequence[Sessio
     create_markdown_artifact(
         markdown=coverage_markdown(title, series), key=flow.replace("_", "-") + "-coverage", description=description
     )
+
+
+def publish_universe(flow: str, universe: Universe) -> None:
+    """What the run's symbols input resolved to, one row per symbol with the entry that brought it in (the first
+    one: a symbol in two universes is fetched once), as a table artifact."""
+    rows, seen = [], set()
+    for part in universe.parts:
+        for symbol in part.symbols:
+            if symbol not in seen:
+                seen.add(symbol)
+                rows.append({"symbol": symbol, "from": part.entry, "note": part.note})
+    create_table_artifact(table=rows, key=flow.replace("_", "-") + "-universe", description=universe.describe())

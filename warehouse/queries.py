@@ -15,23 +15,26 @@ from warehouse.databases import is_missing_database
 from warehouse.dialects import dialect_for
 from warehouse.dialects.sqlite import sqlite_path
 from warehouse.engine import check_reachable
-from warehouse.schema import bars, ingest_ledger, metadata
+from warehouse.schema import bars, ingest_ledger, quarantine
 from warehouse.utc import to_utc
 
+BAR_TABLES = (bars.name, ingest_ledger.name, quarantine.name)
 
-def has_schema(engine: sa.Engine) -> bool:
-    """Whether the warehouse holds candleflow's tables. A SQLite file or PostgreSQL database that does not exist
+
+def has_schema(engine: sa.Engine, names: Sequence[str] = BAR_TABLES) -> bool:
+    """Whether the warehouse holds candleflow's tables (by default those of bars; tables added later, such as the
+    universes, are made by the next run that writes). A SQLite file or PostgreSQL database that does not exist
     yet holds none, and is not created by asking (a dry run or `status` on a new warehouse leaves nothing behind)."""
     path = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
     if path is not None and not path.exists():
         return False
     try:
-        names = set(sa.inspect(engine).get_table_names())
+        found = set(sa.inspect(engine).get_table_names())
     except sa.exc.DBAPIError as exc:
         if is_missing_database(exc):  # a PostgreSQL database the run's first load creates
             return False
         raise
-    return all(t in names for t in metadata.tables)
+    return all(t in found for t in names)
 
 
 def _series_filter(

@@ -94,6 +94,24 @@ sa.Index(
 )
 
 
+# Named universes (candleflow.universes): a list of tickers under a name, refreshed from a vendor's reference data,
+# kept in the warehouse so every worker of a pool resolves `universe:NAME` to the same symbols.
+universes = sa.Table(
+    "universes",
+    metadata,
+    sa.Column("name", sa.String(48), primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False, comment="what it was refreshed from: provider and filters"),
+    sa.Column("members", sa.Integer, nullable=False),
+    sa.Column("refreshed_at", UTC_TIMESTAMP, nullable=False),
+)
+universe_members = sa.Table(
+    "universe_members",
+    metadata,
+    sa.Column("universe", sa.String(48), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+)
+
+
 def bars_in_window(
     provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
 ) -> sa.ColumnElement[bool]:

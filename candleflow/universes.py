@@ -1,0 +1,160 @@
+"""Universes: the symbols input names tickers, files of tickers and named universes, resolved to one list.
+
+Wherever a run takes symbols (the command line's `--symbols`, a flow's `symbols`, the UI's form, `prefect.yaml`),
+each entry is one of:
+- a ticker, checked by the provider's symbol rule (candleflow.inputs.SymbolRule);
+- `@PATH`: a file of tickers, one per line; `#` starts a comment, blank lines are skipped;
+- `universe:NAME`: a universe kept in the warehouse, refreshed from a vendor's reference data
+  (`candleflow universe refresh NAME ...`).
+
+The entries resolve, in order and without duplicates, to the run's symbols; what each reference resolved to is
+kept (`Universe.parts`) so the run can report it. Pure but for reading the files; the named universes are looked
+up through a function the caller gives (the warehouse is not this layer's).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from candleflow.errors import BadInputError
+from candleflow.inputs import SymbolRule
+
+FILE_PREFIX = "@"
+NAMED_PREFIX = "universe:"
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,47}")
+NAME_RULE = "1-48 of a-z 0-9 _ . - starting with a letter or digit (for example us-common-stocks)"
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a file of tickers, not a data file given by mistake
+
+
+def is_reference(entry: str) -> bool:
+    """Whether a symbols entry names a file or a universe rather than a ticker."""
+    return entry.startswith(FILE_PREFIX) or entry.startswith(NAMED_PREFIX)
+
+
+def check_reference(entry: str) -> str:
+    """A reference's syntax (the file or universe itself is looked at when the run resolves it)."""
+    if entry.startswith(FILE_PREFIX):
+        if not entry[len(FILE_PREFIX) :].strip():
+            raise BadInputError(f"symbols entry {entry!r} names no file: write @PATH, e.g. @universe.txt")
+        return FILE_PREFIX + entry[len(FILE_PREFIX) :].strip()
+    name = entry[len(NAMED_PREFIX) :].strip()
+    if not NAME_PATTERN.fullmatch(name):
+        raise BadInputError(f"universe name {name!r} in {entry!r}: use {NAME_RULE}")
+    return NAMED_PREFIX + name
+
+
+@dataclass(frozen=True)
+class Part:
+    """One entry of the symbols input and what it resolved to."""
+
+    entry: str  # `@PATH`, `universe:NAME`, or `listed` for the tickers given one by one
+    symbols: tuple[str, ...]
+    note: str = ""  # e.g. when a named universe was refreshed and from what
+
+    @property
+    def count(self) -> int:
+        return len(self.symbols)
+
+
+@dataclass(frozen=True)
+class Universe:
+    """A run's symbols, resolved, with what each file or named universe contributed."""
+
+    symbols: list[str]
+    parts: tuple[Part, ...] = ()
+
+    @property
+    def referenced(self) -> bool:
+        """Whether any entry was a file or a named universe (the run then reports what they resolved to)."""
+        return any(p.entry != "listed" for p in self.parts)
+
+    def entries(self) -> list[str]:
+        """The symbols input that resolves to this universe again: its references and tickers, in order (what a
+        run hands on as its parameter: a flow run's parameters stay short for a universe of 11,000 tickers)."""
+        out: list[str] = []
+        for part in self.parts:
+            out.extend(part.symbols if part.entry == "listed" else [part.entry])
+        return out or list(self.symbols)
+
+    def describe(self) -> str:
+        """`universe:sp500 (503) + @extra.txt (12) + 2 listed: 515 symbols`."""
+        pieces = [f"{p.entry} ({p.count})" if p.entry != "listed" else f"{p.count} listed" for p in self.parts]
+        return " + ".join(pieces) + f": {len(self.symbols)} symbol{'s' if len(self.symbols) != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class Named:
+    """A named universe as its keeper holds it."""
+
+    symbols: tuple[str, ...]
+    note: str  # what it was refreshed from, and when
+
+
+NamedLookup = Callable[[str], Named]
+
+
+def resolve(entries: Sequence[str], rule: SymbolRule, named: NamedLookup | None = None) -> Universe:
+    """The run's symbols: tickers as given, files read, named universes looked up (`named` raises BadInputError
+    for one it does not keep). Each file's tickers are checked by `rule`, naming the file and line."""
+    symbols: dict[str, None] = {}
+    parts: list[Part] = []
+    listed: list[str] = []
+    listed_at = 0  # where the tickers given one by one stand among the parts: at their first
+    for entry in entries:
+        if entry.startswith(FILE_PREFIX):
+            part = Part(entry, tuple(read_symbol_file(entry[len(FILE_PREFIX) :], rule)))
+        elif entry.startswith(NAMED_PREFIX):
+            if named is None:
+                raise BadInputError(f"{entry}: named universes are kept in a warehouse, and none is given here")
+            found = named(entry[len(NAMED_PREFIX) :])
+            part = Part(entry, tuple(rule.check(s) for s in found.symbols), found.note)
+        else:
+            if not listed:
+                listed_at = len(parts)
+            listed.append(entry)
+            symbols.setdefault(entry)
+            continue
+        parts.append(part)
+        for symbol in part.symbols:
+            symbols.setdefault(symbol)
+    if listed:
+        parts.insert(listed_at, Part("listed", tuple(dict.fromkeys(listed))))
+    if not symbols:
+        given = ", ".join(p.entry for p in parts) or "nothing"
+        raise BadInputError(f"no symbols: {given} resolved to none; pass tickers, @FILE or universe:NAME")
+    return Universe(list(symbols), tuple(parts))
+
+
+def read_symbol_file(path_text: str, rule: SymbolRule) -> list[str]:
+    """The tickers of a file, one per line, `#` comments and blank lines skipped, duplicates dropped."""
+    path = Path(path_text).expanduser()
+    shown = f"symbols file {path_text}"
+    try:
+        if path.is_dir():
+            raise BadInputError(f"{shown} is a directory: give a text file of tickers, one per line")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise BadInputError(f"{shown} is over {MAX_FILE_BYTES // 2**20} MiB: give a text file of tickers")
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise BadInputError(f"{shown}: no such file (relative paths start at {Path.cwd()})") from None
+    except UnicodeDecodeError:
+        raise BadInputError(f"{shown} is not UTF-8 text: give a text file of tickers, one per line") from None
+    except OSError as exc:
+        raise BadInputError(f"{shown} cannot be read: {exc.strerror or exc}") from None
+    found: dict[str, None] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if is_reference(entry):
+            raise BadInputError(f"{shown} line {number}: {entry!r}: a symbols file lists tickers, not other files")
+        try:
+            found.setdefault(rule.check(entry))
+        except BadInputError as exc:
+            raise BadInputError(f"{shown} line {number}: {exc}") from None
+    if not found:
+        raise BadInputError(f"{shown} lists no tickers: write one per line (# starts a comment)")
+    return list(found)

@@ -1,0 +1,261 @@
+"""Universes (issue #19): files of tickers (`@FILE`) and named universes (`universe:NAME`) wherever symbols are taken,
+and vendors' tickers kept exactly as the vendor writes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from candleflow.errors import BadInputError
+from candleflow.inputs import ANY_PROVIDER, UPPER_CASE, VENDOR_CASE, parse_symbols
+from candleflow.universes import Named, resolve
+from cli import main
+from tests.conftest import count
+from tests.flatfiles_server import FlatFilesStandIn, flatfiles_stand_in
+from warehouse.universes import list_universes, load_universe, save_universe
+
+BACKFILL = ["backfill", "--provider", "synthetic", "--timeframe", "1d", "--start", "2024-01-01", "--end", "2024-03-31"]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- the symbol rules ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ticker", ["BRK.A", "AAPL", "O:AAPL240119C00150000", "I:SPX", "X:BTCUSD", "BRKpA", "ABCw", "BF.B", "T-W"]
+)
+def test_the_vendor_rule_keeps_each_ticker_exactly_as_written(ticker: str) -> None:
+    assert parse_symbols(ticker, VENDOR_CASE) == [ticker]
+
+
+def test_the_vendor_rule_tells_two_tickers_apart_by_case_and_the_typed_rule_does_not() -> None:
+    assert parse_symbols("BRKpA,BRKPA", VENDOR_CASE) == ["BRKpA", "BRKPA"]
+    assert parse_symbols("BRKpA,BRKPA", UPPER_CASE) == ["BRKPA"]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("aapl", "symbol 'aapl' has no capital letter: the vendor's tickers are case-sensitive, write 'AAPL'"),
+        ("../x", "malformed symbol '../x': use the vendor's ticker exactly as it writes it"),
+        ("A/B", "malformed symbol 'A/B'"),
+        ("A;DROP", "malformed symbol 'A;DROP'"),
+        ("A B", "malformed symbol 'A B'"),
+        ("A'B", 'malformed symbol "A\'B"'),
+        ("%41", "malformed symbol '%41'"),
+        (":A", "malformed symbol ':A'"),
+        ("A" * 33, "malformed symbol"),
+    ],
+)
+def test_the_vendor_rule_stays_closed_to_paths_sql_and_urls(given: str, message: str) -> None:
+    with pytest.raises(BadInputError) as caught:
+        parse_symbols(given, VENDOR_CASE)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_references_are_entries_only_where_the_caller_resolves_them() -> None:
+    assert parse_symbols("AAPL,@list.txt, universe:sp500", UPPER_CASE, references=True) == [
+        "AAPL",
+        "@list.txt",
+        "universe:sp500",
+    ]
+    with pytest.raises(BadInputError, match=re.escape("malformed symbol '@list.txt'")):
+        parse_symbols("@list.txt", UPPER_CASE)
+    with pytest.raises(BadInputError, match=r"universe name 'S&P' in 'universe:S&P': use 1-48 of a-z"):
+        parse_symbols("universe:S&P", UPPER_CASE, references=True)
+    with pytest.raises(BadInputError, match="names no file"):
+        parse_symbols("@", UPPER_CASE, references=True)
+
+
+# --- files of tickers ---------------------------------------------------------------------------------------------
+
+
+def test_a_file_of_tickers_skips_comments_blank_lines_and_repeats(tmp_path: Path) -> None:
+    listed = write(tmp_path / "u.txt", "\ufeff# my universe\nAAPL\n\n  msft  # typed lower\nAAPL\nBRK.B\n")
+    universe = resolve(["SPY", f"@{listed}", "MSFT"], UPPER_CASE)
+    assert universe.symbols == ["SPY", "AAPL", "MSFT", "BRK.B"]
+    assert [(p.entry, p.count) for p in universe.parts] == [("listed", 2), (f"@{listed}", 3)]
+    assert universe.referenced
+    assert universe.describe() == f"2 listed + @{listed} (3): 4 symbols"
+    assert universe.entries() == ["SPY", "MSFT", f"@{listed}"]  # what a run hands on, to resolve to the same
+    assert resolve(universe.entries(), UPPER_CASE).symbols == ["SPY", "MSFT", "AAPL", "BRK.B"]
+
+
+def test_a_file_keeps_vendor_tickers_as_written_under_the_vendor_rule(tmp_path: Path) -> None:
+    listed = write(tmp_path / "u.txt", "BRK.A\nBRKpA\nO:AAPL240119C00150000\n")
+    assert resolve([f"@{listed}"], VENDOR_CASE).symbols == ["BRK.A", "BRKpA", "O:AAPL240119C00150000"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("AAPL\nMS FT\n", "line 2: malformed symbol 'MS FT'"),
+        ("# nothing\n\n", "lists no tickers: write one per line (# starts a comment)"),
+        ("AAPL\n@other.txt\n", "line 2: '@other.txt': a symbols file lists tickers, not other files"),
+        ("AAPL\nuniverse:x\n", "line 2: 'universe:x': a symbols file lists tickers, not other files"),
+    ],
+)
+def test_a_bad_file_is_named_with_its_line(tmp_path: Path, content: str, message: str) -> None:
+    listed = write(tmp_path / "u.txt", content)
+    with pytest.raises(BadInputError) as caught:
+        resolve([f"@{listed}"], UPPER_CASE)
+    assert str(caught.value).startswith(f"symbols file {listed} {message}"), str(caught.value)
+
+
+def test_a_missing_unreadable_or_wrong_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match=r"symbols file nope.txt: no such file \(relative paths start at "):
+        resolve(["@nope.txt"], UPPER_CASE)
+    with pytest.raises(BadInputError, match="is a directory"):
+        resolve([f"@{tmp_path}"], UPPER_CASE)
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00A")
+    with pytest.raises(BadInputError, match="is not UTF-8 text"):
+        resolve([f"@{tmp_path / 'bin.txt'}"], UPPER_CASE)
+
+
+def test_named_universes_resolve_through_their_keeper_and_an_unknown_one_is_refused() -> None:
+    kept = {"tech": Named(("AAPL", "MSFT"), "refreshed today from polygon")}
+
+    def named(name: str) -> Named:
+        if name not in kept:
+            raise BadInputError(f"unknown universe {name!r}")
+        return kept[name]
+
+    universe = resolve(["universe:tech", "AAPL", "NVDA"], UPPER_CASE, named)
+    assert universe.symbols == ["AAPL", "MSFT", "NVDA"]
+    assert universe.parts[0].note == "refreshed today from polygon"
+    assert universe.describe() == "universe:tech (2) + 2 listed: 3 symbols"
+    with pytest.raises(BadInputError, match="unknown universe 'none'"):
+        resolve(["universe:none"], UPPER_CASE, named)
+    with pytest.raises(BadInputError, match="named universes are kept in a warehouse"):
+        resolve(["universe:tech"], UPPER_CASE)
+
+
+# --- named universes in the warehouse -----------------------------------------------------------------------------
+
+
+def test_a_saved_universe_is_replaced_whole_and_listed(warehouse_url: str) -> None:
+    assert list_universes(warehouse_url) == []
+    save_universe(warehouse_url, "tech", "polygon stocks CS active", ["MSFT", "AAPL", "MSFT"])
+    again = save_universe(warehouse_url, "tech", "polygon stocks CS active", ["NVDA", "BRK.A"])
+    assert again.members == 2
+    kept = load_universe(warehouse_url, "tech")
+    assert kept.symbols == ("BRK.A", "NVDA") and kept.definition == "polygon stocks CS active"
+    assert abs(kept.refreshed_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+    assert [(u.name, u.members) for u in list_universes(warehouse_url)] == [("tech", 2)]
+    with pytest.raises(BadInputError, match=r"unknown universe 'other' in warehouse .* \(kept: tech\): make it with"):
+        load_universe(warehouse_url, "other")
+
+
+# --- what a person sees on the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_backfill_of_a_file_and_a_named_universe_reports_what_they_resolved_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_trust2_cli import artifacts_of
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'candleflow.db'}"
+    write(tmp_path / "u.txt", "# three\nAAPL\nMSFT\nNVDA\n")
+    assert main([*BACKFILL, "--symbols", "@u.txt,SPY"]) == 0
+    out = capsys.readouterr().out
+    assert "symbols @u.txt (3) + 1 listed: 4 symbols" in out, out
+    assert count(url, "SELECT count(DISTINCT symbol) FROM bars") == 4
+
+    from flows.backfill import historical_backfill
+
+    save_universe(url, "big-tech", "typed by hand", ["AAPL", "GOOG"])
+    state = historical_backfill(
+        provider="synthetic",
+        symbols=["universe:big-tech"],
+        timeframes=["1d"],
+        start="2024-01-01",
+        end="2024-03-31",
+        warehouse_url=url,
+        return_state=True,
+    )
+    summary = state.result()
+    assert summary.universe == "universe:big-tech (2): 2 symbols"
+    table = artifacts_of(state.state_details.flow_run_id)["historical-backfill-universe"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["symbol"], r["from"]) for r in rows] == [("AAPL", "universe:big-tech"), ("GOOG", "universe:big-tech")]
+    assert rows[0]["note"].startswith("refreshed ") and rows[0]["note"].endswith(" from typed by hand")
+    assert count(url, "SELECT count(DISTINCT symbol) FROM bars") == 5
+
+    assert main(["status", "--symbols", "universe:big-tech", "--json"]) == 0
+    assert {s["symbol"] for s in json.loads(capsys.readouterr().out)} == {"AAPL", "GOOG"}
+    assert main(["gaps", "--symbols", "@u.txt", "--start", "2024-01-02", "--end", "2024-03-28"]) == 0
+    assert "0 session(s) with missing or partial bars" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("symbols", "message"),
+    [
+        ("@missing.txt", "candleflow: error: symbols file missing.txt: no such file (relative paths start at "),
+        ("@bad.txt", "candleflow: error: symbols file bad.txt line 2: malformed symbol 'A;B': use 1-32"),
+        ("universe:nobody", "candleflow: error: unknown universe 'nobody' in warehouse sqlite:///"),
+        ("universe:Big", "candleflow: error: universe name 'Big' in 'universe:Big': use 1-48 of a-z"),
+    ],
+)
+@pytest.mark.parametrize("command", ["backfill", "status", "gaps"])
+def test_bad_universe_input_exits_2_with_one_line_and_writes_nothing(
+    command: str, symbols: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "bad.txt", "AAPL\nA;B\n")
+    argv = {
+        "backfill": [*BACKFILL, "--symbols", symbols],
+        "status": ["status", "--symbols", symbols],
+        "gaps": ["gaps", "--symbols", symbols, "--start", "2024-01-02", "--end", "2024-01-31"],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt"]  # no warehouse file made
+
+
+# --- vendor tickers end to end ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def files(monkeypatch: pytest.MonkeyPatch) -> Any:
+    with flatfiles_stand_in() as stand_in:
+        for name, value in stand_in.env().items():
+            monkeypatch.setenv(name, value)
+        yield stand_in
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_flat_file_tickers_load_exactly_as_the_vendor_writes_them(
+    files: FlatFilesStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Class shares and lower-case preferred markers used to be upper-cased and load nothing."""
+    tickers = ["BRK.A", "BRKpA", "BRKPA", "O:AAPL240119C00150000"]
+    files.publish(tickers, dt.date(2024, 1, 8), dt.date(2024, 1, 12), minutes=False)
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "u.txt", "\n".join(tickers) + "\n")
+    argv = ["backfill", "--provider", "polygon-flatfiles", "--symbols", "@u.txt", "--timeframe", "1d"]
+    assert main([*argv, "--start", "2024-01-08", "--end", "2024-01-12"]) == 0, capsys.readouterr()
+    url = f"sqlite:///{tmp_path / 'candleflow.db'}"
+    for ticker in tickers:
+        assert count(url, f"SELECT count(*) FROM bars WHERE symbol = '{ticker}'") == 5, ticker
+
+
+def test_a_query_of_any_provider_keeps_case_and_option_tickers() -> None:
+    assert parse_symbols("BRKpA,O:AAPL240119C00150000,^GSPC", ANY_PROVIDER) == [
+        "BRKpA",
+        "O:AAPL240119C00150000",
+        "^GSPC",
+    ]
