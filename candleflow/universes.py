@@ -158,3 +158,41 @@ def read_symbol_file(path_text: str, rule: SymbolRule) -> list[str]:
     if not found:
         raise BadInputError(f"{shown} lists no tickers: write one per line (# starts a comment)")
     return list(found)
+
+
+# Markets of a vendor's reference data (Polygon's tickers reference: `market`), and the shape of its filters.
+MARKETS = ("stocks", "otc", "indices", "fx", "crypto")
+_TYPE = re.compile(r"[A-Z][A-Z0-9]{0,11}")  # CS, ETF, ADRC, PFD, WARRANT, ...
+_MIC = re.compile(r"[A-Z][A-Z0-9]{3}")  # an ISO 10383 market identifier: XNYS, XNAS, ARCX, ...
+
+
+@dataclass(frozen=True)
+class ReferenceQuery:
+    """Which of a vendor's tickers a named universe holds: its reference data filtered by market, type, primary
+    exchange and whether they trade now. `check()` names a bad filter and the values it takes."""
+
+    market: str = "stocks"
+    type: str | None = None  # the vendor's ticker type: CS (common stock), ETF, ADRC, PFD, WARRANT, ...
+    exchange: str | None = None  # primary exchange, as a MIC: XNYS, XNAS, ARCX, ...
+    active: bool = True  # False: delisted tickers too
+
+    def check(self) -> ReferenceQuery:
+        if self.market not in MARKETS:
+            raise BadInputError(f"unknown market {self.market!r}: use one of {', '.join(MARKETS)}")
+        if self.type is not None and not _TYPE.fullmatch(self.type):
+            raise BadInputError(
+                f"ticker type {self.type!r}: use the vendor's type code in capitals, e.g. CS, ETF, ADRC, PFD, WARRANT"
+            )
+        if self.exchange is not None and not _MIC.fullmatch(self.exchange):
+            raise BadInputError(
+                f"exchange {self.exchange!r}: use the primary exchange's MIC in capitals, e.g. XNYS, XNAS, ARCX"
+            )
+        return self
+
+    def describe(self) -> str:
+        """`market=stocks type=CS exchange=XNAS active only`: what a universe was refreshed from."""
+        parts = [f"market={self.market}"]
+        parts += [f"type={self.type}"] if self.type else []
+        parts += [f"exchange={self.exchange}"] if self.exchange else []
+        parts.append("active only" if self.active else "active and delisted")
+        return " ".join(parts)

@@ -19,6 +19,7 @@ from candleflow.inputs import UPPER_CASE, SymbolRule
 from candleflow.model import Adjustment, Chunk
 from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
+from candleflow.universes import ReferenceQuery
 from providers.settings import ProviderSettings
 
 
@@ -89,6 +90,8 @@ class Capabilities:
     remote: bool = True
     # Which tickers it takes and whether as written: vendors' tickers are case-sensitive (BRK.A, O:AAPL...).
     symbol_rule: SymbolRule = UPPER_CASE
+    # It answers `list_symbols`: the tickers of its reference data, for named universes (candleflow.universes).
+    lists_symbols: bool = False
 
 
 S = TypeVar("S", bound=ProviderSettings)
@@ -154,6 +157,21 @@ class Provider(Generic[S]):
         """Each date's source version, None when it is not published (yet): `versioned_sources` providers."""
         raise NotImplementedError(f"{self.name} has no versioned sources")
 
+    def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:
+        """The tickers its reference data holds for `query`, as the vendor writes them, sorted: `lists_symbols`
+        providers. `pace(n)` is called before each further request (a page) after the first."""
+        raise BadInputError(
+            f"provider {self.name} cannot list its symbols: refresh the universe from one that can "
+            f"({', '.join(listing_providers())}), or save a file of tickers as one (candleflow universe save)"
+        )
+
     def estimate_cost(self, requests: list[FetchRequest]) -> float:
         """The vendor's price in US dollars for all `requests`: `charges` providers."""
         raise NotImplementedError(f"{self.name} does not charge")
+
+
+def listing_providers() -> list[str]:
+    """The names of the providers that list their symbols."""
+    from providers import PROVIDERS
+
+    return sorted(name for name, cls in PROVIDERS.items() if cls.capabilities.lists_symbols)

@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import pandas as pd
@@ -34,6 +34,7 @@ from urllib3.util.retry import Retry
 from candleflow.inputs import VENDOR_CASE
 from candleflow.model import Adjustment, Chunk
 from candleflow.sessions import schedule
+from candleflow.universes import ReferenceQuery
 from providers.base import Capabilities, FetchRequest, FetchResult, Provider
 from providers.errors import TerminalProviderError, connection_error, http_error
 from providers.frames import canonical_frame, session_dated
@@ -46,6 +47,7 @@ def _sessions(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
     return [] if last < start.date() else [d.date() for d in schedule(start.date(), last, "XNYS").index]
 
 
+_REFERENCE_PAGE = 1000  # the tickers reference's largest page
 _TIMESPANS = {"1m": (1, "minute"), "5m": (5, "minute"), "15m": (15, "minute"), "1h": (1, "hour"), "1d": (1, "day")}
 
 
@@ -94,14 +96,18 @@ class PolygonProvider(Provider[PolygonSettings]):
     name = "polygon"
     settings_class = PolygonSettings
     capabilities = Capabilities(
-        requests_per_second=5.0, bars_only_when_traded=True, session_hours="extended", symbol_rule=VENDOR_CASE
+        requests_per_second=5.0,
+        bars_only_when_traded=True,
+        session_hours="extended",
+        symbol_rule=VENDOR_CASE,
+        lists_symbols=True,
     )
 
     @property
     def adjustment(self) -> Adjustment:
         return Adjustment.ADJUSTED if self.settings.adjusted else Adjustment.RAW
 
-    def _client(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
+    def _client(self, window: tuple[pd.Timestamp, pd.Timestamp] | None) -> Any:
         from massive import RESTClient
 
         settings = self.settings
@@ -209,6 +215,34 @@ class PolygonProvider(Provider[PolygonSettings]):
         bars = canonical_frame(frame, provider=self.name, timeframe=request.timeframe.name)
         return FetchResult(bars, unknown_symbols=tuple(unknown))
 
+    def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:
+        """The vendor's tickers reference (/v3/reference/tickers) filtered by `query`, 1,000 a page, each page
+        after the first paced. A ticker the symbol rule cannot take (none seen so far) is left out, not fatal."""
+        query.check()
+        client = self._client(None)
+        client_pace = pace or (lambda n: None)
+        found: dict[str, None] = {}
+
+        def pages() -> None:
+            for i, ticker in enumerate(
+                client.list_tickers(
+                    market=query.market,
+                    type=query.type,
+                    exchange=query.exchange,
+                    active=query.active,
+                    limit=_REFERENCE_PAGE,
+                    sort="ticker",
+                    order="asc",
+                )
+            ):
+                if i and i % _REFERENCE_PAGE == 0:
+                    client_pace(1)  # a page after the first came: one slot of the rate, before the next
+                if ticker.ticker and VENDOR_CASE.pattern.fullmatch(ticker.ticker):
+                    found.setdefault(ticker.ticker)
+
+        self._call(pages, f"the tickers reference ({query.describe()})", None)
+        return sorted(found)
+
     def _check_ticker(self, client: Any, symbol: str, request: FetchRequest) -> None:
         """Ask the vendor whether it knows `symbol` (one more request, with its own rate slot): a 404 is terminal."""
         window = (request.start, request.end)
@@ -227,7 +261,7 @@ class PolygonProvider(Provider[PolygonSettings]):
                 ) from None
             raise
 
-    def _call(self, fn: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> Any:
+    def _call(self, fn: Any, symbol: str, window: tuple[pd.Timestamp, pd.Timestamp] | None) -> Any:
         """`fn`'s answer, its HTTP errors mapped; `symbol` names what it asked for (a ticker, or `N symbols`)."""
         where = {"provider": self.name, "symbols": [symbol], "window": window}
         try:

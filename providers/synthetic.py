@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -33,6 +34,8 @@ from pydantic import AwareDatetime, Field
 from pydantic_settings import SettingsConfigDict
 
 from candleflow import sessions
+from candleflow.errors import BadInputError
+from candleflow.universes import ReferenceQuery
 from providers.base import Capabilities, FetchRequest, FetchResult, Provider
 from providers.errors import TerminalProviderError, TransientProviderError
 from providers.frames import bar_frame
@@ -57,6 +60,9 @@ class SyntheticSettings(ProviderSettings):
     invalid_chunk_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     invalid_kind: InvalidKind = "high_below_low"
     unknown_symbols: tuple[str, ...] = ()
+    listed_symbols: int = Field(
+        default=500, ge=1, le=100_000, description="how many tickers its reference data lists: S0001, S0002, ..."
+    )
 
 
 def _symbol_key(symbol: str) -> int:
@@ -239,7 +245,7 @@ class SyntheticProvider(Provider[SyntheticSettings]):
     settings_class = SyntheticSettings
     # Bars are computed here, in about 5 ms a request: no vendor to spare. The limit exists (so runs on synthetic
     # exercise the shared rate limit like any provider's) but sits above what two cores can ask of it.
-    capabilities = Capabilities(requests_per_second=1000.0, remote=False)
+    capabilities = Capabilities(requests_per_second=1000.0, remote=False, lists_symbols=True)
 
     def now(self) -> pd.Timestamp:
         """The `now` option, else the real clock: bars closed after it do not exist yet."""
@@ -247,6 +253,18 @@ class SyntheticProvider(Provider[SyntheticSettings]):
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         return FetchResult(self._frame(request))
+
+    def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:
+        """Its reference data: `listed_symbols` common stocks S0001, S0002, ..., all active, on no exchange in
+        particular (so a universe of any size can be made offline)."""
+        query.check()
+        if query.market != "stocks" or query.type not in (None, "CS") or query.exchange is not None:
+            raise BadInputError(
+                f"provider synthetic lists only common stocks (market=stocks, type CS, no exchange), not "
+                f"{query.describe()}"
+            )
+        width = max(4, len(str(self.settings.listed_symbols)))
+        return [f"S{i:0{width}d}" for i in range(1, self.settings.listed_symbols + 1)]
 
     def _frame(self, request: FetchRequest) -> pd.DataFrame:
         opts = self.settings

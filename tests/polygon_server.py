@@ -2,15 +2,17 @@
 
 Speaks /v2/aggs/ticker/{T}/range/{m}/{span}/{from}/{to} (pages of `page_size` results linked by `next_url`),
 /v2/aggs/grouped/locale/us/market/stocks/{date} (every known ticker's bar of that session, `T` the ticker and
-`t` the session's close in New York, as the vendor sends it) and /v3/reference/tickers/{T}. Bars come from the
-synthetic provider in the vendor's wire format (daily `t` at midnight New York). AAPL daily 2005-04-01..2005-04-04
-is the recorded vendor response, byte for byte, and so is the grouped answer for 2020-10-14, the session of the one
-bar the recorded grouped response holds (GIK). Tests script failures by queueing (status, headers) answers and
-read the requests it saw.
+`t` the session's close in New York, as the vendor sends it), /v3/reference/tickers/{T}, and the tickers reference
+/v3/reference/tickers (filtered by market, type, exchange and active, paged by an opaque `next_url` cursor, in the
+shape of the vendor's recorded answer). Bars come from the synthetic provider in the vendor's wire format (daily `t`
+at midnight New York). AAPL daily 2005-04-01..2005-04-04 is the recorded vendor response, byte for byte, and so is
+the grouped answer for 2020-10-14, the session of the one bar the recorded grouped response holds (GIK). Tests
+script failures by queueing (status, headers) answers and read the requests it saw.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import socket
@@ -99,6 +101,9 @@ class PolygonStandIn(ThreadingHTTPServer):
         self.delay_seconds = 0.0
         self.requests: list[dict[str, str]] = []
         self.chaos: Chaos | None = None
+        # the tickers reference (/v3/reference/tickers): records shaped as the vendor's; by default every known
+        # ticker as an active common stock on XNAS
+        self.reference: list[dict[str, object]] = [reference_record(t) for t in sorted(known)]
 
     @property
     def url(self) -> str:
@@ -189,6 +194,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlparse(self.path)
         parts = url.path.strip("/").split("/")
+        if parts == ["v3", "reference", "tickers"]:
+            self._reference(parse_qs(url.query))
+            return
         if parts[:3] == ["v3", "reference", "tickers"] and len(parts) == 4:
             if parts[3] in srv.known:
                 self._send(200, {"status": "OK", "results": {"ticker": parts[3], "active": True}})
@@ -221,6 +229,31 @@ class _Handler(BaseHTTPRequestHandler):
             chaos.completed(url.path)
         self._send(200, body)
 
+    def _reference(self, query: dict[str, list[str]]) -> None:
+        """The vendor's paging: `limit` records a page (at most 1000) sorted by ticker, and a `next_url` whose
+        opaque cursor carries the filters and where the page ended (the client sends nothing else with it)."""
+        if "cursor" in query:
+            query = json.loads(base64.urlsafe_b64decode(query["cursor"][0] + "==").decode())
+        arg = {k: v[0] for k, v in query.items()}
+        limit = min(int(arg.get("limit", "100")), 1000)
+        active = arg.get("active", "true") == "true"
+        records = [
+            r
+            for r in sorted(self.server.reference, key=lambda r: str(r["ticker"]))
+            if r["market"] == arg.get("market", r["market"])
+            and r["type"] == arg.get("type", r["type"])
+            and r["primary_exchange"] == arg.get("exchange", r["primary_exchange"])
+            and r["active"] is active
+            and str(r["ticker"]) > arg.get("after", "")
+        ]
+        page = records[:limit]
+        body: dict[str, object] = {"results": page, "status": "OK", "request_id": "ref", "count": len(page)}
+        if len(records) > limit:
+            cursor = {**{k: [v] for k, v in arg.items()}, "after": [str(page[-1]["ticker"])]}
+            token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+            body["next_url"] = f"{self.server.url}/v3/reference/tickers?cursor={token}"
+        self._send(200, body)
+
     def _grouped(self, day: str) -> None:
         if day == RECORDED_GROUPED_SESSION:
             self._send(200, RECORDED_GROUPED.read_bytes())
@@ -234,6 +267,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(
             200, {**body, "request_id": f"req-{len(self.server.requests)}", "count": len(results), "results": results}
         )
+
+
+def reference_record(ticker: str, **fields: object) -> dict[str, object]:
+    """One record of the vendor's tickers reference, with the fields its recorded answer has."""
+    record: dict[str, object] = {
+        "ticker": ticker,
+        "name": f"{ticker} Inc.",
+        "market": "stocks",
+        "locale": "us",
+        "primary_exchange": "XNAS",
+        "type": "CS",
+        "active": True,
+        "currency_name": "usd",
+        "cik": "0001090872",
+        "composite_figi": "BBG000C2V3D6",
+        "share_class_figi": "BBG001SCTQY4",
+        "last_updated_utc": "2026-12-04T00:00:00Z",
+    }
+    return {**record, **fields}
 
 
 @contextmanager

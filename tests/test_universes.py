@@ -259,3 +259,89 @@ def test_a_query_of_any_provider_keeps_case_and_option_tickers() -> None:
         "O:AAPL240119C00150000",
         "^GSPC",
     ]
+
+
+# --- named universes refreshed from the vendor's reference data ---------------------------------------------------
+
+
+def test_the_stand_in_s_reference_records_have_the_vendor_s_fields() -> None:
+    from tests.conftest import FIXTURES
+    from tests.polygon_server import reference_record
+
+    recorded = json.loads((FIXTURES / "massive-client-python/test_rest/mocks/v3/reference/tickers.json").read_text())
+    assert set(reference_record("A")) == set(recorded["results"][0])
+
+
+def test_a_universe_refreshed_from_polygon_s_tickers_reference_through_the_real_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from tests.polygon_server import KEY, polygon_stand_in, reference_record
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with polygon_stand_in(set()) as srv:
+        monkeypatch.setenv("MASSIVE_API_KEY", KEY)
+        monkeypatch.setenv("CANDLEFLOW_POLYGON_BASE_URL", srv.url)
+        stocks = [reference_record(f"T{i:04d}") for i in range(2500)]  # three pages of 1,000
+        srv.reference = [
+            *stocks,
+            reference_record("BRK.A", primary_exchange="XNYS"),
+            reference_record("SPY", type="ETF", primary_exchange="ARCX"),
+            reference_record("GONE", active=False),
+            reference_record("X:BTCUSD", market="crypto", type=None, primary_exchange=None),
+        ]
+        argv = ["universe", "refresh", "us-cs", "--provider", "polygon", "--type", "CS", "--warehouse", url]
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("universe us-cs: 2501 tickers from polygon market=stocks type=CS active only (new)"), out
+        pages = [r["path"] for r in srv.requests if r["path"].startswith("/v3/reference/tickers")]
+        assert len(pages) == 3 and "type=CS" in pages[0] and "cursor=" in pages[1]
+        kept = load_universe(url, "us-cs").symbols
+        assert len(kept) == 2501 and "BRK.A" in kept and "SPY" not in kept and "GONE" not in kept
+
+        srv.reference = stocks[:2000]
+        assert main(argv) == 0
+        assert "(was 2501: 0 added, 501 dropped (BRK.A, T2000, " in capsys.readouterr().out
+
+        assert main([*argv[:2], "empty", *argv[3:], "--exchange", "XLON"]) == 2
+        assert "lists no tickers for market=stocks type=CS exchange=XLON" in capsys.readouterr().err
+        monkeypatch.setenv("MASSIVE_API_KEY", "refused")
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "HTTP 401" in err and "universe 'us-cs' was left as it was" in err and len(err.splitlines()) == 1
+    assert len(load_universe(url, "us-cs").symbols) == 2000
+    assert main(["universe", "list", "--json", "--warehouse", url]) == 0
+    assert [(u["name"], u["members"]) for u in json.loads(capsys.readouterr().out)] == [("us-cs", 2000)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["refresh", "x", "--provider", "csv"], "provider csv cannot list its symbols"),
+        (["refresh", "x", "--provider", "polygon"], "provider polygon has no key: set MASSIVE_API_KEY"),
+        (["refresh", "Bad Name", "--provider", "synthetic"], "universe name 'Bad Name': use 1-48 of a-z"),
+        (["refresh", "x", "--provider", "synthetic", "--market", "bonds"], "unknown market 'bonds'"),
+        (["refresh", "x", "--provider", "synthetic", "--exchange", "nyse"], "exchange 'nyse': use the primary"),
+        (["show", "nobody"], "unknown universe 'nobody'"),
+        (["save", "x", "--symbols", "@nope.txt"], "symbols file nope.txt: no such file"),
+    ],
+)
+def test_bad_universe_commands_exit_2_with_one_line_and_write_nothing(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MASSIVE_API_KEY", raising=False)
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    assert main(["universe", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"candleflow: error: {message}") and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_saved_file_becomes_a_universe_a_backfill_plan_takes(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "u.txt", "AAPL\nMSFT\n")
+    assert main(["universe", "save", "mine", "--symbols", "@u.txt,NVDA"]) == 0
+    assert "universe mine: 3 tickers saved (new); use --symbols universe:mine" in capsys.readouterr().out
+    assert main([*BACKFILL, "--symbols", "universe:mine", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 chunks planned" in out and "symbols universe:mine (3): 3 symbols" in out, out
