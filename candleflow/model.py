@@ -12,6 +12,11 @@ BAR_KEY = ("provider", "symbol", "timeframe", "ts")
 BAR_VALUES = ("open", "high", "low", "close", "volume", "vwap", "trades")
 BAR_COLUMNS = BAR_KEY + BAR_VALUES
 
+# The symbol of a chunk of every ticker its source holds for a window (`--symbols ALL`: a flat file, a grouped-daily
+# answer): one ledger row per file and date instead of one per ticker. No symbol rule admits it, so it never names a
+# ticker's series; its bars are stored under their own tickers.
+EVERY_SYMBOL = "*"
+
 
 # What to do with a chunk that fails validation: keep all of it out, or load its good rows. Bad rows go to
 # `quarantine` either way.
@@ -63,9 +68,19 @@ class Chunk:
     def key(self) -> tuple[str, str, str, pd.Timestamp]:
         return (self.provider, self.symbol, self.timeframe, self.window_start)
 
+    @property
+    def every(self) -> bool:
+        """Whether it holds every ticker its source has for the window (`--symbols ALL`)."""
+        return self.symbol == EVERY_SYMBOL
+
+    @property
+    def shown_symbol(self) -> str:
+        """The symbol as a person reads it: `ALL` for a chunk of every ticker."""
+        return "ALL" if self.every else self.symbol
+
     def label(self) -> str:
         end = (self.window_end - pd.Timedelta(days=1)).date()
-        return f"{self.provider}:{self.symbol}:{self.timeframe}:{self.window_start.date()}..{end}"
+        return f"{self.provider}:{self.shown_symbol}:{self.timeframe}:{self.window_start.date()}..{end}"
 
     def period(self) -> str:
         """The window in calendar words: `2020-2024`, `2024`, `2024-Q1`, `2024-03`, `2024-03-05`, else
@@ -74,7 +89,7 @@ class Chunk:
 
     def task_name(self) -> str:
         """What its task run is called in the Prefect UI, e.g. `ingest AAPL 1m 2024-03`."""
-        return f"ingest {self.symbol} {self.timeframe} {self.period()}"
+        return f"ingest {self.shown_symbol} {self.timeframe} {self.period()}"
 
 
 def window_period(start: pd.Timestamp, end: pd.Timestamp) -> str:

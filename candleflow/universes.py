@@ -5,7 +5,10 @@ each entry is one of:
 - a ticker, checked by the provider's symbol rule (candleflow.inputs.SymbolRule);
 - `@PATH`: a file of tickers, one per line; `#` starts a comment, blank lines are skipped;
 - `universe:NAME`: a universe kept in the warehouse, refreshed from a vendor's reference data
-  (`candleflow universe refresh NAME ...`).
+  (`candleflow universe refresh NAME ...`);
+- `ALL`, alone: every ticker the provider's data holds for each session (a flat file, a grouped-daily answer),
+  fetched as one chunk per session with one ledger row each (EVERY_SYMBOL). The ticker ALL (Allstate) is then
+  given in a file or a named universe.
 
 The entries resolve, in order and without duplicates, to the run's symbols; what each reference resolved to is
 kept (`Universe.parts`) so the run can report it. Pure but for reading the files; the named universes are looked
@@ -21,7 +24,9 @@ from pathlib import Path
 
 from candleflow.errors import BadInputError
 from candleflow.inputs import SymbolRule
+from candleflow.model import EVERY_SYMBOL
 
+EVERY = "ALL"  # the symbols entry for every ticker of the provider's data
 FILE_PREFIX = "@"
 NAMED_PREFIX = "universe:"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,47}")
@@ -30,12 +35,14 @@ MAX_FILE_BYTES = 16 * 1024 * 1024  # a file of tickers, not a data file given by
 
 
 def is_reference(entry: str) -> bool:
-    """Whether a symbols entry names a file or a universe rather than a ticker."""
-    return entry.startswith(FILE_PREFIX) or entry.startswith(NAMED_PREFIX)
+    """Whether a symbols entry names a file, a universe or every ticker (`ALL`) rather than a ticker."""
+    return entry.startswith(FILE_PREFIX) or entry.startswith(NAMED_PREFIX) or entry.strip().upper() == EVERY
 
 
 def check_reference(entry: str) -> str:
     """A reference's syntax (the file or universe itself is looked at when the run resolves it)."""
+    if entry.strip().upper() == EVERY:
+        return EVERY
     if entry.startswith(FILE_PREFIX):
         if not entry[len(FILE_PREFIX) :].strip():
             raise BadInputError(f"symbols entry {entry!r} names no file: write @PATH, e.g. @universe.txt")
@@ -67,6 +74,11 @@ class Universe:
     parts: tuple[Part, ...] = ()
 
     @property
+    def every(self) -> bool:
+        """Every ticker of the provider's data (`ALL`): the run's one symbol is EVERY_SYMBOL."""
+        return self.symbols == [EVERY_SYMBOL]
+
+    @property
     def referenced(self) -> bool:
         """Whether any entry was a file or a named universe (the run then reports what they resolved to)."""
         return any(p.entry != "listed" for p in self.parts)
@@ -81,6 +93,8 @@ class Universe:
 
     def describe(self) -> str:
         """`universe:sp500 (503) + @extra.txt (12) + 2 listed: 515 symbols`."""
+        if self.every:
+            return "ALL: every ticker the provider's data holds for each session"
         pieces = [f"{p.entry} ({p.count})" if p.entry != "listed" else f"{p.count} listed" for p in self.parts]
         return " + ".join(pieces) + f": {len(self.symbols)} symbol{'s' if len(self.symbols) != 1 else ''}"
 
@@ -99,6 +113,13 @@ NamedLookup = Callable[[str], Named]
 def resolve(entries: Sequence[str], rule: SymbolRule, named: NamedLookup | None = None) -> Universe:
     """The run's symbols: tickers as given, files read, named universes looked up (`named` raises BadInputError
     for one it does not keep). Each file's tickers are checked by `rule`, naming the file and line."""
+    if EVERY in entries:
+        if len(entries) > 1:
+            raise BadInputError(
+                f"symbols entry {EVERY} means every ticker of the provider's data: give it alone (for the ticker "
+                f"{EVERY} itself, list it in a file, @FILE, or a named universe)"
+            )
+        return Universe([EVERY_SYMBOL], (Part(EVERY, ()),))
     symbols: dict[str, None] = {}
     parts: list[Part] = []
     listed: list[str] = []

@@ -69,7 +69,7 @@ def explain_verdict(verdict: ChunkVerdict, frame: pd.DataFrame, *, hours: Sessio
     if session_rule in by_rule:
         if ways_out.hours_option and hours == "regular" and intraday:
             options.append("--option hours=extended if they are pre- or post-market bars")
-        options.append(f"--calendar NAME if {chunk.symbol} trades on another exchange than {chunk.calendar}")
+        options.append(f"--calendar NAME if {chunk.shown_symbol} trades on another exchange than {chunk.calendar}")
     ways = f". Ways out: {'; '.join(options)}" if options else ""
     return "; ".join(parts) + ways
 

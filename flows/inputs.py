@@ -26,7 +26,7 @@ from candleflow.timeframes import Timeframe
 from candleflow.universes import Named, NamedLookup, Universe, resolve
 from flows.form import BackfillForm, NameStyle, RepairForm, RunForm, UpdateForm, param_name, read_form
 from providers import PROVIDERS, get_provider, provider_of
-from providers.base import Provider
+from providers.base import Provider, check_every_symbol
 from warehouse.engine import check_reachable, parse_url, resolve_url
 from warehouse.universes import load_universe
 
@@ -139,6 +139,8 @@ def _run(form: RunForm, name: NameStyle) -> RunInputs:
     source.check_keys()
     universe = resolve_symbols(form.symbols, source, form.warehouse_url)
     symbols = universe.symbols
+    if universe.every:
+        check_every_symbol(source, form.timeframes)
     source.check_inputs(symbols, form.timeframes)  # options that depend on this machine: a directory
     calendars = symbol_calendars(form.calendar or options.get("calendar"), symbols, settings.calendars, name)
     if parse_url(resolve_url(form.warehouse_url)).get_backend_name() == "oracle":

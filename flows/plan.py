@@ -14,7 +14,7 @@ from typing import Any
 
 from candleflow.coverage import SessionCoverage, repair_ranges
 from candleflow.errors import BudgetExceededError
-from candleflow.model import Chunk, LedgerEntry
+from candleflow.model import EVERY_SYMBOL, Chunk, LedgerEntry
 from candleflow.planning import group_chunks, plan_chunks, select_chunks, session_of
 from candleflow.report import RunSummary
 from candleflow.sessions import get_calendar, schedule
@@ -61,7 +61,8 @@ def plans_without_prefect(inputs: RunInputs) -> bool:
 def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: dt.date) -> list[Chunk]:
     """The chunks for `symbols` over the session dates start..end, cut the way the provider serves them, each
     on its symbol's exchange calendar (its time zone for session-dated windows, its sessions for validation)."""
-    period = series.provider.capabilities.chunk_period
+    # every ticker (`--symbols ALL`): one chunk per session, as the vendor publishes a file or answers a request
+    period = ChunkPeriod.SESSION if symbols == [EVERY_SYMBOL] else series.provider.capabilities.chunk_period
     order = {symbol: i for i, symbol in enumerate(symbols)}
     out: list[Chunk] = []
     for calendar, group in series.by_calendar(symbols).items():

@@ -16,7 +16,7 @@ import pandas as pd
 
 from candleflow.errors import BadInputError
 from candleflow.inputs import UPPER_CASE, SymbolRule
-from candleflow.model import Adjustment, Chunk
+from candleflow.model import EVERY_SYMBOL, Adjustment, Chunk
 from candleflow.sessions import SessionHours
 from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
 from candleflow.universes import ReferenceQuery
@@ -34,6 +34,11 @@ class FetchRequest:
     # Waits for `n` more slots of the vendor's request rate. The caller took one for the request; a provider that
     # sends more than one HTTP request for it (one per symbol, one per session) takes a slot for each of the rest.
     pace: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def every(self) -> bool:
+        """Every ticker the source holds for the window (`--symbols ALL`), not a list of them."""
+        return self.symbols == (EVERY_SYMBOL,)
 
     def take(self, requests: int = 1) -> None:
         """Before sending `requests` more HTTP requests for this one."""
@@ -92,6 +97,9 @@ class Capabilities:
     symbol_rule: SymbolRule = UPPER_CASE
     # It answers `list_symbols`: the tickers of its reference data, for named universes (candleflow.universes).
     lists_symbols: bool = False
+    # The timeframes at which one request answers every ticker of a session (a day's flat file, grouped daily):
+    # `--symbols ALL` fetches those as one chunk per session (EVERY_SYMBOL), with one ledger row each.
+    every_symbol: tuple[str, ...] = ()
 
 
 S = TypeVar("S", bound=ProviderSettings)
@@ -168,6 +176,35 @@ class Provider(Generic[S]):
     def estimate_cost(self, requests: list[FetchRequest]) -> float:
         """The vendor's price in US dollars for all `requests`: `charges` providers."""
         raise NotImplementedError(f"{self.name} does not charge")
+
+
+def check_every_symbol(provider: Provider[Any], timeframes: Sequence[Timeframe]) -> None:
+    """`--symbols ALL` asks for every ticker of each session: refuse a provider (or a timeframe) that cannot
+    answer that in one request, naming those that can."""
+    served = provider.capabilities.every_symbol
+    refused = [tf.name for tf in timeframes if tf.name not in served]
+    if not refused:
+        return
+
+    def at(timeframes: tuple[str, ...]) -> str:
+        return "every timeframe" if len(timeframes) == 5 else ", ".join(timeframes)
+
+    able = ", ".join(
+        f"{name} ({at(cls.capabilities.every_symbol)})"
+        for name, cls in sorted(_providers().items())
+        if cls.capabilities.every_symbol
+    )
+    only = f" (only at {', '.join(served)})" if served else ""
+    raise BadInputError(
+        f"--symbols ALL: provider {provider.name} cannot fetch every ticker of a session in one request at "
+        f"{', '.join(refused)}{only}; name the tickers, @FILE or universe:NAME (universe refresh), or use {able}"
+    )
+
+
+def _providers() -> dict[str, type[Provider[Any]]]:
+    from providers import PROVIDERS
+
+    return dict(PROVIDERS)
 
 
 def listing_providers() -> list[str]:

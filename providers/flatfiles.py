@@ -4,6 +4,7 @@
   `ticker,volume,open,close,high,low,window_start,transactions` (`window_start` in ns since the epoch).
   One file holds every ticker of a date, so the flow plans one chunk per session date and fetches each date's
   file once for all requested symbols (`max_symbols_per_request`); the ledger still has one row per symbol.
+  `--symbols ALL` loads each file whole, as one chunk with one ledger row per date (`every_symbol`).
 - Settings (env, or provider options): CANDLEFLOW_FLATFILES_ENDPOINT_URL (default https://files.massive.com),
   CANDLEFLOW_FLATFILES_BUCKET (default `flatfiles`), CANDLEFLOW_FLATFILES_ACCESS_KEY_ID and
   CANDLEFLOW_FLATFILES_SECRET_ACCESS_KEY (the flat-file keys from the vendor's dashboard, not the REST key).
@@ -81,6 +82,7 @@ class FlatFilesProvider(Provider[FlatFilesSettings]):
         versioned_sources=True,
         session_hours="extended",
         symbol_rule=VENDOR_CASE,  # the files' tickers as written: BRK.A, lower-case markers, O: option tickers
+        every_symbol=("1m", "5m", "15m", "1h", "1d"),  # `--symbols ALL`: each date's file whole
     )
 
     @property
@@ -140,7 +142,7 @@ class FlatFilesProvider(Provider[FlatFilesSettings]):
                 continue
             body = self._call(lambda r=response: r["Body"].read(), request)
             etags.append(response["ETag"].strip('"'))
-            tables.append(_read_symbols(body, request.symbols))
+            tables.append(_read_symbols(body, None if request.every else request.symbols))
         return FetchResult(_to_bars(tables, request), source_version=_combined(etags))
 
     def _call(self, fn: Any, request: FetchRequest | None = None, missing_ok: bool = False) -> Any:
@@ -193,9 +195,12 @@ def _file_dates(request: FetchRequest) -> list[dt.date]:
     return [d.date() for d in days if d.day_of_week < 5]  # the vendor publishes no weekend files
 
 
-def _read_symbols(body: bytes, symbols: Iterable[str]) -> pa.Table:
+def _read_symbols(body: bytes, symbols: Iterable[str] | None) -> pa.Table:
+    """The file's rows of `symbols`, or every row (None: `--symbols ALL`)."""
     stream = pa.input_stream(io.BytesIO(body), compression="gzip")
     table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(column_types={"ticker": pa.string()}))
+    if symbols is None:
+        return table
     return table.filter(pc.is_in(table["ticker"], value_set=pa.array(sorted(set(symbols)), pa.string())))
 
 

@@ -101,6 +101,7 @@ class PolygonProvider(Provider[PolygonSettings]):
         session_hours="extended",
         symbol_rule=VENDOR_CASE,
         lists_symbols=True,
+        every_symbol=("1d",),  # grouped daily: every ticker of a session in one request
     )
 
     @property
@@ -130,6 +131,10 @@ class PolygonProvider(Provider[PolygonSettings]):
         return len(chunks) if self._grouped(first.timeframe, len(chunks), first.window_start, first.window_end) else 1
 
     def describe_requests(self, groups: Sequence[Sequence[Chunk]]) -> str | None:
+        every = [g for g in groups if g[0].every]
+        if every:
+            sessions = sum(len(_sessions(g[0].window_start, g[0].window_end)) for g in every)
+            return f"every ticker's daily bars in {sessions} grouped-daily request{'s' if sessions != 1 else ''}"
         grouped = [g for g in groups if len(g) > 1]
         if not grouped:
             return None
@@ -140,14 +145,19 @@ class PolygonProvider(Provider[PolygonSettings]):
 
     def _grouped(self, timeframe: str, symbols: int, start: pd.Timestamp, end: pd.Timestamp) -> bool:
         """Whether grouped daily serves these symbols in fewer requests than one per symbol."""
-        if timeframe != "1d" or symbols < self.settings.grouped_daily_min_symbols:
+        if timeframe != "1d":
+            return False
+        if symbols == 0:  # every ticker (`--symbols ALL`): only grouped daily answers that
+            return True
+        if symbols < self.settings.grouped_daily_min_symbols:
             return False
         return symbols > len(_sessions(start, end))
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         window = (request.start, request.end)
         client = self._client(window)
-        if self._grouped(request.timeframe.name, len(request.symbols), request.start, request.end):
+        count = 0 if request.every else len(request.symbols)
+        if self._grouped(request.timeframe.name, count, request.start, request.end):
             return self._fetch_grouped(client, request)
         multiplier, timespan = _TIMESPANS[request.timeframe.name]
         frames = []
@@ -187,9 +197,9 @@ class PolygonProvider(Provider[PolygonSettings]):
         """One grouped daily request per session of the window, its tickers kept to the requested ones. A requested
         symbol absent from every session is looked up: unknown to the vendor (404) it is reported so, else empty."""
         window = (request.start, request.end)
-        wanted = set(request.symbols)
+        wanted = set() if request.every else set(request.symbols)
         rows: list[dict[str, Any]] = []
-        label = f"{len(request.symbols)} symbols"
+        label = "every ticker" if request.every else f"{len(request.symbols)} symbols"
         for i, day in enumerate(_sessions(request.start, request.end)):
             if i:
                 request.take()
@@ -198,7 +208,7 @@ class PolygonProvider(Provider[PolygonSettings]):
                 label,
                 window,
             )
-            rows += [agg.__dict__ for agg in answer if agg.ticker in wanted]
+            rows += [agg.__dict__ for agg in answer if request.every or agg.ticker in wanted]
         columns = ["ticker", "open", "high", "low", "close", "volume", "vwap", "timestamp", "transactions", "otc"]
         frame = pd.DataFrame(rows, columns=columns)
         ts = session_dated(pd.to_datetime(frame["timestamp"], unit="ms", utc=True))

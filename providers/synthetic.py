@@ -245,7 +245,12 @@ class SyntheticProvider(Provider[SyntheticSettings]):
     settings_class = SyntheticSettings
     # Bars are computed here, in about 5 ms a request: no vendor to spare. The limit exists (so runs on synthetic
     # exercise the shared rate limit like any provider's) but sits above what two cores can ask of it.
-    capabilities = Capabilities(requests_per_second=1000.0, remote=False, lists_symbols=True)
+    capabilities = Capabilities(
+        requests_per_second=1000.0,
+        remote=False,
+        lists_symbols=True,
+        every_symbol=("1m", "5m", "15m", "1h", "1d"),  # its `listed_symbols`, as a vendor's day file holds its tickers
+    )
 
     def now(self) -> pd.Timestamp:
         """The `now` option, else the real clock: bars closed after it do not exist yet."""
@@ -279,12 +284,13 @@ class SyntheticProvider(Provider[SyntheticSettings]):
                 http_status=404,
             )
         self._maybe_fail(request)
-        parts = [(symbol, self._bars(symbol, request)) for symbol in request.symbols]
+        tickers = self.list_symbols(ReferenceQuery()) if request.every else list(request.symbols)
+        parts = [(symbol, self._bars(symbol, request)) for symbol in tickers]
         ts = np.concatenate([bars["ts"] for _, bars in parts])
         symbols = np.concatenate([np.full(len(bars["ts"]), symbol, dtype=object) for symbol, bars in parts])
         values = {col: np.concatenate([bars[col] for _, bars in parts]) for col in _VALUE_COLUMNS}
         frame = bar_frame(self.name, request.timeframe.name, symbols, ts, values)
-        if len(request.symbols) > 1:  # the canonical order: by symbol, then time
+        if len(tickers) > 1:  # the canonical order: by symbol, then time
             frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
         return self._maybe_corrupt(frame, request)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import Chunk, LedgerStatus
+from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import CopiesManyChunks
 from warehouse.ledger import (
@@ -116,16 +116,19 @@ def bars_present_many(conn: sa.Connection, chunks: Sequence[tuple[int, Chunk]]) 
     c = bars.c
     present: dict[int, int] = {}
     for (provider, timeframe, start, end), symbols in by_window.items():
+        window = (
+            c.provider == provider,
+            c.timeframe == timeframe,
+            c.ts >= start.to_pydatetime(),
+            c.ts < end.to_pydatetime(),
+        )
+        every = symbols.pop(EVERY_SYMBOL, None)
+        if every is not None:  # every ticker's bars of the window (`--symbols ALL`)
+            present[every] = int(conn.execute(sa.select(sa.func.count()).where(*window)).scalar_one())
+        if not symbols:
+            continue
         counted = conn.execute(
-            sa.select(c.symbol, sa.func.count())
-            .where(
-                c.provider == provider,
-                c.timeframe == timeframe,
-                c.symbol.in_(list(symbols)),
-                c.ts >= start.to_pydatetime(),
-                c.ts < end.to_pydatetime(),
-            )
-            .group_by(c.symbol)
+            sa.select(c.symbol, sa.func.count()).where(c.symbol.in_(list(symbols)), *window).group_by(c.symbol)
         )
         for symbol, count in counted:
             present[symbols[symbol]] = int(count)
@@ -144,9 +147,13 @@ def load_fresh_chunks(
     dialect = dialect_for(conn)
     if not isinstance(dialect, CopiesManyChunks) or len(loads) < 2:
         return {}
+    # a chunk of every ticker (`--symbols ALL`) is a whole file: it loads in its own transaction (load_chunk)
+    candidates = [i for i, load in enumerate(loads) if len(load.frame) and not load.chunk.every]
+    if len(candidates) < 2:
+        return {}
     with conn.begin():
-        occupied = dialect.occupied_windows(conn, [load.chunk for load in loads])
-    fresh = [i for i, load in enumerate(loads) if len(load.frame) and load.chunk.key not in occupied]
+        occupied = dialect.occupied_windows(conn, [loads[i].chunk for i in candidates])
+    fresh = [i for i in candidates if loads[i].chunk.key not in occupied]
     if len(fresh) < 2:
         return {}
     try:

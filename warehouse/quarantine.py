@@ -102,9 +102,10 @@ def new_quarantine_rows(
     """The rows to quarantine that the quarantine does not hold yet (by content, per series). Rows it holds
     already take this run's reasons (`failed_expectations`); their `flow_run_id` stays the run that first saw them."""
     q = quarantine.c
+    # a chunk of every ticker (`--symbols ALL`) keeps each row under its own ticker
     window = (
         q.provider == chunk.provider,
-        q.symbol == chunk.symbol,
+        *([] if chunk.every else [q.symbol == chunk.symbol]),
         q.timeframe == chunk.timeframe,
         q.window_start == chunk.window_start.to_pydatetime(),
     )
@@ -117,7 +118,8 @@ def new_quarantine_rows(
         if only_bad and i not in bad_rows:
             continue
         data = row_json(record)
-        digest = row_hash(chunk, data)
+        symbol = str(record.get("symbol")) if chunk.every else chunk.symbol
+        digest = row_hash(chunk, data, symbol)
         failed = "; ".join(bad_rows[i]) if i in bad_rows else reason
         if digest in held:
             if held[digest] != failed:
@@ -128,7 +130,7 @@ def new_quarantine_rows(
         out.append(
             {
                 "provider": chunk.provider,
-                "symbol": chunk.symbol,
+                "symbol": symbol[:32],
                 "timeframe": chunk.timeframe,
                 "window_start": chunk.window_start.to_pydatetime(),
                 "window_end": chunk.window_end.to_pydatetime(),
@@ -157,9 +159,9 @@ def row_json(record: Mapping[str, object]) -> str:
     return json.dumps({k: plain(v) for k, v in record.items()}, default=str)
 
 
-def row_hash(chunk: Chunk, row_data: str) -> str:
+def row_hash(chunk: Chunk, row_data: str, symbol: str | None = None) -> str:
     """What makes a quarantined row distinct: its series and its content as the provider sent it."""
-    key = f"{chunk.provider}|{chunk.symbol}|{chunk.timeframe}|{row_data}"
+    key = f"{chunk.provider}|{symbol or chunk.symbol}|{chunk.timeframe}|{row_data}"
     return hashlib.sha256(key.encode()).hexdigest()
 
 

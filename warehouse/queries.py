@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import LedgerEntry, LedgerStatus
+from candleflow.model import EVERY_SYMBOL, LedgerEntry, LedgerStatus
 from candleflow.sessions import DEFAULT_CALENDAR, SessionHours, schedule, sessions_of
 from candleflow.timeframes import Timeframe, get_timeframe
 from warehouse.databases import is_missing_database
@@ -66,20 +67,14 @@ def read_ledger(
     count per row), so rows whose bars were deleted behind the ledger's back can be told apart."""
     c = ingest_ledger.c
     b = bars.c
-    present = (
-        sa.select(sa.func.count())
-        .select_from(bars)
-        .where(
-            b.provider == c.provider,
-            b.symbol == c.symbol,
-            b.timeframe == c.timeframe,
-            b.ts >= c.window_start,
-            b.ts < c.window_end,
-        )
-        .scalar_subquery()
-        if count_bars
-        else sa.null()
-    )
+
+    def counted(*of_symbol: sa.ColumnElement[bool]) -> sa.ScalarSelect[Any]:
+        window = (b.provider == c.provider, b.timeframe == c.timeframe, b.ts >= c.window_start, b.ts < c.window_end)
+        return sa.select(sa.func.count()).select_from(bars).where(*of_symbol, *window).scalar_subquery()
+
+    present: sa.ColumnElement[Any] = sa.null()
+    if count_bars:  # a row of every ticker (`--symbols ALL`) counts its window's bars whatever their ticker
+        present = sa.case((c.symbol == EVERY_SYMBOL, counted()), else_=counted(b.symbol == c.symbol))
     query = sa.select(
         c.provider,
         c.symbol,
@@ -118,8 +113,14 @@ def read_ledger(
 def read_watermarks(
     engine: sa.Engine, provider: str, symbols: Sequence[str], timeframe: str
 ) -> dict[str, pd.Timestamp]:
-    """Newest bar per symbol for (provider, timeframe); symbols with no bars are absent."""
+    """Newest bar per symbol for (provider, timeframe); symbols with no bars are absent. For EVERY_SYMBOL alone
+    (`--symbols ALL`), the newest bar of any ticker (the window index finds it)."""
     c = bars.c
+    if list(symbols) == [EVERY_SYMBOL]:
+        newest = sa.select(sa.func.max(c.ts)).where(c.provider == provider, c.timeframe == timeframe)
+        with engine.connect() as conn:
+            ts = conn.execute(newest).scalar_one_or_none()
+        return {} if ts is None else {EVERY_SYMBOL: to_utc(ts)}
     query = (
         sa.select(c.symbol, sa.func.max(c.ts))
         .where(_series_filter(engine, bars, provider, symbols, timeframe))
@@ -195,7 +196,8 @@ def bars_per_session_of(
     c = bars.c
     tf = get_timeframe(timeframe)
     out: dict[str, dict[dt.date, int]] = {}
-    if not tf.intraday and symbols:
+    every = list(symbols) == [EVERY_SYMBOL]  # every ticker's bars together, counted under EVERY_SYMBOL
+    if not tf.intraday and symbols and not every:
         # Daily bars are keyed by their session date, one per date: a series with as many bars in the range as
         # the calendar has sessions there is complete, and needs no per-date rows (a 5-year backfill of 500
         # symbols is 629,000 of them). Only the others are counted date by date.
@@ -219,14 +221,15 @@ def bars_per_session_of(
     bucket = (dialect.utc_hour(c.ts) if tf.intraday else dialect.utc_date(c.ts)).label("bucket")
     cuts = _regular_cuts(start, end, tf, calendar) if tf.intraday and hours == "regular" else []
     parts = [sa.case(*((dialect.utc_minute(c.ts) < m, i) for i, m in enumerate(cuts)), else_=len(cuts))] if cuts else []
+    symbol = sa.literal(EVERY_SYMBOL).label("symbol") if every else c.symbol
     query = (
-        sa.select(c.symbol, bucket, *parts, sa.func.count())
+        sa.select(symbol, bucket, *parts, sa.func.count())
         .where(
-            _series_filter(engine, bars, provider, symbols, timeframe),
+            _series_filter(engine, bars, provider, None if every else symbols, timeframe),
             c.ts >= start.to_pydatetime(),
             c.ts < end.to_pydatetime(),
         )
-        .group_by(c.symbol, bucket, *parts)
+        .group_by(*([] if every else [c.symbol]), bucket, *parts)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()

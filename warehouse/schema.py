@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
 from candleflow.errors import BadInputError
+from candleflow.model import EVERY_SYMBOL
 from warehouse.dialects import dialect_for
 
 metadata = sa.MetaData()
@@ -44,6 +45,11 @@ bars = sa.Table(
     sa.Column("vwap", PRICE, nullable=True),
     sa.Column("trades", sa.BigInteger, nullable=True),
 )
+
+# The bars of a window whatever their ticker: a chunk of every ticker (`--symbols ALL`) probes, counts and deletes
+# by it, and `gaps`/`status` of a whole market count by date through it. Warehouses made before it get it on their
+# next run (ensure_schema).
+sa.Index("ix_bars_window", bars.c.provider, bars.c.timeframe, bars.c.ts)
 
 ingest_ledger = sa.Table(
     "ingest_ledger",
@@ -115,11 +121,11 @@ universe_members = sa.Table(
 def bars_in_window(
     provider: str, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp
 ) -> sa.ColumnElement[bool]:
-    """One series' bars with ts in the half-open window [start, end)."""
+    """One series' bars with ts in the half-open window [start, end); every ticker's for EVERY_SYMBOL."""
     c = bars.c
     return sa.and_(
         c.provider == provider,
-        c.symbol == symbol,
+        *([] if symbol == EVERY_SYMBOL else [c.symbol == symbol]),
         c.timeframe == timeframe,
         c.ts >= start.to_pydatetime(),
         c.ts < end.to_pydatetime(),
@@ -160,10 +166,22 @@ def check_tables(engine: sa.Engine) -> bool:
                     f"warehouse {where}: table {table.name} is not candleflow's ({'; '.join(differences)}): rename or "
                     "drop it, or point --warehouse or CANDLEFLOW_WAREHOUSE_URL at another database"
                 )
-    complete = all(name in present for name in metadata.tables)
+    complete = all(name in present for name in metadata.tables) and not missing_indexes(inspector)
     if complete:
         _current.add(engine)
     return complete
+
+
+def missing_indexes(inspector: sa.Inspector) -> list[sa.Index]:
+    """candleflow's indexes that the warehouse's tables lack (made before a release added them)."""
+    present = set(inspector.get_table_names())
+    out: list[sa.Index] = []
+    for table in metadata.sorted_tables:
+        if table.name not in present:
+            continue
+        names = {str(ix["name"]).lower() for ix in inspector.get_indexes(table.name) if ix.get("name")}
+        out += [ix for ix in table.indexes if str(ix.name).lower() not in names]
+    return out
 
 
 def _differences(inspector: sa.Inspector, table: sa.Table) -> list[str]:
@@ -212,6 +230,9 @@ def _ensure_schema(engine: sa.Engine) -> None:
                 conn.execute(
                     sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD {preparer.format_column(column)} {kind}")
                 )
+    for index in missing_indexes(sa.inspect(engine)):  # a warehouse made before the index: built once, here
+        with engine.begin() as conn:
+            index.create(conn, checkfirst=True)
     _allow_every_status(engine)
 
 

@@ -98,7 +98,7 @@ def delete_absent_statement(chunk: Chunk) -> sa.Delete:
     start, end = (sa.bindparam(None, _bound(t.to_pydatetime()), sa.DateTime()) for t in window)
     return sa.delete(target).where(
         target.c.provider == chunk.provider,
-        target.c.symbol == chunk.symbol,
+        *([] if chunk.every else [target.c.symbol == chunk.symbol]),  # a chunk of every ticker: any ticker's
         target.c.timeframe == chunk.timeframe,
         target.c.ts >= start,
         target.c.ts < end,
@@ -110,7 +110,8 @@ def bind_rows(chunk: Chunk, frame: pd.DataFrame) -> list[tuple[Any, ...]]:
     """The frame as Oracle binds: naive UTC datetimes, floats with None for NaN, ints with None for NA."""
     n = len(frame)
     ts = frame["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_pydatetime().tolist()
-    columns: list[list[Any]] = [[chunk.provider] * n, [chunk.symbol] * n, [chunk.timeframe] * n, ts]
+    symbols = frame["symbol"].astype(str).tolist() if chunk.every else [chunk.symbol] * n
+    columns: list[list[Any]] = [[chunk.provider] * n, symbols, [chunk.timeframe] * n, ts]
     columns += value_columns(frame)
     return list(zip(*columns, strict=True))
 

@@ -21,7 +21,8 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since
 
 @dataclass(frozen=True)
 class CopyColumn:
-    """One column to encode: `kind` is text (one constant value), timestamptz, float8 or int8."""
+    """One column to encode: `kind` is text (one constant value), texts (a value per row, all of one length in
+    bytes: numpy `S<n>`), timestamptz, float8 or int8."""
 
     kind: str
     values: np.ndarray | bytes
@@ -47,6 +48,45 @@ def frame_columns(frame: pd.DataFrame, constants: Sequence[str] = ()) -> list[Co
 _FIELD = {"timestamptz": ">i8", "float8": ">f8", "int8": ">i8"}
 
 
+def _field_type(col: CopyColumn) -> str:
+    if col.kind == "text":
+        return f"S{len(col.values)}"
+    if col.kind == "texts":
+        assert isinstance(col.values, np.ndarray)
+        return f"S{col.values.dtype.itemsize}"
+    return _FIELD[col.kind]
+
+
+def _field_length(col: CopyColumn) -> int:
+    if col.kind == "text":
+        return len(col.values)
+    if col.kind == "texts":
+        assert isinstance(col.values, np.ndarray)
+        return int(col.values.dtype.itemsize)
+    return 8
+
+
+def encode_tickers(frame: pd.DataFrame, series: tuple[str, str] | None = None) -> bytes:
+    """The complete payload for bars of many tickers, each row under its own `symbol` (a chunk of every ticker):
+    `provider, symbol, timeframe, ts, values` with `series` (provider, timeframe), else `symbol, ts, values`. Rows
+    are grouped by their ticker's length in bytes, so each group keeps one fixed layout (a dozen groups for a
+    market's tickers, not one per ticker)."""
+    if frame.empty:
+        return HEADER + TRAILER
+    encoded = np.array([s.encode() for s in frame["symbol"].astype(str)], dtype=object)
+    lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+    body = []
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        sub = frame.iloc[rows]
+        tickers = CopyColumn("texts", np.array(encoded[rows].tolist(), dtype=f"S{int(length)}"))
+        columns = [tickers]
+        if series is not None:
+            columns = [CopyColumn("text", series[0].encode()), tickers, CopyColumn("text", series[1].encode())]
+        body.append(encode([*columns, *frame_columns(sub)], len(sub))[len(HEADER) : -len(TRAILER)])
+    return HEADER + b"".join(body) + TRAILER
+
+
 def encode(columns: Sequence[CopyColumn], n_rows: int) -> bytes:
     """The complete binary COPY payload (header, rows, trailer) for `n_rows` rows."""
     if n_rows == 0:
@@ -65,13 +105,13 @@ def encode(columns: Sequence[CopyColumn], n_rows: int) -> bytes:
         for i, col in enumerate(columns):
             fields.append((f"l{i}", ">i4"))
             if not null[i]:
-                fields.append((f"v{i}", f"S{len(col.values)}" if col.kind == "text" else _FIELD[col.kind]))
+                fields.append((f"v{i}", _field_type(col)))
         # One template row holds everything rows share (field count, lengths, constant text); repeating it is a
         # memcpy, so only the numeric values are written field by field.
         template = np.zeros(1, dtype=np.dtype(fields))
         template["n"] = len(columns)
         for i, col in enumerate(columns):
-            template[f"l{i}"] = -1 if null[i] else (len(col.values) if col.kind == "text" else 8)
+            template[f"l{i}"] = -1 if null[i] else _field_length(col)
             if col.kind == "text" and not null[i]:
                 template[f"v{i}"] = col.values
         out = np.repeat(template, count)

@@ -31,6 +31,13 @@ _CREATE_STAGE = (
     "low float8, close float8, volume float8, vwap float8, trades int8) ON COMMIT DELETE ROWS"
 )
 _IN_WINDOW = "provider = %s AND symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s"
+# a chunk of every ticker (`--symbols ALL`): the window's bars whatever their ticker (ix_bars_window), staged with it
+_IN_ANY_WINDOW = "provider = %s AND timeframe = %s AND ts >= %s AND ts < %s"
+STAGE_ANY = "candleflow_bars_stage_any"
+_CREATE_STAGE_ANY = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_ANY} (symbol text NOT NULL, ts timestamptz NOT NULL, open float8, "
+    "high float8, low float8, close float8, volume float8, vwap float8, trades int8) ON COMMIT DELETE ROWS"
+)
 
 
 _SCHEMA_LOCK = 0x63616E646C65  # "candle": the advisory lock that serialises schema changes
@@ -65,6 +72,8 @@ class PostgresDialect(DialectDefaults):
 
     def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        if chunk.every:
+            return self._write_every(raw, chunk, frame)
         window = (chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
         try:
             with raw.cursor() as cur:
@@ -80,9 +89,46 @@ class PostgresDialect(DialectDefaults):
             # see the same exceptions from every dialect.
             raise sa.exc.DBAPIError.instance(f"bulk load of {chunk.label()}", None, exc, psycopg.Error) from exc
 
+    def _write_every(self, raw: psycopg.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
+        """`write_window` for a chunk of every ticker: the same two paths, each row under its own ticker."""
+        window = (chunk.provider, chunk.timeframe, chunk.window_start, chunk.window_end)
+        try:
+            with raw.cursor() as cur:
+                if frame.empty:
+                    cur.execute(f"DELETE FROM bars WHERE {_IN_ANY_WINDOW}", window)
+                    return Written(0, max(cur.rowcount, 0))
+                cur.execute(f"SELECT 1 FROM bars WHERE {_IN_ANY_WINDOW} LIMIT 1", window)
+                payload = pgcopy.encode_tickers(frame, (chunk.provider, chunk.timeframe))
+                if cur.fetchone() is None and self._copy_payload(raw, payload):
+                    return Written(len(frame), 0)
+                cur.execute(_CREATE_STAGE_ANY)
+                cur.execute(f"TRUNCATE {STAGE_ANY}")
+                values = ", ".join(_STAGE_COLUMNS)
+                with cur.copy(f"COPY {STAGE_ANY} (symbol, {values}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(pgcopy.encode_tickers(frame))
+                cur.execute(
+                    f"INSERT INTO bars ({', '.join(BAR_COLUMNS)}) SELECT %s, symbol, %s, {values} FROM {STAGE_ANY} "
+                    f"{upsert_bars_sql()}",
+                    (chunk.provider, chunk.timeframe),
+                )
+                written = cur.rowcount
+                cur.execute(
+                    f"DELETE FROM bars b WHERE {_IN_ANY_WINDOW} AND NOT EXISTS "
+                    f"(SELECT 1 FROM {STAGE_ANY} s WHERE s.symbol = b.symbol AND s.ts = b.ts)",
+                    window,
+                )
+                removed = cur.rowcount
+                cur.execute(f"TRUNCATE {STAGE_ANY}")
+                return Written(written, removed)
+        except psycopg.Error as exc:
+            raise sa.exc.DBAPIError.instance(f"bulk load of {chunk.label()}", None, exc, psycopg.Error) from exc
+
     def _copy_direct(self, raw: psycopg.Connection, chunk: Chunk, frame: pd.DataFrame) -> bool:
         constants = (chunk.provider, chunk.symbol, chunk.timeframe)
-        payload = pgcopy.encode(pgcopy.frame_columns(frame, constants), len(frame))
+        return self._copy_payload(raw, pgcopy.encode(pgcopy.frame_columns(frame, constants), len(frame)))
+
+    def _copy_payload(self, raw: psycopg.Connection, payload: bytes) -> bool:
+        """COPY a complete payload straight into `bars` in a savepoint; False when a row was there already."""
         try:
             # raw.transaction() is a savepoint inside the caller's transaction
             with (

@@ -21,6 +21,7 @@ from warehouse.dialects.base import DialectDefaults, Written, upsert_bars_sql, u
 # SQLAlchemy's own storage format for DateTime on SQLite, so its readers parse what we write.
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _IN_WINDOW = "provider = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts < ?"
+_IN_ANY_WINDOW = "provider = ? AND timeframe = ? AND ts >= ? AND ts < ?"  # every ticker's bars of a window
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -75,11 +76,14 @@ class SqliteDialect(DialectDefaults):
     def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         ts = frame["ts"].dt.tz_convert("UTC").dt.strftime(SQLITE_TS_FORMAT).tolist() if len(frame) else []
         written = self._upsert(conn, chunk, frame, ts) if ts else 0
+        if chunk.every:
+            return Written(written, self._remove_absent_tickers(conn, chunk, frame, ts))
         return Written(written, self._remove_absent(conn, chunk, ts))
 
     def _upsert(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame, ts: list[str]) -> int:
         n = len(frame)
-        columns: list[list[Any]] = [[chunk.provider] * n, [chunk.symbol] * n, [chunk.timeframe] * n, ts]
+        symbols = frame["symbol"].astype(str).tolist() if chunk.every else [chunk.symbol] * n
+        columns: list[list[Any]] = [[chunk.provider] * n, symbols, [chunk.timeframe] * n, ts]
         columns += value_columns(frame)
         placeholders = ", ".join("?" for _ in BAR_COLUMNS)
         sql = f"INSERT INTO bars ({', '.join(BAR_COLUMNS)}) VALUES ({placeholders}) {upsert_bars_sql()}"
@@ -102,6 +106,26 @@ class SqliteDialect(DialectDefaults):
         result = conn.exec_driver_sql(  # the keys to keep as one JSON array: no limit on bound variables
             f"DELETE FROM bars WHERE {_IN_WINDOW} AND ts NOT IN (SELECT value FROM json_each(?))",
             (*window, json.dumps(ts)),
+        )
+        return max(result.rowcount, 0)
+
+    def _remove_absent_tickers(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame, ts: list[str]) -> int:
+        """`_remove_absent` for a chunk of every ticker (`--symbols ALL`): the window's bars of any ticker whose
+        (ticker, ts) the frame lacks, found by the window index (ix_bars_window)."""
+        window = (
+            chunk.provider,
+            chunk.timeframe,
+            chunk.window_start.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
+            chunk.window_end.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
+        )
+        held = conn.exec_driver_sql(f"SELECT count(*) FROM bars WHERE {_IN_ANY_WINDOW}", window).scalar_one()
+        if held <= len(ts):
+            return 0
+        keys = [f"{symbol}\x1f{t}" for symbol, t in zip(frame["symbol"].astype(str), ts, strict=True)]
+        result = conn.exec_driver_sql(
+            f"DELETE FROM bars WHERE {_IN_ANY_WINDOW} AND (symbol || char(31) || ts) NOT IN "
+            "(SELECT value FROM json_each(?))",
+            (*window, json.dumps(keys)),
         )
         return max(result.rowcount, 0)
 
