@@ -56,9 +56,10 @@ def transient_retries() -> dict[str, Any]:
     }
 
 
-def prepare(warehouse_url: str | None) -> None:
-    """Create missing tables, retrying a dropped or busy connection like a chunk would."""
-    prepare_warehouse.with_options(**transient_retries())(warehouse_url)
+def prepare(warehouse_url: str | None, *, every_symbol: bool = False) -> None:
+    """Create missing tables (and the window index of a run of every ticker), retrying a dropped or busy
+    connection like a chunk would."""
+    prepare_warehouse.with_options(**transient_retries())(warehouse_url, every_symbol)
 
 
 def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, *, started: float) -> RunSummary:
@@ -195,7 +196,7 @@ def carry_out(
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
     if summary.todo and not prepared:
-        prepare(inputs.warehouse_url)
+        prepare(inputs.warehouse_url, every_symbol=inputs.universe.every)
     run_chunks(summary, summary.todo, inputs, started=started)
     report_coverage(summary, inputs, first, last)
     return finish(summary)

@@ -86,7 +86,7 @@ def incremental_update(
     )
     check_key_block(inputs.provider, inputs.provider_options)
     last = inputs.end or dt.datetime.now(dt.UTC).date()
-    prepare(inputs.warehouse_url)
+    prepare(inputs.warehouse_url, every_symbol=inputs.universe.every)
     overlap = dt.timedelta(days=inputs.overlap_days) if inputs.overlap_days is not None else None
     summary = RunSummary(flow="incremental_update", universe=universe_line(inputs))
     todo: list[Chunk] = []

@@ -75,7 +75,10 @@ def publish_coverage(flow: str, title: str, series: Mapping[str, Sequence[Sessio
 def publish_universe(flow: str, universe: Universe) -> None:
     """What the run's symbols input resolved to, one row per symbol with the entry that brought it in (the first
     one: a symbol in two universes is fetched once), as a table artifact."""
-    rows, seen = [], set()
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    if universe.every:  # every ticker: which ones, each session's file or answer says (the bars keep them)
+        rows.append({"symbol": "ALL", "from": "ALL", "note": "every ticker the provider's data holds, per session"})
     for part in universe.parts:
         for symbol in part.symbols:
             if symbol not in seen:

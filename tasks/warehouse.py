@@ -15,19 +15,23 @@ from warehouse.engine import check_reachable, checkpoint, ensure_database, get_e
 from warehouse.errors import one_line_errors
 from warehouse.ledger import record_failure
 from warehouse.queries import has_schema, ledger_of, read_watermarks
-from warehouse.schema import ensure_schema
+from warehouse.schema import ensure_schema, ensure_window_index
 
 
 @task(name="prepare_warehouse", cache_policy=NO_CACHE, retry_condition_fn=retry_only_transient)
-def prepare_warehouse(warehouse_url: str | None) -> None:
-    """Check the warehouse is reachable and create missing tables. Idempotent, so a connection dropped halfway
-    is retried like anywhere else (flows.chunks.prepare sets the retries). A PostgreSQL database that does not
-    exist yet is created when the warehouse user may (check_reachable refused the run otherwise)."""
+def prepare_warehouse(warehouse_url: str | None, every_symbol: bool = False) -> None:
+    """Check the warehouse is reachable and create missing tables (and, for a run of every ticker, the window
+    index it reads by). Idempotent, so a connection dropped halfway is retried like anywhere else
+    (flows.chunks.prepare sets the retries). A PostgreSQL database that does not exist yet is created when the
+    warehouse user may (check_reachable refused the run otherwise)."""
     with one_line_errors():
         if ensure_database(warehouse_url):
             engine = get_engine(warehouse_url)
             get_run_logger().warning("created the warehouse database %s", safe_url(engine.url))
-        ensure_schema(check_reachable(warehouse_url))
+        engine = check_reachable(warehouse_url)
+        ensure_schema(engine)
+        if every_symbol:
+            ensure_window_index(engine)
 
 
 @task(name="read_ledger", cache_policy=NO_CACHE)

@@ -46,11 +46,6 @@ bars = sa.Table(
     sa.Column("trades", sa.BigInteger, nullable=True),
 )
 
-# The bars of a window whatever their ticker: a chunk of every ticker (`--symbols ALL`) probes, counts and deletes
-# by it, and `gaps`/`status` of a whole market count by date through it. Warehouses made before it get it on their
-# next run (ensure_schema).
-sa.Index("ix_bars_window", bars.c.provider, bars.c.timeframe, bars.c.ts)
-
 ingest_ledger = sa.Table(
     "ingest_ledger",
     metadata,
@@ -116,6 +111,30 @@ universe_members = sa.Table(
     sa.Column("universe", sa.String(48), primary_key=True),
     sa.Column("symbol", sa.String(32), primary_key=True),
 )
+
+
+# The bars of a window whatever their ticker: a chunk of every ticker (`--symbols ALL`) probes, counts and deletes
+# by it, and `gaps`/`status` of a whole market count by date through it. Made by the first run of every ticker
+# (`ensure_window_index`), not with the tables: rows loaded series by series land all over it, which took a fresh
+# 616,000-bar binary COPY into PostgreSQL from 2.1 s to 4.7-5.5 s here; a run of every ticker appends a session at a
+# time at its end.
+WINDOW_INDEX = "ix_bars_window"
+
+
+def ensure_window_index(engine: sa.Engine) -> None:
+    """Create `ix_bars_window` (provider, timeframe, ts) on `bars` unless it is there; runs starting together
+    take turns (PostgreSQL's schema lock)."""
+    if _has_index(engine, WINDOW_INDEX):
+        return
+    with dialect_for(engine).schema_lock(engine):
+        if _has_index(engine, WINDOW_INDEX):
+            return
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE INDEX {WINDOW_INDEX} ON bars (provider, timeframe, ts)")
+
+
+def _has_index(engine: sa.Engine, name: str) -> bool:
+    return name in {str(ix["name"]).lower() for ix in sa.inspect(engine).get_indexes(bars.name) if ix.get("name")}
 
 
 def bars_in_window(
