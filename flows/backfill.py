@@ -42,8 +42,9 @@ def historical_backfill(
     Args:
         symbols: Tickers to backfill, e.g. AAPL, MSFT, BRK.B.
             Each entry is a ticker (polygon's exactly as the vendor writes it: BRK.A,
-            O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line), or
-            universe:NAME for a universe kept in the warehouse (candleflow universe refresh).
+            O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line),
+            universe:NAME for a universe kept in the warehouse (candleflow universe refresh), or ALL alone for
+            every ticker the provider's data holds each session (polygon-flatfiles; polygon at 1d; synthetic).
         start: First session date to fill (inclusive).
         end: Last session date to fill (inclusive); on or after start.
         provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.

@@ -198,7 +198,7 @@ class RunForm(BaseModel):
     symbols: Annotated[
         list[str],
         PlainValidator(_symbol_list),
-        Says('{name} must be a list of symbols, e.g. ["AAPL", "MSFT"], "@universe.txt" or "universe:NAME"'),
+        Says('{name} must be a list of symbols, e.g. ["AAPL", "MSFT"], "@universe.txt", "universe:NAME" or "ALL"'),
     ]
     timeframes: Annotated[list[Timeframe], PlainValidator(_timeframes), Says("")]
     provider_options: Annotated[

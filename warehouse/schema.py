@@ -185,22 +185,10 @@ def check_tables(engine: sa.Engine) -> bool:
                     f"warehouse {where}: table {table.name} is not candleflow's ({'; '.join(differences)}): rename or "
                     "drop it, or point --warehouse or CANDLEFLOW_WAREHOUSE_URL at another database"
                 )
-    complete = all(name in present for name in metadata.tables) and not missing_indexes(inspector)
+    complete = all(name in present for name in metadata.tables)
     if complete:
         _current.add(engine)
     return complete
-
-
-def missing_indexes(inspector: sa.Inspector) -> list[sa.Index]:
-    """candleflow's indexes that the warehouse's tables lack (made before a release added them)."""
-    present = set(inspector.get_table_names())
-    out: list[sa.Index] = []
-    for table in metadata.sorted_tables:
-        if table.name not in present:
-            continue
-        names = {str(ix["name"]).lower() for ix in inspector.get_indexes(table.name) if ix.get("name")}
-        out += [ix for ix in table.indexes if str(ix.name).lower() not in names]
-    return out
 
 
 def _differences(inspector: sa.Inspector, table: sa.Table) -> list[str]:
@@ -249,9 +237,6 @@ def _ensure_schema(engine: sa.Engine) -> None:
                 conn.execute(
                     sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD {preparer.format_column(column)} {kind}")
                 )
-    for index in missing_indexes(sa.inspect(engine)):  # a warehouse made before the index: built once, here
-        with engine.begin() as conn:
-            index.create(conn, checkfirst=True)
     _allow_every_status(engine)
 
 
