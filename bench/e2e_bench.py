@@ -13,7 +13,10 @@ Every workload is measured in one run against the same PostgreSQL (scratch datab
 - plain loop: what a user writes without candleflow: for each of the same chunks, fetch from the same
   provider, validate with the same suite, `DataFrame.to_sql(method="multi")` into a keyed table;
 - dlt merge: the same fetched bars through dlt's postgres destination, `write_disposition="merge"` (fetching
-  and validation not counted: dlt gets them for free).
+  and validation not counted: dlt gets them for free);
+- the whole market (`--only market`, bench/market_bench.py): `--symbols ALL` from generated vendor files at real
+  width (a year of ~11,000-ticker day files, one ~2M-row minute file) on the local S3 server, and the same year
+  through the grouped-daily stand-in, each with its floor, ledger rows and peak RSS.
 Ratios are floor seconds / case seconds: 1.0 is as fast as the floor. Peak RSS is the process's own
 (`wait4`). Not a test: it asserts only that each case stored the bars it should have.
 """
@@ -409,10 +412,10 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument("--skip-reference", action="store_true", help="no plain loop and no dlt")
-    parser.add_argument("--only", choices=["daily", "minute", "memory"], action="append")
+    parser.add_argument("--only", choices=["daily", "minute", "memory", "market"], action="append")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    only = set(args.only or ["daily", "minute", "memory"])
+    only = set(args.only or ["daily", "minute", "memory", "market"])
     pg = Postgres(args.postgres)
     rows: list[Row] = []
     try:
@@ -497,6 +500,13 @@ def main() -> None:
                             done.time_line(),
                         )
                     )
+                print_table(rows)
+            if "market" in only:
+                sys.path.insert(0, str(ROOT))  # the generated vendor files and stand-ins are the tests'
+                from market_bench import Harness, market_cases
+
+                harness = Harness(pg, api, rows, Row, run_cli, quiet_env, last_flow_run_seconds, KEYED_TABLE)
+                market_cases(harness, scale)
                 print_table(rows)
     finally:
         pg.drop_all()

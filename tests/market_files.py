@@ -151,9 +151,10 @@ def minute_file(date: dt.date, *, tickers: int = MARKET_TICKERS, seed: int = 0, 
     return gzip_csv(minute_table(date, tickers=tickers, seed=seed, rows=rows))
 
 
-def as_bars(table: pa.Table, *, daily: bool) -> pd.DataFrame:
+def as_bars(table: pa.Table, *, daily: bool, stored: bool = False) -> pd.DataFrame:
     """What candleflow should store from the file's rows: symbol, ts (daily: the session date at 00:00 UTC) and
-    the values, sorted, for comparing with the warehouse."""
+    the values, sorted, for comparing with the warehouse; with `stored`, every column of `bars` but the series'
+    provider and timeframe (vwap empty, trades from `transactions`), as a COPY of them takes it."""
     frame = table.to_pandas()
     ts = pd.to_datetime(frame["window_start"], unit="ns", utc=True)
     if daily:
@@ -169,4 +170,7 @@ def as_bars(table: pa.Table, *, daily: bool) -> pd.DataFrame:
             "volume": frame["volume"].astype("float64"),
         }
     )
+    if stored:
+        out["vwap"] = np.nan
+        out["trades"] = frame["transactions"].astype("Int64")
     return out.sort_values(["symbol", "ts"]).reset_index(drop=True)

@@ -13,6 +13,7 @@ script failures by queueing (status, headers) answers and read the requests it s
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import random
 import socket
@@ -104,6 +105,9 @@ class PolygonStandIn(ThreadingHTTPServer):
         # the tickers reference (/v3/reference/tickers): records shaped as the vendor's; by default every known
         # ticker as an active common stock on XNAS
         self.reference: list[dict[str, object]] = [reference_record(t) for t in sorted(known)]
+        # A whole market for grouped daily: that many tickers' day bars per session, as the generated day files
+        # hold them (tests/market_files.py), instead of the known tickers' synthetic bars (0: off).
+        self.market_tickers = 0
 
     @property
     def url(self) -> str:
@@ -260,13 +264,36 @@ class _Handler(BaseHTTPRequestHandler):
             return
         close = pd.Timestamp(f"{day} 16:00", tz="America/New_York").tz_convert("UTC")
         results = []
-        for symbol in sorted(self.server.known):
+        if self.server.market_tickers:
+            results = _market_results(dt.date.fromisoformat(day), self.server.market_tickers, close)
+        for symbol in sorted(self.server.known) if not results else ():
             for bar in _wire(symbol, "1d", day, day):
                 results.append({"T": symbol, **bar, "t": int(close.value // 1_000_000)})
         body = {"queryCount": len(results), "resultsCount": len(results), "adjusted": True, "status": "OK"}
         self._send(
             200, {**body, "request_id": f"req-{len(self.server.requests)}", "count": len(results), "results": results}
         )
+
+
+def _market_results(day: dt.date, tickers: int, close: pd.Timestamp) -> list[dict[str, object]]:
+    """A grouped daily answer's results for a whole market: the generated day file's bars, in the vendor's keys."""
+    from tests.market_files import day_table
+
+    frame = day_table(day, tickers=tickers).to_pandas()
+    renamed = pd.DataFrame(
+        {
+            "T": frame["ticker"],
+            "v": frame["volume"],
+            "vw": ((frame["high"] + frame["low"] + frame["close"]) / 3).round(4),
+            "o": frame["open"],
+            "c": frame["close"],
+            "h": frame["high"],
+            "l": frame["low"],
+            "t": int(close.value // 1_000_000),
+            "n": frame["transactions"],
+        }
+    )
+    return list(renamed.to_dict("records"))
 
 
 def reference_record(ticker: str, **fields: object) -> dict[str, object]:

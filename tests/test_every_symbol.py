@@ -232,6 +232,23 @@ def test_grouped_daily_answers_every_ticker_in_one_request_per_session(monkeypat
     assert summary == "every ticker's daily bars in 3 grouped-daily requests"
 
 
+def test_grouped_daily_of_a_whole_market_through_the_real_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in answers a session with every ticker of the generated day file (~11,000), in the vendor's
+    shape; the massive client parses it and every ticker becomes a bar of its own."""
+    from tests.polygon_server import KEY, polygon_stand_in
+
+    with polygon_stand_in(set(), page_size=5000) as srv:
+        srv.market_tickers = MARKET_TICKERS
+        monkeypatch.setenv("MASSIVE_API_KEY", KEY)
+        monkeypatch.setenv("CANDLEFLOW_POLYGON_BASE_URL", srv.url)
+        start = pd.Timestamp("2024-03-05", tz="UTC")
+        request = FetchRequest((EVERY_SYMBOL,), get_timeframe("1d"), start, start + pd.Timedelta(days=1))
+        bars = get_provider("polygon").fetch(request).bars
+    expected = as_bars(day_table(D(2024, 3, 5)), daily=True)
+    got = bars[["symbol", "ts", "open", "high", "low", "close", "volume"]].sort_values(["symbol", "ts"])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
+
+
 def chunk_of(provider: str, timeframe: str, start: str, end: str) -> Chunk:
     return Chunk(provider, EVERY_SYMBOL, timeframe, pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
 
@@ -335,3 +352,26 @@ def test_synthetic_all_backfills_updates_and_repairs_with_a_row_per_session(
     assert "would fetch synthetic:ALL:1d:2024-01-02..2024-01-02" in plan and "4 session(s) to repair" in plan, plan
     assert main(["repair", *common, "--end", "2024-01-19", "--lookback-days", "20"]) == 0
     assert count(url, "SELECT count(*) FROM bars") == 30 * 13
+
+
+def test_bars_of_many_tickers_copy_into_postgres_exactly(postgres_url: str) -> None:
+    """The COPY payload of a chunk of every ticker groups rows by the ticker's length in bytes; a ticker outside
+    ASCII (none is, so far) takes the slower path and still lands as written."""
+    import psycopg
+
+    from warehouse.dialects import pgcopy
+
+    frame = market_frame(["A", "BRK.A", "ÄBC", "LONGTICKER", "Z"], "2024-03-05")
+    frame["trades"] = pd.array([1, None, 3, 4, 5], dtype="Int64")
+    engine = get_engine(postgres_url)
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        raw: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        columns = "provider, symbol, timeframe, ts, open, high, low, close, volume, vwap, trades"
+        with raw.cursor() as cur, cur.copy(f"COPY bars ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(pgcopy.encode_tickers(frame, ("polygon-flatfiles", "1d")))
+        raw.commit()
+    stored = stored_bars(postgres_url, "polygon-flatfiles")
+    assert stored["symbol"].tolist() == ["A", "BRK.A", "LONGTICKER", "Z", "ÄBC"]
+    assert stored["volume"].tolist() == [0.0, 1.0, 3.0, 4.0, 2.0]
+    assert count(postgres_url, "SELECT count(*) FROM bars WHERE trades IS NULL") == 1

@@ -188,3 +188,32 @@ def test_the_form_edits_provider_options_as_json(page: Any, team: TeamServer) ->
     assert stored["provider_options"] == {"seed": 7} and stored["dry_run"] is True
     final = team.wait_final(run["id"], timeout=120)
     assert final["state_type"] == "COMPLETED", final["state"]["message"]
+
+
+def test_the_form_offers_every_ticker_and_a_run_of_all_loads_each_session_whole(
+    page: Any, team: TeamServer, team_warehouse: str
+) -> None:
+    """The symbols field says its choices (tickers, @PATH, universe:NAME, ALL); ALL typed in it loads every
+    ticker the provider lists, one ledger row per session."""
+    from playwright.sync_api import expect
+
+    deployment_id = open_form(page, team)
+    expect(field(page, "symbols").locator("label[data-slot=label] + p")).to_contain_text(
+        "or ALL alone for every ticker the provider's data holds each session"
+    )
+    set_symbols(page, ["ALL"])
+    set_date(page, "start", "2019-05-06")
+    set_date(page, "end", "2019-05-10")
+    editor = field(page, "provider_options (Optional)").get_by_role("textbox")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(json.dumps({"listed_symbols": 12}))
+    run = submit(page, deployment_id)
+    assert team.flow_run(run["id"])["parameters"]["symbols"] == ["ALL"]
+    final = team.wait_final(run["id"], timeout=180)
+    assert final["state_type"] == "COMPLETED", final["state"]["message"]
+    window = "provider = 'synthetic' AND timeframe = '1d' AND ts >= '2019-05-06' AND ts < '2019-05-11'"
+    assert count(team_warehouse, f"SELECT count(DISTINCT symbol) FROM bars WHERE {window}") == 12
+    assert count(team_warehouse, f"SELECT count(*) FROM bars WHERE {window}") == 12 * 5
+    sessions = "symbol = '*' AND window_start >= '2019-05-06' AND window_start < '2019-05-11'"
+    assert count(team_warehouse, f"SELECT count(*) FROM ingest_ledger WHERE {sessions}") == 5

@@ -73,13 +73,21 @@ def encode_tickers(frame: pd.DataFrame, series: tuple[str, str] | None = None) -
     market's tickers, not one per ticker)."""
     if frame.empty:
         return HEADER + TRAILER
-    encoded = np.array([s.encode() for s in frame["symbol"].astype(str)], dtype=object)
-    lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+    texts = frame["symbol"].to_numpy(dtype=str)  # numpy unicode: lengths and encoding below run in C
+    try:
+        texts.astype(np.bytes_)  # ASCII, as every vendor's tickers are: a character is a byte
+        lengths = np.char.str_len(texts)
+        encoded = None
+    except UnicodeEncodeError:
+        encoded = np.array([t.encode() for t in texts.tolist()], dtype=object)
+        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
     body = []
     for length in np.unique(lengths):
         rows = np.flatnonzero(lengths == length)
         sub = frame.iloc[rows]
-        tickers = CopyColumn("texts", np.array(encoded[rows].tolist(), dtype=f"S{int(length)}"))
+        kind = f"S{int(length)}"
+        values = texts[rows].astype(kind) if encoded is None else np.array(encoded[rows].tolist(), dtype=kind)
+        tickers = CopyColumn("texts", values)
         columns = [tickers]
         if series is not None:
             columns = [CopyColumn("text", series[0].encode()), tickers, CopyColumn("text", series[1].encode())]
