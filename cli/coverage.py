@@ -4,7 +4,6 @@ bars (warehouse.coverage, the one coverage query)."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from cli.options import series_options
@@ -48,7 +47,7 @@ def status(args: argparse.Namespace) -> int:
 
     from candleflow.model import EVERY_SYMBOL, LedgerStatus
     from candleflow.timeframes import get_timeframe
-    from cli.output import cells, out
+    from cli.output import PLAIN_ABOVE_ROWS, cells, out, print_json, print_rows
     from warehouse.engine import check_reachable
     from warehouse.queries import has_schema, ledger_counts, series_summary
 
@@ -56,7 +55,7 @@ def status(args: argparse.Namespace) -> int:
     engine = check_reachable(args.warehouse)
     if not has_schema(engine):
         if args.json:
-            out.print_json("[]")
+            print_json([])
             return 0
         out.print("the warehouse is empty: run candleflow backfill first")
         return 0
@@ -83,6 +82,8 @@ def status(args: argparse.Namespace) -> int:
         title="candleflow coverage (sessions: the symbol's exchange calendar from first to last bar)",
     )
     listed: list[dict[str, Any]] = []
+    plain: list[list[str]] = []
+    intraday_of: dict[str, bool] = {}
     for item in sorted(rows, key=lambda r: (r["provider"], r["symbol"] != EVERY_SYMBOL, r["symbol"], r["timeframe"])):
         key = (item["provider"], item["symbol"], item["timeframe"])
         by_status = by_series.get(key, {})
@@ -91,7 +92,7 @@ def status(args: argparse.Namespace) -> int:
         if in_every and not by_status:
             chunk_text = "in ALL"
         shown = "ALL" if item["symbol"] == EVERY_SYMBOL else item["symbol"]
-        intraday = get_timeframe(item["timeframe"]).intraday
+        intraday = intraday_of.setdefault(item["timeframe"], get_timeframe(item["timeframe"]).intraday)
         listed.append(
             {
                 **item,
@@ -101,24 +102,25 @@ def status(args: argparse.Namespace) -> int:
                 "chunks": {str(s): int(by_status.get(str(s), 0)) for s in LedgerStatus},
             }
         )
-        table.add_row(
-            *cells(
-                item["provider"],
-                shown,
-                item["timeframe"],
-                f"{item['bars']:,}",
-                _when(item["first"], intraday),
-                _when(item["last"], intraday),
-                item["sessions"],
-                item["missing"],
-                item["partial"],
-                chunk_text,
-            )
-        )
+        values = [
+            item["provider"],
+            shown,
+            item["timeframe"],
+            f"{item['bars']:,}",
+            _when(item["first"], intraday),
+            _when(item["last"], intraday),
+            str(item["sessions"]),
+            str(item["missing"]),
+            str(item["partial"]),
+            chunk_text,
+        ]
+        plain.append(values)
+        if not args.json and len(rows) <= PLAIN_ABOVE_ROWS:  # a big table prints as plain rows (print_rows)
+            table.add_row(*cells(*values))
     if args.json:
-        out.print_json(json.dumps(listed))
+        print_json(listed)
         return 0
-    out.print(table)
+    print_rows(table, [str(c.header) for c in table.columns], plain, str(table.title))
     if not rows:
         out.print("no bars match these filters")
     return 0
@@ -253,7 +255,7 @@ def gaps(args: argparse.Namespace) -> int:
     from candleflow.sessions import check_in_range
     from candleflow.settings import run_settings
     from candleflow.timeframes import get_timeframe
-    from cli.output import cells, out
+    from cli.output import cells, out, print_json
     from flows.form import flag_name
     from flows.inputs import query_symbols, symbol_calendars
     from providers import check_stored_key
@@ -315,7 +317,7 @@ def gaps(args: argparse.Namespace) -> int:
             else:
                 table.add_row(*cells(symbol, when, r.state, f"{present}/{expected}", r.reason))
     if args.json:
-        out.print_json(json.dumps(found))
+        print_json(found)
         return 0 if not found else 1
     if found:
         out.print(table)
