@@ -28,7 +28,9 @@ EXIT_BAD_INPUT = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own errors: one line, exit 2
-        self.exit(EXIT_BAD_INPUT, f"candleflow: error: {message} (see candleflow {self.prog.split()[-1]} --help)\n")
+        command = self.prog.split()[-1]
+        where = "candleflow" if command == "candleflow" else f"candleflow {command}"  # not `candleflow candleflow`
+        self.exit(EXIT_BAD_INPUT, f"candleflow: error: {message} (see {where} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

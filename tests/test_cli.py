@@ -194,3 +194,15 @@ def test_console_script_is_installed_and_prints_help() -> None:
         [str(exe), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ}
     )
     assert result.returncode == 0 and "backfill" in result.stdout and "gaps" in result.stdout
+
+
+def test_a_mistyped_command_names_the_help_to_read_once(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exited:
+        main(["repair-gaps"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("candleflow: error: argument command: invalid choice: 'repair-gaps'"), err
+    assert err.endswith("(see candleflow --help)") and len(err.splitlines()) == 1, err
+    with pytest.raises(SystemExit):
+        main(["backfill", "--nope"])
+    assert capsys.readouterr().err.strip().endswith("(see candleflow backfill --help)")
