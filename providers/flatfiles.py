@@ -204,13 +204,32 @@ def _file_dates(request: FetchRequest) -> list[dt.date]:
     return [d.date() for d in days if d.day_of_week < 5]  # the vendor publishes no weekend files
 
 
+# The files' columns, typed up front: a stream's later batches cannot change what its first one inferred (volumes
+# are whole numbers in stock files, not in every dataset's).
+_COLUMN_TYPES = {
+    "ticker": pa.string(),
+    "volume": pa.float64(),
+    "open": pa.float64(),
+    "close": pa.float64(),
+    "high": pa.float64(),
+    "low": pa.float64(),
+    "window_start": pa.int64(),
+    "transactions": pa.int64(),
+}
+
+
 def _read_symbols(body: bytes, symbols: Iterable[str] | None) -> pa.Table:
-    """The file's rows of `symbols`, or every row (None: `--symbols ALL`)."""
+    """The file's rows of `symbols`, or every row (None: `--symbols ALL`), read as a stream of record batches
+    (pyarrow's CSV reader, decompressing as it goes): a request for a few tickers of a two-million-row minute
+    file keeps only their rows, never the whole file's table."""
     stream = pa.input_stream(io.BytesIO(body), compression="gzip")
-    table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(column_types={"ticker": pa.string()}))
-    if symbols is None:
-        return table
-    return table.filter(pc.is_in(table["ticker"], value_set=pa.array(sorted(set(symbols)), pa.string())))
+    options = pacsv.ConvertOptions(column_types=_COLUMN_TYPES)
+    reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=8 << 20), convert_options=options)
+    wanted = None if symbols is None else pa.array(sorted(set(symbols)), pa.string())
+    batches = []
+    for batch in reader:
+        batches.append(batch if wanted is None else batch.filter(pc.is_in(batch["ticker"], value_set=wanted)))
+    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def _to_bars(tables: list[pa.Table], request: FetchRequest) -> pd.DataFrame:

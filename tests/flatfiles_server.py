@@ -67,9 +67,9 @@ class FlatFilesStandIn:
         self.keys.append(key)
         return str(response["ETag"]).strip('"')
 
-    def put_body(self, date: dt.date, kind: str, body: bytes) -> str:
-        """Publish one date's file as given (already in the vendor's gzip CSV); returns its ETag."""
-        key = f"us_stocks_sip/{kind}/{date:%Y}/{date:%m}/{date:%Y-%m-%d}.csv.gz"
+    def put_body(self, date: dt.date, kind: str, body: bytes, dataset: str = "us_stocks_sip") -> str:
+        """Publish one date's file of `dataset` as given (already in the vendor's gzip CSV); returns its ETag."""
+        key = f"{dataset}/{kind}/{date:%Y}/{date:%m}/{date:%Y-%m-%d}.csv.gz"
         response = self.client.put_object(Bucket=BUCKET, Key=key, Body=body)
         self.keys.append(key)
         return str(response["ETag"]).strip('"')

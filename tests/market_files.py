@@ -50,6 +50,28 @@ def market_tickers(count: int = MARKET_TICKERS) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def option_tickers(underlyings: tuple[str, ...] = ("AAPL", "MSFT", "SPY"), strikes: int = 50) -> tuple[str, ...]:
+    """OPRA contract tickers as the vendor writes them: `O:` + underlying + expiry YYMMDD + C or P + strike x 1000
+    in eight digits (O:AAPL240119C00150000), several expiries, both sides."""
+    out = []
+    for underlying in underlyings:
+        for expiry in ("240119", "240216", "240315"):
+            for side in "CP":
+                out += [f"O:{underlying}{expiry}{side}{(100 + 5 * k) * 1000:08d}" for k in range(strikes)]
+    return tuple(sorted(out))
+
+
+def options_day_table(date: dt.date, *, seed: int = 0) -> pa.Table:
+    """An options day file (`us_options_opra/day_aggs_v1`): a bar for each contract that traded that day."""
+    names = np.array(option_tickers(), dtype=object)
+    rng = np.random.default_rng(_seed(date, seed, "options"))
+    traded = np.flatnonzero(rng.random(len(names)) < 0.8)
+    values = _prices(len(traded), rng.lognormal(1.0, 1.0, len(traded)).clip(0.05, 200), rng)
+    values["volume"] = rng.integers(1, 20_000, len(traded))
+    start = np.full(len(traded), _new_york_midnight_ns(date), dtype=np.int64)
+    return _table(names[traded], values, start, rng.integers(1, 500, len(traded)))
+
+
 def _seed(date: dt.date, seed: int, what: str) -> int:
     digest = hashlib.blake2b(f"{what}|{date.isoformat()}|{seed}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
@@ -140,7 +162,7 @@ def gzip_csv(table: pa.Table) -> bytes:
     """The table as the vendor's file: a CSV with a header line, gzip-compressed."""
     sink = io.BytesIO()
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=True, quoting_style="none"))
-    return gzip.compress(sink.getvalue(), compresslevel=1)
+    return gzip.compress(sink.getvalue(), compresslevel=1, mtime=0)  # the same bytes every time
 
 
 def day_file(date: dt.date, *, tickers: int = MARKET_TICKERS, seed: int = 0) -> bytes:

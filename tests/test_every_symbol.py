@@ -208,6 +208,33 @@ def test_a_minute_file_loads_whole_in_its_session_s_window(files: FlatFilesStand
     assert (entry.symbol, entry.rows) == (EVERY_SYMBOL, table.num_rows)
 
 
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_every_option_contract_of_an_opra_day_file_loads_as_the_vendor_writes_it(
+    files: FlatFilesStandIn, sqlite_url: str
+) -> None:
+    from flows.backfill import historical_backfill
+    from tests.market_files import options_day_table
+
+    tables = {day: options_day_table(day) for day in SESSIONS[:2]}
+    for day, table in tables.items():
+        files.put_body(day, "day_aggs_v1", gzip_csv(table), dataset="us_options_opra")
+    summary = historical_backfill(
+        provider="polygon-flatfiles",
+        provider_options={"dataset": "us_options_opra"},
+        symbols=["ALL"],
+        start=SESSIONS[0],
+        end=SESSIONS[1],
+        warehouse_url=sqlite_url,
+    )
+    assert summary.ok and summary.counts()["loaded"] == 2, summary.headline()
+    expected = pd.concat([as_bars(t, daily=True) for t in tables.values()]).sort_values(["symbol", "ts"])
+    stored = stored_bars(sqlite_url, "polygon-flatfiles")
+    pd.testing.assert_frame_equal(stored, expected.reset_index(drop=True), check_dtype=False)
+    assert stored["symbol"].str.fullmatch(r"O:(AAPL|MSFT|SPY)\d{6}[CP]\d{8}").all()
+    assert count(sqlite_url, "SELECT count(*) FROM ingest_ledger") == 2
+
+
 # --- grouped daily ------------------------------------------------------------------------------------------------
 
 
