@@ -9,6 +9,8 @@
   CANDLEFLOW_FLATFILES_BUCKET (default `flatfiles`), CANDLEFLOW_FLATFILES_ACCESS_KEY_ID and
   CANDLEFLOW_FLATFILES_SECRET_ACCESS_KEY (the flat-file keys from the vendor's dashboard, not the REST key).
 - Prices are as traded: the files are unadjusted, and every ledger row says `raw`.
+- Datasets (`--option dataset=us_options_opra`, ...) are stored apart: `polygon-flatfiles` for US stocks,
+  `polygon-flatfiles:opra` for options, and so on (`dataset_key`), as csv's named sources are.
 - Timeframes: 1d from day files (stamped midnight New York, stored session-dated at 00:00 UTC); 1m from minute
   files (extended hours included); 5m, 15m and 1h aggregated from the minute files on the UTC grid (open of the
   first minute, close of the last, high/low extremes, volume and trades summed; no vwap).
@@ -34,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from candleflow.inputs import VENDOR_CASE
@@ -57,7 +59,7 @@ class FlatFilesSettings(ProviderSettings):
     bucket: str | None = None  # default `flatfiles`
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
-    dataset: str = "us_stocks_sip"
+    dataset: str = Field(default="us_stocks_sip", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     timeout_seconds: float = 60.0
 
     def missing_keys(self) -> str | None:
@@ -85,6 +87,12 @@ class FlatFilesProvider(Provider[FlatFilesSettings]):
         symbol_rule=VENDOR_CASE,  # the files' tickers as written: BRK.A, lower-case markers, O: option tickers
         every_symbol=("1m", "5m", "15m", "1h", "1d"),  # `--symbols ALL`: each date's file whole
     )
+
+    @property
+    def stored_as(self) -> str:
+        """Each dataset is a collection of its own: `polygon-flatfiles` for US stocks, `polygon-flatfiles:opra` for
+        options and so on, so a run of every ticker of one dataset never takes another's bars for its own."""
+        return dataset_key(self.settings.dataset)
 
     @property
     def bucket(self) -> str:
@@ -127,7 +135,7 @@ class FlatFilesProvider(Provider[FlatFilesSettings]):
             body = self._call(lambda r=response: r["Body"].read(), request)
             etags.append(response["ETag"].strip('"'))
             tables.append(_read_symbols(body, None if request.every else request.symbols))
-        return FetchResult(_to_bars(tables, request), source_version=_combined(etags))
+        return FetchResult(_to_bars(tables, request, self.stored_as), source_version=_combined(etags))
 
     def _call(self, fn: Any, request: FetchRequest | None = None, missing_ok: bool = False) -> Any:
         from botocore import exceptions as bex
@@ -193,6 +201,29 @@ def _s3_client(endpoint_url: str, key_id: str, secret: str, timeout_seconds: flo
     )
 
 
+# The provider key of each of the vendor's flat-file datasets (its bars and ledger rows are stored under it). US
+# stocks keep the provider's name; a dataset not listed here is keyed by its own name, shortened to fit the
+# 32-character provider column.
+_DATASET_KEYS = {
+    "us_stocks_sip": "",
+    "us_options_opra": "opra",
+    "us_indices": "indices",
+    "global_crypto": "crypto",
+    "global_forex": "forex",
+    "us_futures_cme": "futures-cme",
+}
+
+
+def dataset_key(dataset: str) -> str:
+    """`polygon-flatfiles`, `polygon-flatfiles:opra`, ...: where a dataset's bars are stored."""
+    short = _DATASET_KEYS.get(dataset)
+    if short is None:
+        short = dataset.replace("_", "-")
+        if len(short) > 14:
+            short = short[:9].rstrip("-") + "-" + hashlib.blake2b(dataset.encode(), digest_size=2).hexdigest()
+    return f"{FlatFilesProvider.name}:{short}" if short else FlatFilesProvider.name
+
+
 def _file_dates(request: FetchRequest) -> list[dt.date]:
     """The dates whose file can hold bars in the request's window (local New York dates for minute files)."""
     last = request.end - pd.Timedelta(microseconds=1)
@@ -232,8 +263,8 @@ def _read_symbols(body: bytes, symbols: Iterable[str] | None) -> pa.Table:
     return pa.Table.from_batches(batches, schema=reader.schema)
 
 
-def _to_bars(tables: list[pa.Table], request: FetchRequest) -> pd.DataFrame:
-    name, tf = FlatFilesProvider.name, request.timeframe.name
+def _to_bars(tables: list[pa.Table], request: FetchRequest, name: str) -> pd.DataFrame:
+    tf = request.timeframe.name
     if not tables:
         return canonical_frame(pd.DataFrame({"symbol": [], "ts": []}), provider=name, timeframe=tf)
     raw = pa.concat_tables(tables, promote_options="permissive").to_pandas()

@@ -216,6 +216,14 @@ def test_every_option_contract_of_an_opra_day_file_loads_as_the_vendor_writes_it
     from flows.backfill import historical_backfill
     from tests.market_files import options_day_table
 
+    """Stored apart from the stocks of the same days (`polygon-flatfiles:opra`): a run of every contract never
+    takes the stocks' bars for bars its file dropped."""
+    stocks = day_table(SESSIONS[0], tickers=500)
+    files.put_body(SESSIONS[0], "day_aggs_v1", gzip_csv(stocks))
+    first = historical_backfill(
+        provider="polygon-flatfiles", symbols=["ALL"], start=SESSIONS[0], end=SESSIONS[0], warehouse_url=sqlite_url
+    )
+    assert first.ok and count(sqlite_url, "SELECT count(*) FROM bars") == stocks.num_rows
     tables = {day: options_day_table(day) for day in SESSIONS[:2]}
     for day, table in tables.items():
         files.put_body(day, "day_aggs_v1", gzip_csv(table), dataset="us_options_opra")
@@ -229,10 +237,11 @@ def test_every_option_contract_of_an_opra_day_file_loads_as_the_vendor_writes_it
     )
     assert summary.ok and summary.counts()["loaded"] == 2, summary.headline()
     expected = pd.concat([as_bars(t, daily=True) for t in tables.values()]).sort_values(["symbol", "ts"])
-    stored = stored_bars(sqlite_url, "polygon-flatfiles")
+    stored = stored_bars(sqlite_url, "polygon-flatfiles:opra")
     pd.testing.assert_frame_equal(stored, expected.reset_index(drop=True), check_dtype=False)
     assert stored["symbol"].str.fullmatch(r"O:(AAPL|MSFT|SPY)\d{6}[CP]\d{8}").all()
-    assert count(sqlite_url, "SELECT count(*) FROM ingest_ledger") == 2
+    assert count(sqlite_url, "SELECT count(*) FROM ingest_ledger WHERE provider = 'polygon-flatfiles:opra'") == 2
+    assert len(stored_bars(sqlite_url, "polygon-flatfiles")) == stocks.num_rows  # the stocks are all there
 
 
 # --- grouped daily ------------------------------------------------------------------------------------------------
@@ -310,6 +319,9 @@ def test_a_window_of_every_ticker_is_written_keyed_and_ends_equal_to_its_file(wa
     tickers = ["A", "BRK.A", "BACpB", "LONGTICKER", "Z"]
     neighbour = market_frame(["A"], "2024-03-06")  # the next day's bar of a ticker stays whatever happens here
     load_chunk(engine, replace_window(chunk, "2024-03-06"), neighbour, checksum="n", flow_run_id=None)
+    # a ticker fetched on its own (an OTC one a grouped answer leaves out): its own ledger row vouches for its bar
+    alone = replace_window(chunk, "2024-03-05", "OTCX")
+    load_chunk(engine, alone, market_frame(["OTCX"], "2024-03-05"), checksum="o", flow_run_id=None)
     first = load_chunk(engine, chunk, market_frame(tickers, "2024-03-05"), checksum="a", flow_run_id=None)
     assert (first.status, first.written, first.removed) == (LedgerStatus.LOADED, 5, 0)
     again = load_chunk(engine, chunk, market_frame(tickers, "2024-03-05"), checksum="a", flow_run_id=None)
@@ -323,16 +335,17 @@ def test_a_window_of_every_ticker_is_written_keyed_and_ends_equal_to_its_file(wa
         ["A", 10.0],
         ["BRK.A", 10.5],
         ["LONGTICKER", 10.5],
+        ["OTCX", 10.0],
         ["Z", 10.5],
     ]
     empty = load_chunk(engine, chunk, fewer.iloc[0:0], checksum="c", flow_run_id=None)
     assert (empty.status, empty.removed) == (LedgerStatus.EMPTY, 4)
-    assert count(warehouse_url, "SELECT count(*) FROM bars") == 1  # the neighbour
+    assert sorted(stored_bars(warehouse_url, "polygon-flatfiles")["symbol"]) == ["A", "OTCX"]  # neither was its
 
 
-def replace_window(chunk: Chunk, day: str) -> Chunk:
+def replace_window(chunk: Chunk, day: str, symbol: str = "A") -> Chunk:
     start = pd.Timestamp(day, tz="UTC")
-    return Chunk(chunk.provider, "A", chunk.timeframe, start, start + pd.Timedelta(days=1))
+    return Chunk(chunk.provider, symbol, chunk.timeframe, start, start + pd.Timedelta(days=1))
 
 
 def test_the_window_index_is_made_by_the_first_run_of_every_ticker_only(warehouse_url: str) -> None:

@@ -152,7 +152,10 @@ def holds(entry: sa.Row[Any], chunk: Chunk, present: int, settled: tuple[str, ..
     """The rule both unchanged checks share, for a ledger row whose checksum matched: it records the chunk as
     settled, over the same window, and `present` (the bars its window holds now) are all the bars it claims."""
     same_window = as_utc(entry.window_end) == as_utc(chunk.window_end)
-    return entry.status in settled and same_window and present == entry.rows
+    # A chunk of every ticker counts its window's bars whatever their ticker, and a ticker fetched on its own may
+    # hold bars there too (its own ledger row vouches for them): all it loaded must be there, more may be.
+    enough = present >= (entry.rows or 0) if chunk.every else present == entry.rows
+    return entry.status in settled and same_window and enough
 
 
 def description_differs(entry: sa.Row[Any], described: Mapping[str, object]) -> bool:

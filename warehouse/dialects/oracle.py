@@ -96,6 +96,16 @@ def delete_absent_statement(chunk: Chunk) -> sa.Delete:
     staged = sa.exists().where(*(stage.c[c] == target.c[c] for c in BAR_KEY))
     window = (chunk.window_start, chunk.window_end)
     start, end = (sa.bindparam(None, _bound(t.to_pydatetime()), sa.DateTime()) for t in window)
+    vouched: list[sa.ColumnElement[bool]] = []
+    if chunk.every:  # a bar a ledger row of its ticker's own holds is not the every-ticker chunk's to remove
+        led = sa.table("ingest_ledger", *(sa.column(c) for c in (*BAR_KEY[:3], "window_start", "window_end")))
+        vouched.append(
+            ~sa.exists().where(
+                *(led.c[c] == target.c[c] for c in BAR_KEY[:3]),
+                led.c.window_start <= target.c.ts,
+                led.c.window_end > target.c.ts,
+            )
+        )
     return sa.delete(target).where(
         target.c.provider == chunk.provider,
         *([] if chunk.every else [target.c.symbol == chunk.symbol]),  # a chunk of every ticker: any ticker's
@@ -103,6 +113,7 @@ def delete_absent_statement(chunk: Chunk) -> sa.Delete:
         target.c.ts >= start,
         target.c.ts < end,
         ~staged,
+        *vouched,
     )
 
 

@@ -95,7 +95,12 @@ class PostgresDialect(DialectDefaults):
         try:
             with raw.cursor() as cur:
                 if frame.empty:
-                    cur.execute(f"DELETE FROM bars WHERE {_IN_ANY_WINDOW}", window)
+                    cur.execute(
+                        f"DELETE FROM bars b WHERE {_IN_ANY_WINDOW} AND NOT EXISTS (SELECT 1 FROM ingest_ledger l "
+                        "WHERE l.provider = b.provider AND l.symbol = b.symbol AND l.timeframe = b.timeframe AND "
+                        "l.window_start <= b.ts AND l.window_end > b.ts)",
+                        window,
+                    )
                     return Written(0, max(cur.rowcount, 0))
                 cur.execute(f"SELECT 1 FROM bars WHERE {_IN_ANY_WINDOW} LIMIT 1", window)
                 payload = pgcopy.encode_tickers(frame, (chunk.provider, chunk.timeframe))
@@ -112,9 +117,11 @@ class PostgresDialect(DialectDefaults):
                     (chunk.provider, chunk.timeframe),
                 )
                 written = cur.rowcount
-                cur.execute(
+                cur.execute(  # bars the file dropped, unless a ledger row of their ticker's own holds them
                     f"DELETE FROM bars b WHERE {_IN_ANY_WINDOW} AND NOT EXISTS "
-                    f"(SELECT 1 FROM {STAGE_ANY} s WHERE s.symbol = b.symbol AND s.ts = b.ts)",
+                    f"(SELECT 1 FROM {STAGE_ANY} s WHERE s.symbol = b.symbol AND s.ts = b.ts) AND NOT EXISTS "
+                    "(SELECT 1 FROM ingest_ledger l WHERE l.provider = b.provider AND l.symbol = b.symbol AND "
+                    "l.timeframe = b.timeframe AND l.window_start <= b.ts AND l.window_end > b.ts)",
                     window,
                 )
                 removed = cur.rowcount

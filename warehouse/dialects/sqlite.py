@@ -22,6 +22,12 @@ from warehouse.dialects.base import DialectDefaults, Written, upsert_bars_sql, u
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _IN_WINDOW = "provider = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts < ?"
 _IN_ANY_WINDOW = "provider = ? AND timeframe = ? AND ts >= ? AND ts < ?"  # every ticker's bars of a window
+# A bar another ledger row vouches for (its ticker's own chunk, loaded from another request of the same provider:
+# an OTC ticker fetched alone, which a grouped answer leaves out) is not the every-ticker chunk's to remove.
+_NOT_VOUCHED = (
+    "NOT EXISTS (SELECT 1 FROM ingest_ledger l WHERE l.provider = bars.provider AND l.symbol = bars.symbol "
+    "AND l.timeframe = bars.timeframe AND l.window_start <= bars.ts AND l.window_end > bars.ts)"
+)
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -111,7 +117,8 @@ class SqliteDialect(DialectDefaults):
 
     def _remove_absent_tickers(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame, ts: list[str]) -> int:
         """`_remove_absent` for a chunk of every ticker (`--symbols ALL`): the window's bars of any ticker whose
-        (ticker, ts) the frame lacks, found by the window index (ix_bars_window)."""
+        (ticker, ts) the frame lacks and no ledger row of that ticker's own holds, found by the window index
+        (ix_bars_window)."""
         window = (
             chunk.provider,
             chunk.timeframe,
@@ -124,7 +131,7 @@ class SqliteDialect(DialectDefaults):
         keys = [f"{symbol}\x1f{t}" for symbol, t in zip(frame["symbol"].astype(str), ts, strict=True)]
         result = conn.exec_driver_sql(
             f"DELETE FROM bars WHERE {_IN_ANY_WINDOW} AND (symbol || char(31) || ts) NOT IN "
-            "(SELECT value FROM json_each(?))",
+            f"(SELECT value FROM json_each(?)) AND {_NOT_VOUCHED}",
             (*window, json.dumps(keys)),
         )
         return max(result.rowcount, 0)
