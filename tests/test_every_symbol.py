@@ -415,3 +415,33 @@ def test_bars_of_many_tickers_copy_into_postgres_exactly(postgres_url: str) -> N
     assert stored["symbol"].tolist() == ["A", "BRK.A", "LONGTICKER", "Z", "ÄBC"]
     assert stored["volume"].tolist() == [0.0, 1.0, 3.0, 4.0, 2.0]
     assert count(postgres_url, "SELECT count(*) FROM bars WHERE trades IS NULL") == 1
+
+
+@pytest.mark.parametrize("on_invalid", ["reject", "quarantine_rows"])
+def test_a_bad_bar_in_a_file_of_every_ticker_is_quarantined_under_its_own_ticker(
+    on_invalid: str, warehouse_url: str
+) -> None:
+    """One bad bar among a session's tickers: `reject` keeps the session's file out (its rejection names the way
+    out), `quarantine_rows` loads every other ticker; either way the bad row is quarantined under its ticker."""
+    from ingest import Attempt, run_batch
+    from providers.synthetic import SyntheticProvider
+
+    engine = get_engine(warehouse_url)
+    ensure_schema(engine)
+    ensure_window_index(engine)
+    provider = SyntheticProvider(listed_symbols=40, invalid_chunk_rate=1.0, seed=3)
+    chunk = chunk_of("synthetic", "1d", "2024-03-05", "2024-03-06")
+    (result,) = run_batch([chunk], provider, engine, on_invalid, attempt=Attempt("run-1")).results  # type: ignore[arg-type]
+    with engine.connect() as conn:
+        quarantined = conn.execute(sa.text("SELECT symbol FROM quarantine")).scalars().all()
+    assert len(quarantined) == (40 if on_invalid == "reject" else 1)  # rejected: the whole file, row by row
+    assert all(symbol != EVERY_SYMBOL and symbol.startswith("S00") for symbol in quarantined)
+    (entry,) = read_ledger(engine)
+    assert entry.symbol == EVERY_SYMBOL
+    if on_invalid == "reject":
+        assert result.status == entry.status == LedgerStatus.REJECTED
+        assert "--on-invalid quarantine_rows" in (result.error or ""), result.error
+        assert count(warehouse_url, "SELECT count(*) FROM bars") == 0
+    else:
+        assert result.status == entry.status == LedgerStatus.PARTIAL
+        assert count(warehouse_url, "SELECT count(*) FROM bars") == 39
