@@ -242,6 +242,7 @@ def select_chunks(
     *,
     adjustment: str | None = None,
     versions: Mapping[dt.date, str | None] | None = None,
+    whole: Iterable[LedgerEntry] = (),
 ) -> Selection:
     """Keep the chunks `mode` asks for, given the ledger's last outcomes.
 
@@ -253,6 +254,9 @@ def select_chunks(
 
     Of a chunk not held, only its calendar years (daily bars) or months (intraday) that are not held are planned,
     joined where they touch: a chunk split when it failed validation refetches only its rejected years.
+
+    `whole`: rows of chunks of every ticker (`--symbols ALL`) read from the same sources as the chunks (a date's
+    flat file): each holds every ticker's chunk of its window too.
     """
     chunks = list(chunks)
     if mode is PlanMode.ALL:
@@ -260,14 +264,17 @@ def select_chunks(
     by_series: dict[tuple[str, str, str], list[LedgerEntry]] = {}
     for entry in ledger:
         by_series.setdefault((entry.provider, entry.symbol, entry.timeframe), []).append(entry)
+    by_window = {(e.provider, e.timeframe, e.window_start): e for e in whole}
     todo: list[Chunk] = []
     skipped: list[Chunk] = []
     for chunk in chunks:
         entries = by_series.get((chunk.provider, chunk.symbol, chunk.timeframe), [])
         current = versions.get(session_of(chunk)) if versions is not None else None
+        file = by_window.get((chunk.provider, chunk.timeframe, chunk.window_start))
+        read_whole = [replace(file, symbol=chunk.symbol)] if file is not None else []
         holding = [
             e
-            for e in entries
+            for e in entries + read_whole
             if e.status.settled
             and e.overlaps(chunk)
             and e.intact

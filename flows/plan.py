@@ -133,7 +133,10 @@ def plan_backfill(inputs: BackfillInputs, asks: Asks) -> RunSummary:
         published = drop_unpublished(summary, chunks, versions)
         ledger = asks.ledger(inputs.warehouse_url, inputs.stored_as, series.symbols, timeframe.name)
         adjustment = str(series.provider.adjustment)
-        selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions)
+        whole = []  # a date's file loaded whole (`--symbols ALL`) holds each of its tickers' chunks of that date
+        if versions is not None and series.symbols != [EVERY_SYMBOL]:
+            whole = asks.ledger(inputs.warehouse_url, inputs.stored_as, [EVERY_SYMBOL], timeframe.name)
+        selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions, whole=whole)
         summary.skipped += len(selection.skipped)
         summary.todo += selection.todo
     if inputs.source.capabilities.named_sources:  # collections of files: say which one holds what was skipped

@@ -445,3 +445,28 @@ def test_a_bad_bar_in_a_file_of_every_ticker_is_quarantined_under_its_own_ticker
     else:
         assert result.status == entry.status == LedgerStatus.PARTIAL
         assert count(warehouse_url, "SELECT count(*) FROM bars") == 39
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_older_warehouse_of_rows_per_ticker_and_date_migrates_on_its_first_run_of_every_ticker(
+    files: FlatFilesStandIn, warehouse_url: str
+) -> None:
+    """Flat-file runs kept a ledger row per ticker and date; the first run of every ticker over those dates folds
+    the rows of the tickers its files hold into one row per date. A ticker the files lack keeps its rows."""
+    from flows.backfill import historical_backfill
+
+    tables = {day: day_table(day, tickers=60) for day in SESSIONS}
+    for day, table in tables.items():
+        files.put_body(day, "day_aggs_v1", gzip_csv(table))
+    tickers = sorted(set(tables[SESSIONS[0]]["ticker"].to_pylist()))[:3]
+    window = dict(provider="polygon-flatfiles", start=SESSIONS[0], end=SESSIONS[-1], warehouse_url=warehouse_url)
+    before = historical_backfill(symbols=[*tickers, "NOTINFILES"], **window)
+    assert before.ok and count(warehouse_url, "SELECT count(*) FROM ingest_ledger") == 4 * 3
+    after = historical_backfill(symbols=["ALL"], **window)
+    assert after.ok and after.counts()["loaded"] == 3, after.headline()
+    left = read_ledger(get_engine(warehouse_url), "polygon-flatfiles")
+    assert sorted({e.symbol for e in left}) == [EVERY_SYMBOL, "NOTINFILES"]  # its `empty` rows say what ALL cannot
+    assert len(left) == 3 + 3
+    again = historical_backfill(symbols=[*tickers], **window)  # the tickers' own runs find their dates held
+    assert again.results == [] and again.skipped == 3 * 3

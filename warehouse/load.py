@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import sqlalchemy as sa
 
-from candleflow.model import Chunk, LedgerStatus
+from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.ledger import (
     LOAD_UPDATE,
@@ -69,4 +70,27 @@ def load_chunk(
             **described,
         )
         dialect.upsert(conn, ingest_ledger, [row], LOAD_UPDATE)
+        if chunk.every and len(frame):
+            fold_ticker_rows(conn, chunk, frame)
     return LoadOutcome(status, rows=len(frame), written=written, revised=revised, removed=removed)
+
+
+def fold_ticker_rows(conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> int:
+    """Migrate a warehouse's bookkeeping to the chunk of every ticker just loaded: the settled rows of the tickers
+    it holds, for windows inside its own (one row per symbol and date, as flat-file runs kept them before), say
+    nothing it does not, and go. Rows of tickers it lacks stay: they vouch for bars it did not bring (a ticker
+    fetched alone), and failures and rejections stay for what they say. Returns the rows folded."""
+    led = ingest_ledger.c
+    inside = (
+        led.provider == chunk.provider,
+        led.timeframe == chunk.timeframe,
+        led.symbol != EVERY_SYMBOL,
+        led.window_start >= chunk.window_start.to_pydatetime(),
+        led.window_end <= chunk.window_end.to_pydatetime(),
+        led.status.in_(("loaded", "empty")),
+    )
+    if conn.execute(sa.select(led.symbol).where(*inside).limit(1)).first() is None:
+        return 0  # the common case: a warehouse that never kept such rows (one cheap probe)
+    tickers = sorted(set(frame["symbol"].astype(str)))
+    result = conn.execute(sa.delete(ingest_ledger).where(*inside, dialect_for(conn).in_list(led.symbol, tickers)))
+    return max(int(result.rowcount), 0)
