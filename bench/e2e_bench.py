@@ -281,8 +281,14 @@ def floor_seconds(pg: Postgres, parts: list[tuple[Chunk, pd.DataFrame]], tries: 
     """One binary COPY of the pre-encoded bars into an empty keyed table (the encoding is not counted); the best
     of `tries`, each into a new table: one COPY varied from 1.0 s to 2.1 s between runs here, and a floor is
     the least it takes."""
-    database = pg.fresh("floor")
     payloads = [pgcopy.encode(pgcopy.frame_columns(f, (c.provider, c.symbol, c.timeframe)), len(f)) for c, f in parts]
+    return copy_floor(pg, "floor", payloads, tries)
+
+
+def copy_floor(pg: Postgres, name: str, payloads: list[bytes], tries: int = 3) -> float:
+    """The best of `tries` binary COPYs of complete payloads (header, rows, trailer each), as one COPY, into an
+    empty keyed table of a new database `name`."""
+    database = pg.fresh(name)
     best = float("inf")
     with psycopg.connect(pg.dsn(database)) as conn:
         for _ in range(tries):
@@ -505,7 +511,7 @@ def main() -> None:
                 sys.path.insert(0, str(ROOT))  # the generated vendor files and stand-ins are the tests'
                 from market_bench import Harness, market_cases
 
-                harness = Harness(pg, api, rows, Row, run_cli, quiet_env, last_flow_run_seconds, KEYED_TABLE)
+                harness = Harness(pg, api, rows, Row, run_cli, quiet_env, last_flow_run_seconds, copy_floor)
                 market_cases(harness, scale)
                 print_table(rows)
     finally:

@@ -6,14 +6,11 @@ peak RSS. The harness (the lasting server, the CLI runner, the table's rows) is 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
-import psycopg
 
-from candleflow.model import BAR_COLUMNS
 from candleflow.sessions import schedule
 from tests.flatfiles_server import flatfiles_stand_in
 from tests.market_files import MARKET_TICKERS, as_bars, day_table, gzip_csv, minute_table
@@ -22,30 +19,6 @@ from warehouse.dialects import pgcopy
 
 FLATFILES = "polygon-flatfiles"
 MINUTE_DAY_ROWS = 2_000_000
-
-
-def floor_seconds(pg: Any, keyed_table: str, frames: list[pd.DataFrame], provider: str, timeframe: str) -> float:
-    """One binary COPY of the frames (pre-encoded, each row under its own ticker) into an empty keyed table: the
-    best of three."""
-    database = pg.fresh(f"floor_market_{timeframe}")
-    payloads = [pgcopy.encode_tickers(frame, (provider, timeframe)) for frame in frames]
-    best = float("inf")
-    copy = f"COPY bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-    with psycopg.connect(pg.dsn(database)) as conn:
-        for _ in range(3):
-            conn.execute("DROP TABLE IF EXISTS bars")
-            conn.execute(keyed_table.format(name="bars"))
-            conn.commit()
-            conn.execute("CHECKPOINT")
-            started = time.perf_counter()
-            with conn.cursor() as cur, cur.copy(copy) as cp:
-                cp.write(pgcopy.HEADER)
-                for payload in payloads:
-                    cp.write(payload[len(pgcopy.HEADER) : -len(pgcopy.TRAILER)])
-                cp.write(pgcopy.TRAILER)
-            conn.commit()
-            best = min(best, time.perf_counter() - started)
-    return best
 
 
 class Harness:
@@ -60,15 +33,16 @@ class Harness:
         run_cli: Callable[[list[str], dict[str, str]], Any],
         quiet_env: Callable[..., dict[str, str]],
         flow_seconds: Callable[[str, str], float],
-        keyed_table: str,
+        copy_floor: Callable[[Any, str, list[bytes]], float],
     ) -> None:
         self.pg, self.api, self.rows, self.row = pg, api, rows, row
-        self.run_cli, self.quiet_env, self.flow_seconds, self.keyed_table = (
-            run_cli,
-            quiet_env,
-            flow_seconds,
-            keyed_table,
-        )
+        self.run_cli, self.quiet_env, self.flow_seconds = run_cli, quiet_env, flow_seconds
+        self.copy_floor = copy_floor
+
+    def floor(self, frames: list[pd.DataFrame], timeframe: str) -> float:
+        """The floor of these frames' bars, each row under its own ticker (pre-encoded: not counted)."""
+        payloads = [pgcopy.encode_tickers(frame, (FLATFILES, timeframe)) for frame in frames]
+        return self.copy_floor(self.pg, f"floor_market_{timeframe}", payloads)
 
     def backfill(self, name: str, case: str, args: list[str], env: dict[str, str], floor: float | None) -> int:
         """Run one `--symbols ALL` backfill into a new database: its rows (CLI wall, then the flow run with the
@@ -103,7 +77,7 @@ def market_cases(h: Harness, scale: int) -> None:
             frames.append(as_bars(table, daily=True, stored=True))
         bars = sum(len(f) for f in frames)
         name = f"ALL 1d {first:%Y}, {len(sessions)} files"
-        floor = floor_seconds(h.pg, h.keyed_table, frames, FLATFILES, "1d")
+        floor = h.floor(frames, "1d")
         h.rows.append(h.row(name, "floor: binary COPY into an empty keyed table", bars, floor, floor))
         frames.clear()
         args = ["backfill", "--provider", FLATFILES, "--symbols", "ALL", "--timeframe", "1d", *window]
@@ -115,7 +89,7 @@ def market_cases(h: Harness, scale: int) -> None:
         files.put_body(day, "minute_aggs_v1", gzip_csv(table))
         frame = as_bars(table, daily=False, stored=True)
         name = f"ALL 1m {day}, one file"
-        floor = floor_seconds(h.pg, h.keyed_table, [frame], FLATFILES, "1m")
+        floor = h.floor([frame], "1m")
         h.rows.append(h.row(name, "floor: binary COPY into an empty keyed table", len(frame), floor, floor))
         args = ["backfill", "--provider", FLATFILES, "--symbols", "ALL", "--timeframe", "1m"]
         args += ["--start", day.isoformat(), "--end", day.isoformat()]

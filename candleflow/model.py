@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -16,6 +17,16 @@ BAR_COLUMNS = BAR_KEY + BAR_VALUES
 # answer): one ledger row per file and date instead of one per ticker. No symbol rule admits it, so it never names a
 # ticker's series; its bars are stored under their own tickers.
 EVERY_SYMBOL = "*"
+
+
+def every_ticker(symbols: Sequence[str] | None) -> bool:
+    """Whether `symbols` are every ticker of the source (`--symbols ALL` resolves to EVERY_SYMBOL alone)."""
+    return symbols is not None and list(symbols) == [EVERY_SYMBOL]
+
+
+def shown_symbol(symbol: str) -> str:
+    """A stored symbol as a person reads it: `ALL` for EVERY_SYMBOL."""
+    return "ALL" if symbol == EVERY_SYMBOL else symbol
 
 
 # What to do with a chunk that fails validation: keep all of it out, or load its good rows. Bad rows go to
@@ -76,7 +87,7 @@ class Chunk:
     @property
     def shown_symbol(self) -> str:
         """The symbol as a person reads it: `ALL` for a chunk of every ticker."""
-        return "ALL" if self.every else self.symbol
+        return shown_symbol(self.symbol)
 
     def label(self) -> str:
         end = (self.window_end - pd.Timedelta(days=1)).date()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from candleflow.errors import BadInputError
 from candleflow.inputs import SymbolRule
-from candleflow.model import EVERY_SYMBOL
+from candleflow.model import EVERY_SYMBOL, every_ticker
 
 EVERY = "ALL"  # the symbols entry for every ticker of the provider's data
 FILE_PREFIX = "@"
@@ -76,7 +76,7 @@ class Universe:
     @property
     def every(self) -> bool:
         """Every ticker of the provider's data (`ALL`): the run's one symbol is EVERY_SYMBOL."""
-        return self.symbols == [EVERY_SYMBOL]
+        return every_ticker(self.symbols)
 
     @property
     def referenced(self) -> bool:

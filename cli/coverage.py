@@ -45,7 +45,7 @@ def status(args: argparse.Namespace) -> int:
     row `ALL` per provider and timeframe loaded as every ticker (`--symbols ALL`: one ledger row per file)."""
     from rich.table import Table
 
-    from candleflow.model import EVERY_SYMBOL, LedgerStatus
+    from candleflow.model import EVERY_SYMBOL, LedgerStatus, every_ticker, shown_symbol
     from candleflow.timeframes import get_timeframe
     from cli.output import PLAIN_ABOVE_ROWS, cells, out, print_json, print_rows
     from warehouse.engine import check_reachable
@@ -59,15 +59,15 @@ def status(args: argparse.Namespace) -> int:
             return 0
         out.print("the warehouse is empty: run candleflow backfill first")
         return 0
-    every = symbols == [EVERY_SYMBOL]
+    every = every_ticker(symbols)
     series = series_summary(engine, provider, None if every else symbols, timeframe)
     counts = ledger_counts(engine, provider, None if every or symbols is None else [*symbols, EVERY_SYMBOL], timeframe)
     by_series: dict[tuple[str, str, str], dict[str, int]] = {}
     for row in counts.itertuples():
         by_series.setdefault((row.provider, row.symbol, row.timeframe), {})[str(row.status)] = int(row.chunks)
-    whole = sorted({(p, tf) for (p, symbol, tf) in by_series if symbol == EVERY_SYMBOL})
+    whole = {(p, tf) for (p, symbol, tf) in by_series if symbol == EVERY_SYMBOL}
     rows = [] if every else _series_rows(engine, series)
-    rows += _every_rows(engine, series, whole)
+    rows += _every_rows(engine, series, sorted(whole))
     table = Table(
         "provider",
         "symbol",
@@ -87,11 +87,11 @@ def status(args: argparse.Namespace) -> int:
     for item in sorted(rows, key=lambda r: (r["provider"], r["symbol"] != EVERY_SYMBOL, r["symbol"], r["timeframe"])):
         key = (item["provider"], item["symbol"], item["timeframe"])
         by_status = by_series.get(key, {})
-        in_every = item["symbol"] != EVERY_SYMBOL and (item["provider"], item["timeframe"]) in set(whole)
+        in_every = item["symbol"] != EVERY_SYMBOL and (item["provider"], item["timeframe"]) in whole
         chunk_text = "/".join(str(by_status.get(str(s), 0)) for s in LedgerStatus)
         if in_every and not by_status:
             chunk_text = "in ALL"
-        shown = "ALL" if item["symbol"] == EVERY_SYMBOL else item["symbol"]
+        shown = shown_symbol(item["symbol"])
         intraday = intraday_of.setdefault(item["timeframe"], get_timeframe(item["timeframe"]).intraday)
         listed.append(
             {
@@ -251,7 +251,7 @@ def gaps(args: argparse.Namespace) -> int:
 
     from candleflow.coverage import SessionState, incomplete_ranges
     from candleflow.inputs import check_date_range, parse_date
-    from candleflow.model import EVERY_SYMBOL
+    from candleflow.model import EVERY_SYMBOL, every_ticker, shown_symbol
     from candleflow.sessions import check_in_range
     from candleflow.settings import run_settings
     from candleflow.timeframes import get_timeframe
@@ -296,7 +296,7 @@ def gaps(args: argparse.Namespace) -> int:
         by_day = {c.session: c for c in coverage}
         found += [
             {
-                "symbol": "ALL" if symbol == EVERY_SYMBOL else symbol,
+                "symbol": shown_symbol(symbol),
                 "session": str(c.session),
                 "state": str(c.state),
                 "expected": c.expected,
@@ -313,7 +313,7 @@ def gaps(args: argparse.Namespace) -> int:
             expected = sum(c.expected for c in days)
             if symbol == EVERY_SYMBOL:  # every ticker: the bars of any, of those its files loaded
                 loaded = f"{present:,} of {expected:,}" if expected > r.sessions else f"{present:,}"
-                table.add_row(*cells("ALL", when, r.state, loaded, r.reason))
+                table.add_row(*cells(shown_symbol(symbol), when, r.state, loaded, r.reason))
             else:
                 table.add_row(*cells(symbol, when, r.state, f"{present}/{expected}", r.reason))
     if args.json:
@@ -323,7 +323,7 @@ def gaps(args: argparse.Namespace) -> int:
         out.print(table)
     what = "missing or partial bars" if counts_partial else "no bars"
     out.print(f"{len(found)} session(s) with {what} out of {expected_total} expected")
-    if symbols == [EVERY_SYMBOL]:
+    if every_ticker(symbols):
         out.print("(ALL: a session is held when its file or grouped answer was loaded; name a ticker for its own gaps)")
     elif not counts_partial:
         out.print(f"({provider} has no bar for an interval without trades, so short sessions are not gaps)")

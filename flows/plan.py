@@ -14,7 +14,7 @@ from typing import Any
 
 from candleflow.coverage import SessionCoverage, repair_ranges
 from candleflow.errors import BudgetExceededError
-from candleflow.model import EVERY_SYMBOL, Chunk, LedgerEntry
+from candleflow.model import EVERY_SYMBOL, Chunk, LedgerEntry, every_ticker
 from candleflow.planning import group_chunks, plan_chunks, select_chunks, session_of
 from candleflow.report import RunSummary
 from candleflow.sessions import get_calendar, schedule
@@ -62,7 +62,7 @@ def plan_series(series: SeriesRequest, symbols: list[str], start: dt.date, end: 
     """The chunks for `symbols` over the session dates start..end, cut the way the provider serves them, each
     on its symbol's exchange calendar (its time zone for session-dated windows, its sessions for validation)."""
     # every ticker (`--symbols ALL`): one chunk per session, as the vendor publishes a file or answers a request
-    period = ChunkPeriod.SESSION if symbols == [EVERY_SYMBOL] else series.provider.capabilities.chunk_period
+    period = ChunkPeriod.SESSION if every_ticker(symbols) else series.provider.capabilities.chunk_period
     order = {symbol: i for i, symbol in enumerate(symbols)}
     out: list[Chunk] = []
     for calendar, group in series.by_calendar(symbols).items():
@@ -134,7 +134,7 @@ def plan_backfill(inputs: BackfillInputs, asks: Asks) -> RunSummary:
         ledger = asks.ledger(inputs.warehouse_url, inputs.stored_as, series.symbols, timeframe.name)
         adjustment = str(series.provider.adjustment)
         whole = []  # a date's file loaded whole (`--symbols ALL`) holds each of its tickers' chunks of that date
-        if versions is not None and series.symbols != [EVERY_SYMBOL]:
+        if versions is not None and not every_ticker(series.symbols):
             whole = asks.ledger(inputs.warehouse_url, inputs.stored_as, [EVERY_SYMBOL], timeframe.name)
         selection = select_chunks(published, ledger, inputs.mode, adjustment=adjustment, versions=versions, whole=whole)
         summary.skipped += len(selection.skipped)

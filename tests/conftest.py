@@ -111,6 +111,17 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def files(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The local S3 server holding flat files in the vendor's layout, its settings in the environment."""
+    from tests.flatfiles_server import flatfiles_stand_in
+
+    with flatfiles_stand_in() as stand_in:
+        for name, value in stand_in.env().items():
+            monkeypatch.setenv(name, value)
+        yield stand_in
+
+
 def count(url: str, sql: str) -> int:
     from warehouse.engine import get_engine
 

@@ -26,7 +26,7 @@ from providers import get_provider
 from providers.base import FetchRequest
 from tasks.warehouse import prepare_warehouse
 from tests.conftest import count
-from tests.flatfiles_server import FlatFilesStandIn, flatfiles_stand_in
+from tests.flatfiles_server import FlatFilesStandIn
 from tests.market_files import MARKET_TICKERS, as_bars, day_table, gzip_csv, market_tickers, minute_table
 from warehouse.engine import get_engine
 from warehouse.load import load_chunk
@@ -35,14 +35,6 @@ from warehouse.schema import ensure_schema, ensure_window_index
 
 D = dt.date
 SESSIONS = [D(2024, 3, 4), D(2024, 3, 5), D(2024, 3, 6)]
-
-
-@pytest.fixture
-def files(monkeypatch: pytest.MonkeyPatch) -> Any:
-    with flatfiles_stand_in() as stand_in:
-        for name, value in stand_in.env().items():
-            monkeypatch.setenv(name, value)
-        yield stand_in
 
 
 def stored_bars(url: str, provider: str, timeframe: str = "1d") -> pd.DataFrame:

@@ -1,7 +1,6 @@
 """polygon-flatfiles: boto3 against a local S3 server (moto's server mode) holding files in the vendor's layout."""
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -13,20 +12,12 @@ from providers import get_provider
 from providers.base import FetchRequest, FetchResult
 from providers.errors import TerminalProviderError, TransientProviderError
 from tests.conftest import count
-from tests.flatfiles_server import ACCESS_KEY, SECRET_KEY, FlatFilesStandIn, flatfiles_stand_in
+from tests.flatfiles_server import ACCESS_KEY, SECRET_KEY, FlatFilesStandIn
 from tests.providers_support import synthetic_bars
 from warehouse.engine import get_engine
 from warehouse.queries import read_ledger
 
 D = dt.date
-
-
-@pytest.fixture
-def files(monkeypatch: pytest.MonkeyPatch) -> Iterator[FlatFilesStandIn]:
-    with flatfiles_stand_in() as stand_in:
-        for name, value in stand_in.env().items():
-            monkeypatch.setenv(name, value)
-        yield stand_in
 
 
 def fetch(symbols: tuple[str, ...], tf: str, start: str, end: str, **options: object) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from candleflow.inputs import ANY_PROVIDER, UPPER_CASE, VENDOR_CASE, parse_symbo
 from candleflow.universes import Named, resolve
 from cli import main
 from tests.conftest import count
-from tests.flatfiles_server import FlatFilesStandIn, flatfiles_stand_in
+from tests.flatfiles_server import FlatFilesStandIn
 from warehouse.universes import list_universes, load_universe, save_universe
 
 BACKFILL = ["backfill", "--provider", "synthetic", "--timeframe", "1d", "--start", "2024-01-01", "--end", "2024-03-31"]
@@ -226,14 +226,6 @@ def test_bad_universe_input_exits_2_with_one_line_and_writes_nothing(
 
 
 # --- vendor tickers end to end ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def files(monkeypatch: pytest.MonkeyPatch) -> Any:
-    with flatfiles_stand_in() as stand_in:
-        for name, value in stand_in.env().items():
-            monkeypatch.setenv(name, value)
-        yield stand_in
 
 
 @pytest.mark.flows

@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.coverage import SessionCoverage, classify_sessions, hours_counted
-from candleflow.model import EVERY_SYMBOL, LedgerEntry, LedgerStatus
+from candleflow.model import EVERY_SYMBOL, LedgerEntry, LedgerStatus, every_ticker
 from candleflow.planning import request_window
 from candleflow.sessions import closed_sessions, expected_bars_per_session, schedule
 from candleflow.timeframes import get_timeframe
@@ -37,7 +37,7 @@ def measure_coverage(
     `partial=False` for vendors that send no bar without trades. `closed_only=False` keeps the sessions that had
     not closed yet (they are missing until they have bars)."""
     engine = warehouse if isinstance(warehouse, sa.Engine) else check_reachable(warehouse)
-    if list(symbols) == [EVERY_SYMBOL]:
+    if every_ticker(symbols):
         return {EVERY_SYMBOL: _every_ticker(engine, provider, timeframe, start, end, calendar, closed_only)}
     sched = closed_sessions(start, end, calendar) if closed_only else schedule(start, end, calendar)
     stored = has_schema(engine)
@@ -52,7 +52,6 @@ def measure_coverage(
     by_symbol: dict[str, list[LedgerEntry]] = {}
     for entry in ledger:
         by_symbol.setdefault(entry.symbol, []).append(entry)
-    by_symbol[EVERY_SYMBOL] = whole_files
     # A whole file read (a chunk of every ticker) without a ticker's bar: the vendor had none for it that session.
     # Unless its window holds fewer bars than it loaded (deleted since): which ticker lost them is not recorded,
     # so each ticker's missing session there is unexplained, and a repair reads the file again.
@@ -65,7 +64,7 @@ def measure_coverage(
             sched,
             tf,
             counts.get(symbol, {}),
-            by_symbol.get(symbol, []) + (every if symbol != EVERY_SYMBOL else []),
+            by_symbol.get(symbol, []) + every,
             partial=partial,
             expected=expected,
         )

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import EVERY_SYMBOL, LedgerEntry, LedgerStatus
+from candleflow.model import EVERY_SYMBOL, LedgerEntry, LedgerStatus, every_ticker
 from candleflow.sessions import DEFAULT_CALENDAR, SessionHours, schedule, sessions_of
 from candleflow.timeframes import Timeframe, get_timeframe
 from warehouse.databases import is_missing_database
@@ -116,7 +116,7 @@ def read_watermarks(
     """Newest bar per symbol for (provider, timeframe); symbols with no bars are absent. For EVERY_SYMBOL alone
     (`--symbols ALL`), the newest bar of any ticker (the window index finds it)."""
     c = bars.c
-    if list(symbols) == [EVERY_SYMBOL]:
+    if every_ticker(symbols):
         newest = sa.select(sa.func.max(c.ts)).where(c.provider == provider, c.timeframe == timeframe)
         with engine.connect() as conn:
             ts = conn.execute(newest).scalar_one_or_none()
@@ -196,7 +196,7 @@ def bars_per_session_of(
     c = bars.c
     tf = get_timeframe(timeframe)
     out: dict[str, dict[dt.date, int]] = {}
-    every = list(symbols) == [EVERY_SYMBOL]  # every ticker's bars together, counted under EVERY_SYMBOL
+    every = every_ticker(symbols)  # every ticker's bars together, counted under EVERY_SYMBOL
     if not tf.intraday and symbols and not every:
         # Daily bars are keyed by their session date, one per date: a series with as many bars in the range as
         # the calendar has sessions there is complete, and needs no per-date rows (a 5-year backfill of 500

@@ -157,6 +157,15 @@ def changed_predicate(target: str, source: str) -> str:
     return f"({cols}) IS DISTINCT FROM ({new})"
 
 
+# A bar another ledger row vouches for (its ticker's own chunk, loaded from another request of the same provider:
+# an OTC ticker fetched alone, which a grouped answer leaves out) is not a chunk of every ticker's to remove. For a
+# DELETE FROM bars (unaliased); the same SQL on SQLite and PostgreSQL.
+NOT_VOUCHED = (
+    "NOT EXISTS (SELECT 1 FROM ingest_ledger l WHERE l.provider = bars.provider AND l.symbol = bars.symbol "
+    "AND l.timeframe = bars.timeframe AND l.window_start <= bars.ts AND l.window_end > bars.ts)"
+)
+
+
 def upsert_bars_sql(target: str = "bars", source_columns: str | None = None) -> str:
     """The ON CONFLICT clause shared by SQLite and PostgreSQL (same syntax on both)."""
     sets = ", ".join(f"{c} = excluded.{c}" for c in BAR_VALUES)

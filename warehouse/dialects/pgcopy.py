@@ -75,9 +75,9 @@ def encode_tickers(frame: pd.DataFrame, series: tuple[str, str] | None = None) -
         return HEADER + TRAILER
     texts = frame["symbol"].to_numpy(dtype=str)  # numpy unicode: lengths and encoding below run in C
     try:
-        texts.astype(np.bytes_)  # ASCII, as every vendor's tickers are: a character is a byte
-        lengths = np.char.str_len(texts)
+        ascii_ = texts.astype(np.bytes_)  # ASCII, as every vendor's tickers are: a character is a byte
         encoded = None
+        lengths = np.char.str_len(ascii_)
     except UnicodeEncodeError:
         encoded = np.array([t.encode() for t in texts.tolist()], dtype=object)
         lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
@@ -86,7 +86,7 @@ def encode_tickers(frame: pd.DataFrame, series: tuple[str, str] | None = None) -
         rows = np.flatnonzero(lengths == length)
         sub = frame.iloc[rows]
         kind = f"S{int(length)}"
-        values = texts[rows].astype(kind) if encoded is None else np.array(encoded[rows].tolist(), dtype=kind)
+        values = ascii_[rows].astype(kind) if encoded is None else np.array(encoded[rows].tolist(), dtype=kind)
         tickers = CopyColumn("texts", values)
         columns = [tickers]
         if series is not None:

@@ -22,7 +22,14 @@ from sqlalchemy.engine import URL
 
 from candleflow.model import BAR_COLUMNS, BAR_VALUES, Chunk
 from warehouse.dialects import pgcopy
-from warehouse.dialects.base import DialectDefaults, Written, unless_in_url, upsert_bars_sql, upsert_on_conflict
+from warehouse.dialects.base import (
+    NOT_VOUCHED,
+    DialectDefaults,
+    Written,
+    unless_in_url,
+    upsert_bars_sql,
+    upsert_on_conflict,
+)
 
 STAGE = "candleflow_bars_stage"
 _STAGE_COLUMNS = ("ts", *BAR_VALUES)
@@ -95,12 +102,7 @@ class PostgresDialect(DialectDefaults):
         try:
             with raw.cursor() as cur:
                 if frame.empty:
-                    cur.execute(
-                        f"DELETE FROM bars b WHERE {_IN_ANY_WINDOW} AND NOT EXISTS (SELECT 1 FROM ingest_ledger l "
-                        "WHERE l.provider = b.provider AND l.symbol = b.symbol AND l.timeframe = b.timeframe AND "
-                        "l.window_start <= b.ts AND l.window_end > b.ts)",
-                        window,
-                    )
+                    cur.execute(f"DELETE FROM bars WHERE {_IN_ANY_WINDOW} AND {NOT_VOUCHED}", window)
                     return Written(0, max(cur.rowcount, 0))
                 cur.execute(f"SELECT 1 FROM bars WHERE {_IN_ANY_WINDOW} LIMIT 1", window)
                 payload = pgcopy.encode_tickers(frame, (chunk.provider, chunk.timeframe))
@@ -118,10 +120,8 @@ class PostgresDialect(DialectDefaults):
                 )
                 written = cur.rowcount
                 cur.execute(  # bars the file dropped, unless a ledger row of their ticker's own holds them
-                    f"DELETE FROM bars b WHERE {_IN_ANY_WINDOW} AND NOT EXISTS "
-                    f"(SELECT 1 FROM {STAGE_ANY} s WHERE s.symbol = b.symbol AND s.ts = b.ts) AND NOT EXISTS "
-                    "(SELECT 1 FROM ingest_ledger l WHERE l.provider = b.provider AND l.symbol = b.symbol AND "
-                    "l.timeframe = b.timeframe AND l.window_start <= b.ts AND l.window_end > b.ts)",
+                    f"DELETE FROM bars WHERE {_IN_ANY_WINDOW} AND NOT EXISTS (SELECT 1 FROM {STAGE_ANY} s "
+                    f"WHERE s.symbol = bars.symbol AND s.ts = bars.ts) AND {NOT_VOUCHED}",
                     window,
                 )
                 removed = cur.rowcount

@@ -16,18 +16,19 @@ from sqlalchemy.exc import DBAPIError
 
 from candleflow.model import BAR_COLUMNS, Chunk
 from candleflow.settings import warehouse_settings
-from warehouse.dialects.base import DialectDefaults, Written, upsert_bars_sql, upsert_on_conflict, value_columns
+from warehouse.dialects.base import (
+    NOT_VOUCHED,
+    DialectDefaults,
+    Written,
+    upsert_bars_sql,
+    upsert_on_conflict,
+    value_columns,
+)
 
 # SQLAlchemy's own storage format for DateTime on SQLite, so its readers parse what we write.
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _IN_WINDOW = "provider = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts < ?"
 _IN_ANY_WINDOW = "provider = ? AND timeframe = ? AND ts >= ? AND ts < ?"  # every ticker's bars of a window
-# A bar another ledger row vouches for (its ticker's own chunk, loaded from another request of the same provider:
-# an OTC ticker fetched alone, which a grouped answer leaves out) is not the every-ticker chunk's to remove.
-_NOT_VOUCHED = (
-    "NOT EXISTS (SELECT 1 FROM ingest_ledger l WHERE l.provider = bars.provider AND l.symbol = bars.symbol "
-    "AND l.timeframe = bars.timeframe AND l.window_start <= bars.ts AND l.window_end > bars.ts)"
-)
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -82,9 +83,7 @@ class SqliteDialect(DialectDefaults):
     def write_window(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame) -> Written:
         ts = frame["ts"].dt.tz_convert("UTC").dt.strftime(SQLITE_TS_FORMAT).tolist() if len(frame) else []
         written = self._upsert(conn, chunk, frame, ts) if ts else 0
-        if chunk.every:
-            return Written(written, self._remove_absent_tickers(conn, chunk, frame, ts))
-        return Written(written, self._remove_absent(conn, chunk, ts))
+        return Written(written, self._remove_absent(conn, chunk, frame, ts))
 
     def _upsert(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame, ts: list[str]) -> int:
         n = len(frame)
@@ -96,43 +95,24 @@ class SqliteDialect(DialectDefaults):
         result = conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
         return max(result.rowcount, 0)
 
-    def _remove_absent(self, conn: sa.Connection, chunk: Chunk, ts: list[str]) -> int:
+    def _remove_absent(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame, ts: list[str]) -> int:
         """Delete the window's bars whose ts is not in `ts`. The window now holds every one of `ts`, so a count
-        of its bars (an index range) tells whether there is anything to delete; usually there is not."""
-        window = (
-            chunk.provider,
-            chunk.symbol,
-            chunk.timeframe,
-            chunk.window_start.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
-            chunk.window_end.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
-        )
-        held = conn.exec_driver_sql(f"SELECT count(*) FROM bars WHERE {_IN_WINDOW}", window).scalar_one()
+        of its bars (an index range) tells whether there is anything to delete; usually there is not. For a
+        chunk of every ticker (`--symbols ALL`): the window's bars of any ticker whose (ticker, ts) the frame
+        lacks and no ledger row of that ticker's own holds, found by the window index (ix_bars_window)."""
+        span = tuple(t.tz_convert("UTC").strftime(SQLITE_TS_FORMAT) for t in (chunk.window_start, chunk.window_end))
+        if chunk.every:
+            where, window = _IN_ANY_WINDOW, (chunk.provider, chunk.timeframe, *span)
+            keys = [f"{symbol}\x1f{t}" for symbol, t in zip(frame["symbol"].astype(str), ts, strict=True)]
+            absent = f"(symbol || char(31) || ts) NOT IN (SELECT value FROM json_each(?)) AND {NOT_VOUCHED}"
+        else:
+            where, window = _IN_WINDOW, (chunk.provider, chunk.symbol, chunk.timeframe, *span)
+            keys, absent = ts, "ts NOT IN (SELECT value FROM json_each(?))"
+        held = conn.exec_driver_sql(f"SELECT count(*) FROM bars WHERE {where}", window).scalar_one()
         if held <= len(ts):
             return 0
         result = conn.exec_driver_sql(  # the keys to keep as one JSON array: no limit on bound variables
-            f"DELETE FROM bars WHERE {_IN_WINDOW} AND ts NOT IN (SELECT value FROM json_each(?))",
-            (*window, json.dumps(ts)),
-        )
-        return max(result.rowcount, 0)
-
-    def _remove_absent_tickers(self, conn: sa.Connection, chunk: Chunk, frame: pd.DataFrame, ts: list[str]) -> int:
-        """`_remove_absent` for a chunk of every ticker (`--symbols ALL`): the window's bars of any ticker whose
-        (ticker, ts) the frame lacks and no ledger row of that ticker's own holds, found by the window index
-        (ix_bars_window)."""
-        window = (
-            chunk.provider,
-            chunk.timeframe,
-            chunk.window_start.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
-            chunk.window_end.tz_convert("UTC").strftime(SQLITE_TS_FORMAT),
-        )
-        held = conn.exec_driver_sql(f"SELECT count(*) FROM bars WHERE {_IN_ANY_WINDOW}", window).scalar_one()
-        if held <= len(ts):
-            return 0
-        keys = [f"{symbol}\x1f{t}" for symbol, t in zip(frame["symbol"].astype(str), ts, strict=True)]
-        result = conn.exec_driver_sql(
-            f"DELETE FROM bars WHERE {_IN_ANY_WINDOW} AND (symbol || char(31) || ts) NOT IN "
-            f"(SELECT value FROM json_each(?)) AND {_NOT_VOUCHED}",
-            (*window, json.dumps(keys)),
+            f"DELETE FROM bars WHERE {where} AND {absent}", (*window, json.dumps(keys))
         )
         return max(result.rowcount, 0)
 
