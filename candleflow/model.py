@@ -74,10 +74,21 @@ class Chunk:
     window_end: pd.Timestamp
     # The exchange calendar the symbol's sessions follow (validation, coverage, completeness); not part of the key.
     calendar: str = field(default="XNYS", compare=False)
+    # An update's chunk: the window_start of the series' settled ledger row that reaches this window (same calendar
+    # period). Its bars are fetched, validated and written for this window alone; on load that row is extended to
+    # this window's end instead of a new row being added per series per day. Not part of the key.
+    extends: pd.Timestamp | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str, pd.Timestamp]:
         return (self.provider, self.symbol, self.timeframe, self.window_start)
+
+    def extended_row(self) -> Chunk:
+        """The window of the ledger row this chunk's load extends (`extends`): from that row's start to this
+        chunk's end; the chunk itself when it extends none."""
+        if self.extends is None:
+            return self
+        return Chunk(self.provider, self.symbol, self.timeframe, self.extends, self.window_end, self.calendar)
 
     @property
     def every(self) -> bool:

@@ -320,6 +320,69 @@ def _covered(chunk: Chunk, entries: Sequence[LedgerEntry]) -> bool:
     return bool(reached >= chunk.window_end)
 
 
+def period_start(ts: pd.Timestamp, period: ChunkPeriod) -> pd.Timestamp:
+    """The first instant (UTC midnight) of the calendar period `ts` lies in: its five-year block, year, quarter
+    or month; its own day for SESSION."""
+    day = ts.tz_convert("UTC").normalize()
+    if period is ChunkPeriod.FIVE_YEARS:
+        return pd.Timestamp(day.year - day.year % 5, 1, 1, tz="UTC")
+    if period is ChunkPeriod.YEAR:
+        return pd.Timestamp(day.year, 1, 1, tz="UTC")
+    if period is ChunkPeriod.QUARTER:
+        return pd.Timestamp(day.year, (day.month - 1) // 3 * 3 + 1, 1, tz="UTC")
+    if period is ChunkPeriod.MONTH:
+        return pd.Timestamp(day.year, day.month, 1, tz="UTC")
+    return day
+
+
+# The rows an update's load may extend: those that say every bar of their window is there.
+EXTENDABLE = (LedgerStatus.LOADED, LedgerStatus.EMPTY)
+
+
+def segment_start(
+    spans: Iterable[tuple[pd.Timestamp, pd.Timestamp]], at: pd.Timestamp
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """Of the windows `spans`, joined where they touch or overlap, the stretch (start, end) that reaches `at`
+    (start <= at <= end); None when none does."""
+    stretch: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    for start, end in sorted(spans):
+        if stretch is not None and start <= stretch[1]:
+            stretch = (stretch[0], max(stretch[1], end))
+        elif start <= at:
+            stretch = (start, end)
+        else:
+            break
+    if stretch is None or stretch[1] < at:
+        return None
+    return stretch
+
+
+def extension_of(chunk: Chunk, entries: Iterable[LedgerEntry], period: ChunkPeriod, adjustment: str | None) -> Chunk:
+    """An update's chunk, marked to extend the series' ledger row it continues (`Chunk.extends`): the first of the
+    settled rows (`loaded` or `empty`, bars all there, same adjustment) that start in the chunk's calendar period
+    and reach its window one after another. So a daily update lengthens one row per series and period instead of
+    adding a row per series per day, and the per-day rows an older candleflow wrote fold into it on load.
+
+    The chunk unchanged when no such row starts before it, or one of them reaches past its end (an update with
+    an earlier end than before: its row would claim less than they do), or the chunk is one session's window."""
+    if period is ChunkPeriod.SESSION or chunk.every:
+        return chunk
+    floor = period_start(chunk.window_start, period)
+    spans = [
+        (e.window_start, e.window_end)
+        for e in entries
+        if (e.provider, e.symbol, e.timeframe) == (chunk.provider, chunk.symbol, chunk.timeframe)
+        and e.status in EXTENDABLE
+        and e.intact
+        and (adjustment is None or e.adjustment in (None, adjustment))
+        and floor <= e.window_start < chunk.window_end
+    ]
+    stretch = segment_start(spans, chunk.window_start)
+    if stretch is None or stretch[0] >= chunk.window_start or stretch[1] > chunk.window_end:
+        return chunk
+    return replace(chunk, extends=stretch[0])
+
+
 def incremental_start(
     watermark: pd.Timestamp | None,
     timeframe: Timeframe,

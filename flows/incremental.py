@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from candleflow.model import Chunk, OnInvalid
-from candleflow.planning import incremental_start
+from candleflow.model import Chunk, LedgerEntry, OnInvalid, every_ticker
+from candleflow.planning import extension_of, incremental_start, period_start, utc_midnight
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
-from candleflow.timeframes import TimeframeName
+from candleflow.timeframes import ChunkPeriod, TimeframeName
 from flows.chunks import TASK_ASKS, carry_out, prepare
 from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
@@ -95,7 +95,7 @@ def incremental_update(
     for timeframe in inputs.timeframes:
         series = inputs.series(timeframe)
         marks = read_watermarks_task(inputs.warehouse_url, inputs.stored_as, series.symbols, timeframe.name)
-        chunks: list[Chunk] = []
+        starts: dict[str, dt.date] = {}
         for symbol in series.symbols:
             mark = marks.get(symbol)
             calendar = inputs.calendar_of(symbol)
@@ -104,8 +104,24 @@ def incremental_update(
             if start > last:
                 continue
             check_in_range(start, last, calendar)
-            first = min(first, start)
-            chunks += plan_series(series, [symbol], start, last)
+            starts[symbol] = start
+        if not starts:
+            continue
+        first = min(first, *starts.values())
+        # each chunk extends its series' row of the calendar period (one row per series and period, not per day)
+        period = series.provider.capabilities.chunk_period or timeframe.chunk_period
+        rows: list[LedgerEntry] = []
+        if period is not ChunkPeriod.SESSION and not every_ticker(series.symbols):
+            since = period_start(utc_midnight(min(starts.values())), period)
+            rows = TASK_ASKS.ledger(inputs.warehouse_url, inputs.stored_as, list(starts), timeframe.name, since)
+        by_symbol: dict[str, list[LedgerEntry]] = {}
+        for entry in rows:
+            by_symbol.setdefault(entry.symbol, []).append(entry)
+        adjustment = str(series.provider.adjustment)
+        chunks: list[Chunk] = []
+        for symbol, start in starts.items():
+            own = by_symbol.get(symbol, [])
+            chunks += [extension_of(c, own, period, adjustment) for c in plan_series(series, [symbol], start, last)]
         summary.planned += len(chunks)
         todo += drop_unpublished(summary, chunks, published_versions(series, chunks, TASK_ASKS))
     check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd, TASK_ASKS)  # one quote

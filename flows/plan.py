@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
+
+import pandas as pd
 
 from candleflow.coverage import SessionCoverage, repair_ranges
 from candleflow.errors import BudgetExceededError
@@ -26,12 +28,25 @@ from warehouse import coverage
 from warehouse.queries import ledger_of
 
 
+class LedgerAsk(Protocol):
+    """The ledger rows of a provider's series at a timeframe (ending at or after `since`, when given)."""
+
+    def __call__(
+        self,
+        warehouse_url: str | None,
+        provider: str,
+        symbols: Sequence[str],
+        timeframe: str,
+        since: pd.Timestamp | None = None,
+    ) -> list[LedgerEntry]: ...
+
+
 @dataclass(frozen=True)
 class Asks:
     """How a plan asks the outside world: the warehouse's ledger and coverage, a vendor's published versions and
     its quote. Each takes plain values (names, options, dates) so a Prefect task can stand in for it."""
 
-    ledger: Callable[[str | None, str, Sequence[str], str], list[LedgerEntry]]
+    ledger: LedgerAsk
     versions: Callable[[str, Mapping[str, Any] | None, str, list[dt.date]], dict[dt.date, str | None]]
     quote: Callable[[str, Mapping[str, Any] | None, list[list[Chunk]]], float]
     coverage: Callable[..., dict[str, list[SessionCoverage]]]

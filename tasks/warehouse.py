@@ -36,10 +36,14 @@ def prepare_warehouse(warehouse_url: str | None, every_symbol: bool = False) -> 
 
 @task(name="read_ledger", cache_policy=NO_CACHE)
 def read_ledger_task(
-    warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str
+    warehouse_url: str | None,
+    provider: str,
+    symbols: Sequence[str],
+    timeframe: str,
+    since: pd.Timestamp | None = None,
 ) -> list[LedgerEntry]:
     with one_line_errors():
-        return ledger_of(warehouse_url, provider, symbols, timeframe)
+        return ledger_of(warehouse_url, provider, symbols, timeframe, since)
 
 
 @task(name="read_watermarks", cache_policy=NO_CACHE)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import CopiesManyChunks
+from warehouse.extend import stored_checksums
 from warehouse.ledger import (
     LOAD_UPDATE,
     description,
@@ -49,39 +50,48 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
     few queries for the whole batch instead of one transaction each: they write no bars and no ledger row, save
     a changed description (newer source version, later `complete_through`), updated together. Returns their
     outcomes by position in `loads`; the caller loads every other chunk. An update run that finds nothing new
-    is mostly this."""
+    is mostly this: its chunks (`Chunk.extends`) are held by the row they extend when it already reaches their end,
+    its bars are all there, and the bars of their own windows are the ones fetched (read and compared together)."""
     if len(loads) < 2:
         return {}
     led = ingest_ledger.c
-    wanted = {series_key(load.chunk): i for i, load in enumerate(loads)}
-    chunks = [load.chunk for load in loads]
+    rows = [load.chunk.extended_row() for load in loads]  # an update's chunk is held by the row it extends
+    wanted = {series_key(row): i for i, row in enumerate(rows)}
     outcomes: dict[int, LoadOutcome] = {}
     with conn.begin():
         entries = conn.execute(
             select_ledger(
                 "window_end", "status", "rows", "checksum", "adjustment", "source_version", "complete_through"
             ).where(
-                led.provider.in_({c.provider for c in chunks}),
-                led.timeframe.in_({c.timeframe for c in chunks}),
-                dialect_for(conn).in_list(led.symbol, sorted({c.symbol for c in chunks})),  # Oracle: 1,000 a list
-                led.window_start.in_({c.window_start.to_pydatetime() for c in chunks}),
+                led.provider.in_({c.provider for c in rows}),
+                led.timeframe.in_({c.timeframe for c in rows}),
+                dialect_for(conn).in_list(led.symbol, sorted({c.symbol for c in rows})),  # Oracle: 1,000 a list
+                led.window_start.in_({c.window_start.to_pydatetime() for c in rows}),
             )
         ).all()
         candidates: dict[int, sa.Row[Any]] = {}
         for entry in entries:
             i = wanted.get((entry.provider, entry.symbol, entry.timeframe, as_utc(entry.window_start)))
-            if i is not None and entry.checksum == loads[i].checksum:
+            if i is not None and (loads[i].chunk.extends is not None or entry.checksum == loads[i].checksum):
                 candidates[i] = entry
-        present = bars_present_many(conn, [(i, loads[i].chunk) for i in candidates])
+        present = bars_present_many(conn, [(i, rows[i]) for i in candidates])
+        held = {i for i, entry in candidates.items() if holds(entry, rows[i], present.get(i, 0), ("loaded", "empty"))}
+        # an extending chunk is held when the bars of its own window are those it fetched
+        extending = [loads[i].chunk for i in held if loads[i].chunk.extends is not None]
+        stored = stored_checksums(conn, extending) if extending else {}
         changed: list[dict[str, object]] = []
-        for i, entry in candidates.items():
-            load = loads[i]
-            if not holds(entry, load.chunk, present.get(i, 0), ("loaded", "empty")):
-                continue
-            described = description(load.adjustment, load.source_version, load.complete_through)
+        for i in sorted(held):
+            load, entry = loads[i], candidates[i]
+            through = load.complete_through
+            if load.chunk.extends is not None:
+                if stored.get(load.chunk) != load.checksum:
+                    continue
+                if entry.complete_through is not None and as_utc(entry.complete_through) < load.chunk.window_start:
+                    through = as_utc(entry.complete_through)  # an earlier part of the row stays not final
+            described = description(load.adjustment, load.source_version, through)
             if description_differs(entry, described):
                 changed.append(
-                    {**key_params(load.chunk), **{f"v_{k}": v for k, v in described.items()}, "v_updated_at": utc_now()}
+                    {**key_params(rows[i]), **{f"v_{k}": v for k, v in described.items()}, "v_updated_at": utc_now()}
                 )
             status = LedgerStatus.LOADED if len(load.frame) else LedgerStatus.EMPTY
             outcomes[i] = LoadOutcome(status, rows=len(load.frame), written=0, unchanged=True)
@@ -147,8 +157,11 @@ def load_fresh_chunks(
     dialect = dialect_for(conn)
     if not isinstance(dialect, CopiesManyChunks) or len(loads) < 2:
         return {}
-    # a chunk of every ticker (`--symbols ALL`) is a whole file: it loads in its own transaction (load_chunk)
-    candidates = [i for i, load in enumerate(loads) if len(load.frame) and not load.chunk.every]
+    # a chunk of every ticker (`--symbols ALL`) is a whole file, and an update's chunk extends its series' row: each
+    # loads in its own transaction (load_chunk)
+    candidates = [
+        i for i, load in enumerate(loads) if len(load.frame) and not load.chunk.every and load.chunk.extends is None
+    ]
     if len(candidates) < 2:
         return {}
     with conn.begin():

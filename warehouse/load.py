@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
+from warehouse.extend import load_extension
 from warehouse.ledger import (
     LOAD_UPDATE,
     Target,
@@ -53,6 +54,19 @@ def load_chunk(
     status = LedgerStatus.LOADED if len(frame) else LedgerStatus.EMPTY
     described = description(adjustment, source_version, complete_through)
     with transaction(engine) as conn:
+        if chunk.extends is not None:  # an update's chunk: the series' row for the period grows to its end
+            extended = load_extension(
+                conn, chunk, frame, checksum=checksum, described=described, flow_run_id=flow_run_id
+            )
+            if extended is not None:
+                return LoadOutcome(
+                    status,
+                    rows=len(frame),
+                    written=extended.written,
+                    unchanged=extended.unchanged,
+                    revised=extended.revised,
+                    removed=extended.removed,
+                )
         entry = ledger_entry(conn, chunk, checksum)
         if is_unchanged(conn, chunk, entry, described):
             return LoadOutcome(status, rows=len(frame), written=0, unchanged=True)

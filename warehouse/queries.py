@@ -62,9 +62,11 @@ def read_ledger(
     timeframe: str | None = None,
     *,
     count_bars: bool = False,
+    since: pd.Timestamp | None = None,
 ) -> list[LedgerEntry]:
-    """The ledger rows of the series; with `count_bars`, each with the bars its window holds now (an index range
-    count per row), so rows whose bars were deleted behind the ledger's back can be told apart."""
+    """The ledger rows of the series (with `since`, only those whose window ends at or after it); with
+    `count_bars`, each with the bars its window holds now (an index range count per row), so rows whose bars were
+    deleted behind the ledger's back can be told apart."""
     c = ingest_ledger.c
     b = bars.c
 
@@ -90,7 +92,10 @@ def read_ledger(
         present.label("present"),
     )
     with engine.connect() as conn:
-        rows = conn.execute(query.where(_series_filter(engine, ingest_ledger, provider, symbols, timeframe))).all()
+        where = _series_filter(engine, ingest_ledger, provider, symbols, timeframe)
+        if since is not None:
+            where = sa.and_(where, c.window_end >= since.to_pydatetime())
+        rows = conn.execute(query.where(where)).all()
     return [
         LedgerEntry(
             r.provider,
@@ -270,10 +275,17 @@ def _regular_cuts(start: pd.Timestamp, end: pd.Timestamp, tf: Timeframe, calenda
     return sorted(int(m) for m in minutes.unique() if m)
 
 
-def ledger_of(warehouse_url: str | None, provider: str, symbols: Sequence[str], timeframe: str) -> list[LedgerEntry]:
-    """The ledger rows of the series, with the bars each window holds; none for a warehouse without tables yet (a
-    new warehouse, or a dry run before the first load: nothing is created to find that out)."""
+def ledger_of(
+    warehouse_url: str | None,
+    provider: str,
+    symbols: Sequence[str],
+    timeframe: str,
+    since: pd.Timestamp | None = None,
+) -> list[LedgerEntry]:
+    """The ledger rows of the series (those ending at or after `since`, when given), with the bars each window
+    holds; none for a warehouse without tables yet (a new warehouse, or a dry run before the first load: nothing is
+    created to find that out)."""
     engine = check_reachable(warehouse_url)
     if not has_schema(engine):
         return []
-    return read_ledger(engine, provider, symbols, timeframe, count_bars=True)
+    return read_ledger(engine, provider, symbols, timeframe, count_bars=True, since=since)
