@@ -22,7 +22,7 @@ from ingest.load import Fetched, Finality, chunk_result, load_results, rejection
 from ingest.retry import is_transient, retry_after_seconds
 from providers.base import Provider, request_for
 from providers.errors import TransientProviderError
-from warehouse.batch_load import load_fresh_chunks, settle_unchanged
+from warehouse.batch_load import load_extensions, load_fresh_chunks, settle_unchanged
 from warehouse.errors import WarehouseUnusableError, describe, explain
 from warehouse.ledger import record_failure
 from warehouse.load import load_chunk
@@ -251,7 +251,8 @@ class _Batch:
     def _load_on_one_connection(self, fetched: list[Fetched], verdicts: Mapping[Chunk, ChunkVerdict]) -> list[Fetched]:
         """Load chunks on one connection: first those the ledger already holds exactly (checked together: nothing
         to write), then those whose windows hold no bar yet together where the warehouse can (one COPY, one
-        commit), every other one in its own transaction. Returns the chunks still to load on a new
+        commit), then an update's chunks that extend their series' rows (one commit), every other one in its own
+        transaction. Returns the chunks still to load on a new
         connection when it broke on the last attempt (before it, the caller retries them)."""
         with self.engine.connect() as conn:
             try:
@@ -259,6 +260,8 @@ class _Batch:
                 together = load_results(loads, settle_unchanged(conn, loads))
                 rest = [load for load in loads if load.chunk not in together]
                 together |= load_results(rest, load_fresh_chunks(conn, rest, flow_run_id=self.run_id))
+                rest = [load for load in rest if load.chunk not in together]
+                together |= load_results(rest, load_extensions(conn, rest, flow_run_id=self.run_id))
             except Exception as exc:
                 if self._stop(exc):
                     return []

@@ -16,7 +16,7 @@ from candleflow.planning import extension_of, segment_start
 from candleflow.timeframes import ChunkPeriod, get_timeframe
 from providers import get_provider
 from providers.base import FetchRequest
-from warehouse.batch_load import ChunkLoad, settle_unchanged
+from warehouse.batch_load import ChunkLoad, load_extensions, settle_unchanged
 from warehouse.engine import get_engine
 from warehouse.ledger import record_failure
 from warehouse.load import load_chunk
@@ -185,17 +185,19 @@ def test_a_failed_update_keeps_its_own_row_and_the_next_one_folds_it(engine: sa.
 def test_a_batch_of_unchanged_updates_is_held_together(engine: sa.Engine) -> None:
     symbols = [f"S{i:02d}" for i in range(6)]
     for s in symbols:
-        load(engine, chunk("2024-01-01", "2024-01-11", symbol=s), fetched(s, "2024-01-01", "2024-01-13"))
+        load(engine, chunk("2024-01-01", "2024-01-11", symbol=s), fetched(s, "2024-01-01", "2024-01-11"))
     loads = []
     for s in symbols:
         c = chunk("2024-01-08", "2024-01-13", extends="2024-01-01", symbol=s)
         frame = fetched(s, "2024-01-08", "2024-01-13")
         loads.append(ChunkLoad(c, frame, frame_checksum(frame), adjustment="adjusted"))
     with engine.connect() as conn:
-        assert settle_unchanged(conn, loads) == {}  # the rows end 01-11: each must grow, one at a time
-    for load_ in loads:
-        load(engine, load_.chunk, load_.frame)
+        assert settle_unchanged(conn, loads) == {}  # the rows end 01-11: each must grow
+        grown = load_extensions(conn, loads, flow_run_id="run")  # in one transaction
+    assert sorted(grown) == list(range(len(symbols))) and all(o.written == 2 for o in grown.values())
     before = ledger(engine)
+    n = len(fetched("S00", "2024-01-01", "2024-01-13"))
+    assert before == [(s, D(2024, 1, 1), D(2024, 1, 13), "loaded", n, 0) for s in symbols]
     assert len(before) == len(symbols) and {r[2] for r in before} == {D(2024, 1, 13)}
     changed = loads[2].frame.copy()
     changed.loc[0, "close"] += 0.5  # one series' vendor bar differs from the stored one
