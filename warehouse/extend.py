@@ -17,8 +17,8 @@ from candleflow.checksum import frame_checksum
 from candleflow.model import BAR_COLUMNS, BAR_VALUES, Chunk, LedgerStatus
 from candleflow.planning import EXTENDABLE, segment_start
 from warehouse.dialects import dialect_for
-from warehouse.ledger import LOAD_UPDATE, description_differs, ledger_key, ledger_row, utc_now
-from warehouse.schema import bars, bars_in_window, ingest_ledger
+from warehouse.ledger import LOAD_UPDATE, chunk_bars, description_differs, ledger_key, ledger_row, utc_now
+from warehouse.schema import bars, ingest_ledger
 from warehouse.utc import as_utc
 
 
@@ -146,7 +146,7 @@ def load_extension(
     ]
     if folded:
         conn.execute(sa.delete(ingest_ledger).where(*series, led.window_start.in_(folded)))
-    held = int(conn.execute(sa.select(sa.func.count()).select_from(bars).where(_in(row_chunk))).scalar_one())
+    held = int(conn.execute(sa.select(sa.func.count()).select_from(bars).where(chunk_bars(row_chunk))).scalar_one())
     status = LedgerStatus.LOADED if held else LedgerStatus.EMPTY
     revisions = int(key.revisions or 0) + int(revised)
     ledger = ledger_row(
@@ -163,10 +163,6 @@ def _inside(frame: pd.DataFrame, chunk: Chunk) -> pd.DataFrame:
     ts = frame["ts"]
     keep = np.asarray((ts >= chunk.window_start) & (ts < chunk.window_end))
     return frame if keep.all() else frame.loc[keep].reset_index(drop=True)
-
-
-def _in(chunk: Chunk) -> sa.ColumnElement[bool]:
-    return bars_in_window(chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
 
 
 def _final_end(row: sa.Row[Any]) -> pd.Timestamp:
