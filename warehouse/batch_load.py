@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import CopiesManyChunks
-from warehouse.extend import load_extension, stored_checksums
+from warehouse.extend import Extension, extend_rows, stored_checksums
 from warehouse.ledger import (
     LOAD_UPDATE,
     description,
@@ -220,33 +220,37 @@ def load_extensions(
     conn: sa.Connection, loads: Sequence[ChunkLoad], *, flow_run_id: str | None
 ) -> dict[int, LoadOutcome]:
     """An update's chunks among `loads` (`Chunk.extends`) in one transaction on the caller's connection: each one's
-    bars and its series' extended row as `load_chunk` would write them, one commit for all. Returns their outcomes
+    bars and its series' extended row as `load_chunk` would write them, in a few statements for all of them
+    (`extend_rows`) and one commit. Returns their outcomes
     by position in `loads`; the caller loads every other chunk (and any whose row can no longer be extended) with
     `load_chunk`. Nothing (an empty dict) when fewer than two qualify, or when one of them failed: the
     transaction rolled back, and `load_chunk` loads and reports each then."""
     extending = [i for i, load in enumerate(loads) if load.chunk.extends is not None]
     if len(extending) < 2:
         return {}
-    outcomes: dict[int, LoadOutcome] = {}
+    items = [
+        Extension(
+            loads[i].chunk,
+            loads[i].frame,
+            loads[i].checksum,
+            description(loads[i].adjustment, loads[i].source_version, loads[i].complete_through),
+        )
+        for i in extending
+    ]
     try:
         with conn.begin():
-            for i in extending:
-                load = loads[i]
-                described = description(load.adjustment, load.source_version, load.complete_through)
-                done = load_extension(
-                    conn, load.chunk, load.frame, checksum=load.checksum, described=described, flow_run_id=flow_run_id
-                )
-                if done is None:
-                    continue
-                status = LedgerStatus.LOADED if len(load.frame) else LedgerStatus.EMPTY
-                outcomes[i] = LoadOutcome(
-                    status,
-                    rows=len(load.frame),
-                    written=done.written,
-                    unchanged=done.unchanged,
-                    revised=done.revised,
-                    removed=done.removed,
-                )
+            done = extend_rows(conn, items, flow_run_id=flow_run_id)
     except sa.exc.SQLAlchemyError:
         return {}
+    outcomes: dict[int, LoadOutcome] = {}
+    for n, extended in done.items():
+        load = loads[extending[n]]
+        outcomes[extending[n]] = LoadOutcome(
+            LedgerStatus.LOADED if len(load.frame) else LedgerStatus.EMPTY,
+            rows=len(load.frame),
+            written=extended.written,
+            unchanged=extended.unchanged,
+            revised=extended.revised,
+            removed=extended.removed,
+        )
     return outcomes
