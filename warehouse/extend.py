@@ -311,7 +311,7 @@ def _keyed(frames: Sequence[tuple[int, pd.DataFrame]]) -> pd.DataFrame:
     sizes = [len(frame) for _, frame in frames]
     columns: dict[str, np.ndarray] = {"item": np.repeat([i for i, _ in frames], sizes).astype("int64")}
     columns["ts_ns"] = np.concatenate(
-        [np.array([], "int64")] + [frame["ts"].array.as_unit("ns").asi8 for _, frame in frames if len(frame)]  # type: ignore[attr-defined]
+        [np.array([], "int64")] + [frame["ts"].array.as_unit("ns").asi8 for _, frame in frames if len(frame)]
     )
     for name in BAR_VALUES:
         columns[name] = np.concatenate(
