@@ -208,6 +208,66 @@ def test_a_batch_of_unchanged_updates_is_held_together(engine: sa.Engine) -> Non
     assert ledger(engine) == before
 
 
+def mixed_updates(engine: sa.Engine, prefix: str) -> list[ChunkLoad]:
+    """Six series backfilled to 01-11, and their updates to 01-13, each a different case for one batch."""
+    names = [f"{prefix}{case}" for case in ("NEW", "RESTATED", "NULLS", "GONEBAD", "PERDAY", "EMPTY")]
+    for s in names:
+        load(engine, chunk("2024-01-01", "2024-01-11", symbol=s), fetched(s, "2024-01-01", "2024-01-11"))
+    record_failure(engine, chunk("2024-01-01", "2024-01-11", symbol=names[3]), "boom", flow_run_id="other")
+    load(engine, chunk("2024-01-11", "2024-01-12", symbol=names[4]), fetched(names[4], "2024-01-11", "2024-01-12"))
+    loads = []
+    for s in names:
+        frame = fetched(s, "2024-01-08", "2024-01-13")
+        if s == names[1]:  # a final bar restated and another dropped
+            frame.loc[frame["ts"] == ts("2024-01-08"), "close"] += 1.0
+            frame = frame[frame["ts"] != ts("2024-01-09")].reset_index(drop=True)
+        if s == names[2]:  # the new bar without vwap and trades
+            frame.loc[frame["ts"] == ts("2024-01-12"), ["vwap", "trades"]] = [np.nan, pd.NA]
+        if s == names[5]:  # the vendor has no bar in the window any more
+            frame = frame.iloc[0:0]
+        c = chunk("2024-01-08", "2024-01-13", extends="2024-01-01", symbol=s)
+        loads.append(ChunkLoad(c, frame, frame_checksum(frame), adjustment="adjusted"))
+    return loads
+
+
+def test_a_batch_of_mixed_updates_loads_together_as_each_would_alone(engine: sa.Engine) -> None:
+    together = mixed_updates(engine, "A")
+    with engine.connect() as conn:
+        outcomes = load_extensions(conn, together, flow_run_id="run")
+    for item in together:
+        if together.index(item) not in outcomes:  # its row went bad: loaded on its own row, as the batch does
+            load(engine, item.chunk, item.frame)
+    alone = [load(engine, item.chunk, item.frame) for item in mixed_updates(engine, "B")]
+    assert sorted(outcomes) == [0, 1, 2, 4, 5]
+    for i, outcome in outcomes.items():
+        assert outcome == alone[i], together[i].chunk.symbol
+    summary = {together[i].chunk.symbol: (o.written, o.removed, o.revised) for i, o in outcomes.items()}
+    assert summary == {
+        "ANEW": (2, 0, False),
+        "ARESTATED": (3, 1, True),  # the restated 01-08 bar and the new 01-11 and 01-12; 01-09 removed
+        "ANULLS": (2, 0, False),
+        "APERDAY": (1, 0, False),  # 01-11 was there already, from its own per-day row
+        "AEMPTY": (0, 3, True),  # 01-08, 01-09, 01-10 were final and are gone
+    }
+    rows = ledger(engine)
+    assert [r[1:] for r in rows if r[0].startswith("A")] == [r[1:] for r in rows if r[0].startswith("B")]
+    assert [r for r in rows if r[0] == "APERDAY"] == [
+        ("APERDAY", D(2024, 1, 1), D(2024, 1, 13), "loaded", len(fetched("X", "2024-01-01", "2024-01-13")), 0)
+    ]
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text("SELECT * FROM bars ORDER BY symbol, ts"), conn)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    for item in together:  # each series: its earlier bars before the window, then exactly what the update fetched
+        s = item.chunk.symbol
+        earlier = fetched(s, "2024-01-01", "2024-01-11")
+        expected = pd.concat([earlier[earlier["ts"] < ts("2024-01-08")], item.frame], ignore_index=True)
+        got = frame[frame["symbol"] == s].reset_index(drop=True)
+        assert list(got["ts"]) == list(expected["ts"]), s
+        assert np.allclose(got["close"], expected["close"], rtol=0, atol=0), s
+    nulls = frame[(frame["symbol"] == "ANULLS") & (pd.to_datetime(frame["ts"], utc=True) == ts("2024-01-12"))]
+    assert nulls["vwap"].isna().all() and nulls["trades"].isna().all()
+
+
 def test_the_stored_bars_checksum_equals_the_fetched_one_with_nulls(engine: sa.Engine) -> None:
     frame = fetched("AAPL", "2024-01-01", "2024-01-11")
     frame.loc[1, "vwap"] = np.nan
