@@ -53,6 +53,35 @@ def check_reference(entry: str) -> str:
     return NAMED_PREFIX + name
 
 
+# What a run's `symbols` list, chosen in the UI's form (the flows' `universe` parameter): tickers (and any of the
+# references above), every ticker, the names of universes kept in the warehouse, or paths of files of tickers.
+UNIVERSE_KINDS = ("tickers", "ALL", "named", "file")
+
+
+def universe_entries(kind: str, entries: Sequence[str]) -> list[str]:
+    """The symbols input a form's universe choice and its `symbols` list mean: `named` makes each entry
+    `universe:NAME`, `file` each `@PATH`, `ALL` takes no entries (or ALL itself); `tickers` keeps them as given."""
+    given = [str(e).strip() for e in entries if str(e).strip()]
+    if kind == "tickers":
+        return given
+    if kind == EVERY:
+        if given and [g.upper() for g in given] != [EVERY]:
+            raise BadInputError(
+                f"universe ALL takes every ticker of the provider's data: leave symbols empty (it lists {given[:3]}); "
+                "choose universe tickers to run those"
+            )
+        return [EVERY]
+    if kind == "named":
+        if not given:
+            raise BadInputError("universe named: list in symbols the names of universes kept, e.g. us-common-stocks")
+        return [NAMED_PREFIX + g.removeprefix(NAMED_PREFIX).strip() for g in given]
+    if kind == "file":
+        if not given:
+            raise BadInputError("universe file: list in symbols the paths of files of tickers on the worker")
+        return [FILE_PREFIX + g.removeprefix(FILE_PREFIX).strip() for g in given]
+    raise BadInputError(f"unknown universe {kind!r}: use one of {', '.join(UNIVERSE_KINDS)}")
+
+
 @dataclass(frozen=True)
 class Part:
     """One entry of the symbols input and what it resolved to."""

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Annotated, Any
-
-from pydantic import Field
+from typing import Any
 
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanModeName
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
 from flows.chunks import TASK_ASKS, carry_out
-from flows.form import OptionalAmount, OptionalText
+from flows.form import OptionalAmount, OptionalText, UniverseKind
 from flows.inputs import check_backfill
 from flows.plan import plan_backfill
 from flows.runs import candleflow_flow
@@ -23,7 +21,9 @@ from tasks.secrets import check_key_block
 
 @candleflow_flow("historical_backfill")
 def historical_backfill(
-    symbols: Annotated[list[str], Field(min_length=1)],
+    *,
+    universe: UniverseKind = "tickers",
+    symbols: list[str] = [],  # noqa: B006 (never mutated; empty when universe is ALL)
     start: dt.date,
     end: dt.date,
     provider: ProviderName = "synthetic",
@@ -40,6 +40,10 @@ def historical_backfill(
     """Backfill bars for the symbols at one timeframe (or several) over the session dates start..end.
 
     Args:
+        universe: What symbols lists. tickers: the tickers themselves (an entry may also be @PATH, universe:NAME
+            or ALL). ALL: every ticker the provider's data holds each session (polygon-flatfiles; polygon at 1d;
+            synthetic); leave symbols empty. named: the names of universes kept in the warehouse (candleflow
+            universe refresh), e.g. us-common-stocks. file: paths of files of tickers on the worker, one per line.
         symbols: Tickers to backfill, e.g. AAPL, MSFT, BRK.B.
             Each entry is a ticker (polygon's exactly as the vendor writes it: BRK.A,
             O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line),
@@ -72,6 +76,7 @@ def historical_backfill(
     inputs = check_backfill(
         provider=provider,
         symbols=symbols,
+        universe=universe,
         timeframes=timeframes or [timeframe],
         start=start,
         end=end,

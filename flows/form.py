@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -43,6 +43,7 @@ from candleflow.inputs import UPPER_CASE, check_date_range, parse_date, parse_sy
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
 from candleflow.timeframes import Timeframe, get_timeframe
+from candleflow.universes import UNIVERSE_KINDS, universe_entries
 from providers import PROVIDERS, check_provider_name
 from warehouse.engine import PASSWORD_ENV, URL_ENV, has_password, parse_url, resolve_url
 
@@ -52,6 +53,8 @@ OptionalText = Annotated[str | None, WithJsonSchema({"type": "string"})]
 OptionalDate = Annotated[dt.date | None, WithJsonSchema({"type": "string", "format": "date"})]
 
 NameStyle = Callable[[str], str]
+# What a run's `symbols` list (candleflow.universes.universe_entries): a select in the UI's form
+UniverseKind = Literal["tickers", "ALL", "named", "file"]
 
 
 def param_name(name: str) -> str:
@@ -139,7 +142,8 @@ def _symbol_list(value: object, info: ValidationInfo) -> list[str]:
         raise PydanticCustomError("list_type", "not a list")
     provider = PROVIDERS.get(str(info.data.get("provider")))
     rule = provider.capabilities.symbol_rule if provider is not None else UPPER_CASE
-    return parse_symbols(value, rule, references=True)
+    entries = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return parse_symbols(universe_entries(str(info.data.get("universe", "tickers")), entries), rule, references=True)
 
 
 def _timeframes(value: object) -> list[Timeframe]:
@@ -195,11 +199,14 @@ class RunForm(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     provider: Annotated[str, PlainValidator(check_provider_name), Says("")]
+    universe: Annotated[UniverseKind, Says(f"unknown {{name}} {{input!r}}: use one of {', '.join(UNIVERSE_KINDS)}")] = (
+        "tickers"
+    )
     symbols: Annotated[
         list[str],
         PlainValidator(_symbol_list),
         Says('{name} must be a list of symbols, e.g. ["AAPL", "MSFT"], "@universe.txt", "universe:NAME" or "ALL"'),
-    ]
+    ] = Field(default_factory=list, validate_default=True)
     timeframes: Annotated[list[Timeframe], PlainValidator(_timeframes), Says("")]
     provider_options: Annotated[
         dict[str, Any] | None, Says('{name} must map option names to values, e.g. {{"seed": 7}}')

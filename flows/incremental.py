@@ -14,7 +14,7 @@ from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
 from candleflow.timeframes import ChunkPeriod, TimeframeName
 from flows.chunks import TASK_ASKS, carry_out, prepare
-from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
+from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText, UniverseKind
 from flows.inputs import check_update
 from flows.plan import (
     check_budget,
@@ -32,7 +32,8 @@ from tasks.warehouse import read_watermarks_task
 
 @candleflow_flow("incremental_update")
 def incremental_update(
-    symbols: Annotated[list[str], Field(min_length=1)],
+    universe: UniverseKind = "tickers",
+    symbols: list[str] = [],  # noqa: B006 (never mutated; empty when universe is ALL)
     timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
     provider: ProviderName = "synthetic",
     lookback_days: Annotated[int, Field(ge=1)] = 30,
@@ -48,6 +49,10 @@ def incremental_update(
     corrections are picked up. Overlapping chunks are always fetched again: that is the point of the overlap.
 
     Args:
+        universe: What symbols lists. tickers: the tickers themselves (an entry may also be @PATH, universe:NAME
+            or ALL). ALL: every ticker the provider's data holds each session (polygon-flatfiles; polygon at 1d;
+            synthetic); leave symbols empty. named: the names of universes kept in the warehouse (candleflow
+            universe refresh), e.g. us-common-stocks. file: paths of files of tickers on the worker, one per line.
         symbols: The universe to keep current, e.g. AAPL, MSFT, SPY.
             Each entry is a ticker (polygon's exactly as the vendor writes it: BRK.A,
             O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line),
@@ -75,6 +80,7 @@ def incremental_update(
     inputs = check_update(
         provider=provider,
         symbols=symbols,
+        universe=universe,
         timeframes=timeframes,
         lookback_days=lookback_days,
         overlap_days=overlap_days,

@@ -11,7 +11,7 @@ from candleflow.model import OnInvalid
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
 from flows.chunks import TASK_ASKS, carry_out
-from flows.form import OptionalAmount, OptionalDate, OptionalText
+from flows.form import OptionalAmount, OptionalDate, OptionalText, UniverseKind
 from flows.inputs import check_repair
 from flows.plan import plan_repair, repair_window
 from flows.runs import candleflow_flow
@@ -21,7 +21,8 @@ from tasks.secrets import check_key_block
 
 @candleflow_flow("repair_gaps")
 def repair_gaps(
-    symbols: Annotated[list[str], Field(min_length=1)],
+    universe: UniverseKind = "tickers",
+    symbols: list[str] = [],  # noqa: B006 (never mutated; empty when universe is ALL)
     timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
     provider: ProviderName = "synthetic",
     lookback_days: Annotated[int, Field(ge=1)] = 30,
@@ -39,6 +40,10 @@ def repair_gaps(
     provider had no bars for, and chunks rejected by validation (see quarantine), are left alone.
 
     Args:
+        universe: What symbols lists. tickers: the tickers themselves (an entry may also be @PATH, universe:NAME
+            or ALL). ALL: every ticker the provider's data holds each session (polygon-flatfiles; polygon at 1d;
+            synthetic); leave symbols empty. named: the names of universes kept in the warehouse (candleflow
+            universe refresh), e.g. us-common-stocks. file: paths of files of tickers on the worker, one per line.
         symbols: The universe to repair, e.g. AAPL, MSFT, SPY.
             Each entry is a ticker (polygon's exactly as the vendor writes it: BRK.A,
             O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line),
@@ -65,6 +70,7 @@ def repair_gaps(
     inputs = check_repair(
         provider=provider,
         symbols=symbols,
+        universe=universe,
         timeframes=timeframes,
         lookback_days=lookback_days,
         end=end,

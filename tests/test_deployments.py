@@ -79,7 +79,10 @@ def test_prefect_yaml_deploys_three_deployments_with_their_schedules(team: TeamS
 def test_the_backfill_form_schema(team: TeamServer, deployed: Any) -> None:
     schema = team.deployment("historical_backfill", "backfill")["parameter_openapi_schema"]
     props = schema["properties"]
-    assert set(schema["required"]) == {"symbols", "start", "end"}
+    assert set(schema["required"]) == {"start", "end"}  # symbols stay empty when the universe chosen is ALL
+    assert (
+        props["universe"]["enum"] == ["tickers", "ALL", "named", "file"] and props["universe"]["default"] == "tickers"
+    )
     assert props["provider"]["enum"] == ["synthetic", "csv", "polygon", "polygon-flatfiles", "databento"]
     assert props["timeframe"]["enum"] == ["1m", "5m", "15m", "1h", "1d"]
     assert props["mode"]["enum"] == ["missing", "failed", "all"]
@@ -103,7 +106,8 @@ def test_a_backfill_started_like_the_form_loads_and_reports(
     assert run["name"] == "synthetic AAPL,MSFT 1h 2024-01-01..2024-03-31"
     sessions = schedule(dt.date(2024, 1, 1), dt.date(2024, 3, 31))
     assert count(team_warehouse, "SELECT count(*) FROM bars WHERE timeframe = '1h'") == 2 * 7 * len(sessions)
-    assert count(team_warehouse, "SELECT count(*) FROM ingest_ledger WHERE status = 'loaded'") == 2
+    loaded = "SELECT count(*) FROM ingest_ledger WHERE status = 'loaded' AND timeframe = '1h'"
+    assert count(team_warehouse, f"{loaded} AND symbol IN ('AAPL', 'MSFT')") == 2
     names = {t["name"] for t in team.task_runs(run_id)}
     assert "ingest AAPL,MSFT 1h 2024-Q1" in names  # a small run of computed bars: one task (flows.chunks.spread_over)
     artifacts = {a["key"] or a["type"]: a for a in team.artifacts(run_id)}

@@ -101,7 +101,10 @@ def test_an_argument_the_form_does_not_know_is_a_caller_s_bug_not_bad_input() ->
     with pytest.raises(ValidationError) as info:
         check_run(**RUN, lookback=3)
     assert not isinstance(info.value, BadInputError) and "lookback" in str(info.value)
-    with pytest.raises(ValidationError, match="symbols"):
+    with pytest.raises(ValidationError, match="provider"):
+        check_run(symbols=["AAPL"], timeframes=["1d"])
+    # symbols may be left out (a form's universe ALL takes none), and then they are a user's input
+    with pytest.raises(BadInputError, match="no symbols given"):
         check_run(provider="synthetic", timeframes=["1d"])
 
 

@@ -28,8 +28,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 # What the form must show for each parameter of historical_backfill: its label and its description.
+SYMBOLS = "symbols (Optional)"  # empty when the universe chosen is ALL
 FIELDS = {
-    "symbols": "Tickers to backfill, e.g. AAPL, MSFT, BRK.B",
+    SYMBOLS: "Tickers to backfill, e.g. AAPL, MSFT, BRK.B",
+    "universe (Optional)": "What symbols lists. tickers: the tickers themselves",
     "start": "First session date to fill (inclusive).",
     "end": "Last session date to fill (inclusive); on or after start.",
     "provider (Optional)": "Where the bars come from.",
@@ -68,14 +70,14 @@ def open_form(page: Any, team: TeamServer) -> str:
 
     deployment = team.deployment("historical_backfill", "backfill")
     page.goto(f"{team.ui}/v2/deployments/deployment/{deployment['id']}/run")
-    expect(field(page, "symbols")).to_be_visible()  # the form renders after its heading: wait for a field
+    expect(field(page, SYMBOLS)).to_be_visible()  # the form renders after its heading: wait for a field
     return str(deployment["id"])
 
 
 def set_symbols(page: Any, values: list[str]) -> None:
     from playwright.sync_api import expect
 
-    block = field(page, "symbols")
+    block = field(page, SYMBOLS)
     for i, value in enumerate(values):
         block.get_by_role("button", name="Add item", exact=True).click()
         block.locator("textarea").nth(i).fill(value)
@@ -124,7 +126,8 @@ def test_the_run_form_shows_every_parameter_and_starts_a_backfill(
         block = field(page, label)
         expect(block).to_be_visible()
         expect(block.locator("label[data-slot=label] + p")).to_contain_text(description)
-    for label, options in {"provider (Optional)": 5, "timeframe (Optional)": 5, "mode (Optional)": 3}.items():
+    choices = {"provider (Optional)": 5, "universe (Optional)": 4, "timeframe (Optional)": 5, "mode (Optional)": 3}
+    for label, options in choices.items():
         field(page, label).locator("fieldset button[aria-haspopup=listbox]").click()
         expect(page.get_by_role("listbox").get_by_role("option")).to_have_count(options)
         page.keyboard.press("Escape")
@@ -193,15 +196,10 @@ def test_the_form_edits_provider_options_as_json(page: Any, team: TeamServer) ->
 def test_the_form_offers_every_ticker_and_a_run_of_all_loads_each_session_whole(
     page: Any, team: TeamServer, team_warehouse: str
 ) -> None:
-    """The symbols field says its choices (tickers, @PATH, universe:NAME, ALL); ALL typed in it loads every
-    ticker the provider lists, one ledger row per session."""
-    from playwright.sync_api import expect
-
+    """The universe choice ALL, symbols left empty, loads every ticker the provider lists, one ledger row per
+    session."""
     deployment_id = open_form(page, team)
-    expect(field(page, "symbols").locator("label[data-slot=label] + p")).to_contain_text(
-        "or ALL alone for every ticker the provider's data holds each session"
-    )
-    set_symbols(page, ["ALL"])
+    choose(page, "universe (Optional)", "ALL")
     set_date(page, "start", "2019-05-06")
     set_date(page, "end", "2019-05-10")
     editor = field(page, "provider_options (Optional)").get_by_role("textbox")
@@ -209,7 +207,8 @@ def test_the_form_offers_every_ticker_and_a_run_of_all_loads_each_session_whole(
     page.keyboard.press("Control+A")
     page.keyboard.insert_text(json.dumps({"listed_symbols": 12}))
     run = submit(page, deployment_id)
-    assert team.flow_run(run["id"])["parameters"]["symbols"] == ["ALL"]
+    stored = team.flow_run(run["id"])["parameters"]
+    assert stored["universe"] == "ALL" and not stored.get("symbols"), stored
     final = team.wait_final(run["id"], timeout=180)
     assert final["state_type"] == "COMPLETED", final["state"]["message"]
     window = "provider = 'synthetic' AND timeframe = '1d' AND ts >= '2019-05-06' AND ts < '2019-05-11'"
@@ -217,3 +216,22 @@ def test_the_form_offers_every_ticker_and_a_run_of_all_loads_each_session_whole(
     assert count(team_warehouse, f"SELECT count(*) FROM bars WHERE {window}") == 12 * 5
     sessions = "symbol = '*' AND window_start >= '2019-05-06' AND window_start < '2019-05-11'"
     assert count(team_warehouse, f"SELECT count(*) FROM ingest_ledger WHERE {sessions}") == 5
+
+
+def test_the_form_runs_a_named_universe_given_by_its_name(page: Any, team: TeamServer, team_warehouse: str) -> None:
+    """The universe choice named, with the universe's name in symbols, backfills its tickers."""
+    from warehouse.universes import save_universe
+
+    save_universe(team_warehouse, "ui-pair", "typed by hand", ["UIA", "UIB"])
+    deployment_id = open_form(page, team)
+    choose(page, "universe (Optional)", "named")
+    set_symbols(page, ["ui-pair"])
+    set_date(page, "start", "2024-03-04")
+    set_date(page, "end", "2024-03-08")
+    run = submit(page, deployment_id)
+    stored = team.flow_run(run["id"])["parameters"]
+    assert (stored["universe"], stored["symbols"]) == ("named", ["ui-pair"])
+    final = team.wait_final(run["id"], timeout=180)
+    assert final["state_type"] == "COMPLETED", final["state"]["message"]
+    sql = "SELECT count(*) FROM bars WHERE symbol IN ('UIA', 'UIB') AND timeframe = '1d'"
+    assert count(team_warehouse, sql) == 2 * 5

@@ -13,7 +13,7 @@ import pytest
 
 from candleflow.errors import BadInputError
 from candleflow.inputs import ANY_PROVIDER, UPPER_CASE, VENDOR_CASE, parse_symbols
-from candleflow.universes import Named, resolve
+from candleflow.universes import Named, resolve, universe_entries
 from cli import main
 from tests.conftest import count
 from tests.flatfiles_server import FlatFilesStandIn
@@ -139,6 +139,56 @@ def test_named_universes_resolve_through_their_keeper_and_an_unknown_one_is_refu
         resolve(["universe:tech"], UPPER_CASE)
 
 
+@pytest.mark.parametrize(
+    ("kind", "entries", "means"),
+    [
+        ("tickers", ["AAPL", " @u.txt ", ""], ["AAPL", "@u.txt"]),
+        ("ALL", [], ["ALL"]),
+        ("ALL", ["all"], ["ALL"]),
+        ("named", ["us-cs", "universe:tech"], ["universe:us-cs", "universe:tech"]),
+        ("file", ["u.txt", "@/data/v.txt"], ["@u.txt", "@/data/v.txt"]),
+    ],
+)
+def test_a_form_s_universe_choice_says_what_its_symbols_list(kind: str, entries: list[str], means: list[str]) -> None:
+    assert universe_entries(kind, entries) == means
+
+
+@pytest.mark.parametrize(
+    ("kind", "entries", "message"),
+    [
+        ("ALL", ["AAPL"], r"universe ALL takes every ticker of the provider's data: leave symbols empty"),
+        ("named", [" "], r"universe named: list in symbols the names of universes kept"),
+        ("file", [], r"universe file: list in symbols the paths of files of tickers"),
+        ("every", ["AAPL"], r"unknown universe 'every': use one of tickers, ALL, named, file"),
+    ],
+)
+def test_a_universe_choice_without_what_it_needs_is_named(kind: str, entries: list[str], message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        universe_entries(kind, entries)
+
+
+def test_a_flow_s_universe_choice_resolves_through_its_form(tmp_path: Path, warehouse_url: str) -> None:
+    from flows.inputs import check_backfill
+
+    write(tmp_path / "u.txt", "AAPL\nMSFT\n")
+    save_universe(warehouse_url, "pair", "typed by hand", ["NVDA", "GOOG"])
+    dates = {"start": dt.date(2024, 1, 2), "end": dt.date(2024, 1, 5), "timeframes": ["1d"]}
+
+    def symbols(universe: str, entries: list[str]) -> list[str]:
+        inputs = check_backfill(
+            provider="synthetic", universe=universe, symbols=entries, warehouse_url=warehouse_url, **dates
+        )
+        return inputs.symbols
+
+    assert symbols("file", [str(tmp_path / "u.txt")]) == ["AAPL", "MSFT"]
+    assert symbols("named", ["pair"]) == ["GOOG", "NVDA"]
+    assert symbols("ALL", []) == ["*"]
+    with pytest.raises(BadInputError, match="unknown universe 'none' in warehouse"):
+        symbols("named", ["none"])
+    with pytest.raises(BadInputError, match="unknown universe 'some': use one of tickers, ALL, named, file"):
+        symbols("some", ["AAPL"])
+
+
 # --- named universes in the warehouse -----------------------------------------------------------------------------
 
 
@@ -192,6 +242,17 @@ def test_a_backfill_of_a_file_and_a_named_universe_reports_what_they_resolved_to
     assert [(r["symbol"], r["from"]) for r in rows] == [("AAPL", "universe:big-tech"), ("GOOG", "universe:big-tech")]
     assert rows[0]["note"].startswith("refreshed ") and rows[0]["note"].endswith(" from typed by hand")
     assert count(url, "SELECT count(DISTINCT symbol) FROM bars") == 5
+    # the form's universe choice: the same universe by its name alone, held already
+    again = historical_backfill(
+        provider="synthetic",
+        universe="named",
+        symbols=["big-tech"],
+        timeframes=["1d"],
+        start="2024-01-01",
+        end="2024-03-31",
+        warehouse_url=url,
+    )
+    assert (again.universe, again.bars_written) == ("universe:big-tech (2): 2 symbols", 0)
 
     assert main(["status", "--symbols", "universe:big-tech", "--json"]) == 0
     assert {s["symbol"] for s in json.loads(capsys.readouterr().out)} == {"AAPL", "GOOG"}
