@@ -34,6 +34,13 @@ NAME_RULE = "1-48 of a-z 0-9 _ . - starting with a letter or digit (for example 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a file of tickers, not a data file given by mistake
 
 
+def check_universe_name(name: str) -> str:
+    """A named universe's name, or BadInputError saying what names look like."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise BadInputError(f"universe name {name!r}: use {NAME_RULE}")
+    return name
+
+
 def is_reference(entry: str) -> bool:
     """Whether a symbols entry names a file, a universe or every ticker (`ALL`) rather than a ticker."""
     return entry.startswith(FILE_PREFIX) or entry.startswith(NAMED_PREFIX) or entry.strip().upper() == EVERY

@@ -47,12 +47,6 @@ def add_commands(sub: Any) -> None:
     sh.set_defaults(handler=show)
 
 
-def _previous(url: str | None, name: str) -> tuple[str, ...] | None:
-    from warehouse.universes import list_universes, load_universe
-
-    return load_universe(url, name).symbols if any(u.name == name for u in list_universes(url)) else None
-
-
 def refresh(args: argparse.Namespace) -> int:
     from candleflow.inputs import parse_options
     from candleflow.universes import ReferenceQuery
@@ -60,12 +54,13 @@ def refresh(args: argparse.Namespace) -> int:
     from ingest.universes import check_name, listing_source, local_pace, refresh_universe
     from providers.errors import ProviderError
     from warehouse.engine import check_reachable
+    from warehouse.universes import members_of
 
     name = check_name(args.name)
     source = listing_source(args.provider, parse_options(args.option))
     query = ReferenceQuery(args.market, args.type, args.exchange, not args.include_inactive).check()
     check_reachable(args.warehouse, writes=True)  # before the vendor is asked
-    previous = _previous(args.warehouse, name)
+    previous = members_of(args.warehouse, name)
     try:
         done = refresh_universe(
             name, source, query, args.warehouse, previous, local_pace(source.capabilities.requests_per_second)
@@ -73,17 +68,7 @@ def refresh(args: argparse.Namespace) -> int:
     except ProviderError as exc:
         err.print(f"candleflow: error: {exc}; universe {name!r} was left as it was", markup=False)
         return 1
-    change = (
-        "new"
-        if done.before is None
-        else f"was {done.before}: {len(done.added)} added, {len(done.dropped)} dropped"
-        + (f" ({', '.join(done.dropped[:10])}{', ...' if len(done.dropped) > 10 else ''})" if done.dropped else "")
-    )
-    out.print(
-        f"universe {name}: {done.universe.members} tickers from {done.universe.definition} ({change}) "
-        f"in {done.seconds:.1f} s; use --symbols universe:{name}",
-        markup=False,
-    )
+    out.print(done.describe(), markup=False)
     return 0
 
 
@@ -94,14 +79,14 @@ def save(args: argparse.Namespace) -> int:
     from ingest.universes import check_name
     from providers import PROVIDERS, check_provider_name
     from warehouse.engine import check_reachable
-    from warehouse.universes import save_universe
+    from warehouse.universes import members_of, save_universe
 
     name = check_name(args.name)
     rule = PROVIDERS[check_provider_name(args.provider)].capabilities.symbol_rule if args.provider else ANY_PROVIDER
     entries = parse_symbols(args.symbols, rule, references=True)
     universe = resolve(entries, rule, lambda other: _named(args.warehouse, other))
     check_reachable(args.warehouse, writes=True)
-    previous = _previous(args.warehouse, name)
+    previous = members_of(args.warehouse, name)
     stored = save_universe(
         args.warehouse, name, f"saved from {', '.join(p.entry for p in universe.parts)}", universe.symbols
     )

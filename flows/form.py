@@ -43,7 +43,7 @@ from candleflow.inputs import UPPER_CASE, check_date_range, parse_date, parse_sy
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
 from candleflow.timeframes import Timeframe, get_timeframe
-from candleflow.universes import UNIVERSE_KINDS, universe_entries
+from candleflow.universes import UNIVERSE_KINDS, ReferenceQuery, check_universe_name, universe_entries
 from providers import PROVIDERS, check_provider_name
 from warehouse.engine import PASSWORD_ENV, URL_ENV, has_password, parse_url, resolve_url
 
@@ -193,6 +193,27 @@ SessionDate = Annotated[dt.date, PlainValidator(lambda value, info: parse_date(v
 EndDate = Annotated[dt.date | None, PlainValidator(_optional_end), _DATE]
 
 
+def _url_without_password(url: str | None) -> str | None:
+    parse_url(resolve_url(url or None))  # a malformed or unsupported URL, before anything runs
+    if url and has_password(url):
+        raise PydanticCustomError("password_in_url", "a password in the URL")
+    return url or None
+
+
+WarehouseUrl = Annotated[
+    Text | None,
+    AfterValidator(_url_without_password),
+    Says(
+        "{name} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db",
+        {
+            "password_in_url": "{name} holds a password, which Prefect keeps in plain text with the run's "
+            f"parameters: leave it out of the URL and set {PASSWORD_ENV} (or {URL_ENV} with the password) "
+            "where the run runs"
+        },
+    ),
+]
+
+
 class RunForm(BaseModel):
     """What every run takes, each input checked on its own, in this order."""
 
@@ -213,30 +234,12 @@ class RunForm(BaseModel):
     ] = None
     on_invalid: Annotated[OnInvalid, Says("unknown {name} {input!r}: use reject or quarantine_rows")] = "reject"
     max_cost_usd: CostLimit = None
-    warehouse_url: Annotated[
-        Text | None,
-        Says(
-            "{name} must be a SQLAlchemy URL, e.g. sqlite:///candleflow.db",
-            {
-                "password_in_url": "{name} holds a password, which Prefect keeps in plain text with the run's "
-                f"parameters: leave it out of the URL and set {PASSWORD_ENV} (or {URL_ENV} with the password) "
-                "where the run runs"
-            },
-        ),
-    ] = None
+    warehouse_url: WarehouseUrl = None
     calendar: Annotated[
         Text | None,
         BeforeValidator(lambda value: value or None),
         Says("{name} must be a calendar name such as XNYS, XLON or CME_Equity"),
     ] = None
-
-    @field_validator("warehouse_url")
-    @classmethod
-    def _a_url_without_password(cls, url: str | None) -> str | None:
-        parse_url(resolve_url(url or None))  # a malformed or unsupported URL, before anything runs
-        if url and has_password(url):
-            raise PydanticCustomError("password_in_url", "a password in the URL")
-        return url or None
 
 
 class BackfillForm(RunForm):
@@ -265,7 +268,7 @@ class RepairForm(RunForm):
     dry_run: Flag = False
 
 
-FormT = TypeVar("FormT", bound=RunForm)
+FormT = TypeVar("FormT", bound=BaseModel)
 
 
 def read_form(form: type[FormT], values: Mapping[str, Any], name: NameStyle = param_name) -> FormT:
@@ -291,3 +294,24 @@ def refusal(error: ValidationError, form: type[BaseModel], name: NameStyle) -> B
     if not template or first["type"] in ("missing", "extra_forbidden"):
         return error
     return BadInputError(template.format(name=name(field_name), input=first["input"], **context))
+
+
+class RefreshForm(BaseModel):
+    """What a universe refresh takes: the universe's name, the provider listing it and the reference filters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, PlainValidator(lambda value: check_universe_name(str(value))), Says("")]
+    provider: Annotated[str, PlainValidator(check_provider_name), Says("")]
+    market: Annotated[str, Says("")] = "stocks"
+    ticker_type: Annotated[Text | None, BeforeValidator(lambda value: value or None), Says("")] = None
+    exchange: Annotated[Text | None, BeforeValidator(lambda value: value or None), Says("")] = None
+    include_inactive: Flag = False
+    provider_options: Annotated[
+        dict[str, Any] | None, Says('{name} must map option names to values, e.g. {{"seed": 7}}')
+    ] = None
+    warehouse_url: WarehouseUrl = None
+
+    def query(self) -> ReferenceQuery:
+        """The reference filters, checked (BadInputError naming a bad one)."""
+        return ReferenceQuery(self.market, self.ticker_type, self.exchange, not self.include_inactive).check()

@@ -115,6 +115,8 @@ def run_name() -> str:
     Prefect names the run, so nothing here may fail)."""
     try:
         p: dict[str, Any] = dict(current_run.parameters or {})
+        if current_run.flow_name == "refresh_universe":
+            return f"refresh universe {p.get('name')} from {p.get('provider', 'polygon')}"
         symbols = p.get("symbols") or []
         symbols = symbols.split(",") if isinstance(symbols, str) else list(symbols)
         who = ",".join(map(str, symbols)) if len(symbols) <= 3 else f"{len(symbols)} symbols"

@@ -1,7 +1,7 @@
 """Named universes refreshed from a provider's reference data, free of Prefect: the tickers a provider lists for a
 query, checked by its symbol rule and kept in the warehouse under a name (warehouse/universes.py), replacing what
-the name held in one transaction. The CLI calls it directly; flows/universes.py wraps it in a task that takes the
-provider's shared rate limit for each page."""
+the name held in one transaction. The CLI calls it directly; tasks/universes.py wraps it in a task that takes the
+provider's shared rate limit for each page (flows/universes.py: the `refresh_universe` flow)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from candleflow.errors import BadInputError
-from candleflow.universes import NAME_PATTERN, NAME_RULE, ReferenceQuery
+from candleflow.universes import ReferenceQuery, check_universe_name
 from providers import get_provider
 from providers.base import Provider
 from warehouse.universes import StoredUniverse, save_universe
@@ -25,11 +25,23 @@ class Refreshed:
     dropped: tuple[str, ...]
     seconds: float
 
+    def change(self) -> str:
+        """`new`, or `was 503: 2 added, 1 dropped (XYZ)`."""
+        if self.before is None:
+            return "new"
+        shown = f" ({', '.join(self.dropped[:10])}{', ...' if len(self.dropped) > 10 else ''})" if self.dropped else ""
+        return f"was {self.before}: {len(self.added)} added, {len(self.dropped)} dropped{shown}"
 
-def check_name(name: str) -> str:
-    if not NAME_PATTERN.fullmatch(name):
-        raise BadInputError(f"universe name {name!r}: use {NAME_RULE}")
-    return name
+    def describe(self) -> str:
+        """One line: what the universe holds now, from what, how it changed, in how long."""
+        u = self.universe
+        return (
+            f"universe {u.name}: {u.members} tickers from {u.definition} ({self.change()}) in {self.seconds:.1f} s; "
+            f"use --symbols universe:{u.name}"
+        )
+
+
+check_name = check_universe_name
 
 
 def listing_source(provider: str, options: dict[str, Any] | None) -> Provider[Any]:

@@ -27,7 +27,7 @@ from candleflow.report import RunSummary
 from candleflow.settings import NotifySettings, notify_settings
 from tasks.reporting import CHUNKS_ENDED_LABEL, CHUNKS_PLANNED_LABEL
 
-FLOW_NAMES = ("historical_backfill", "incremental_update", "repair_gaps")
+FLOW_NAMES = ("historical_backfill", "incremental_update", "repair_gaps", "refresh_universe")
 FAILURE_AUTOMATION = "candleflow: notify on failed or crashed runs"
 HEARTBEAT_AUTOMATION = "candleflow: crash runs whose heartbeats stopped"
 SLACK_BLOCK = "candleflow-notify-slack"

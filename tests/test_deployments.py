@@ -54,11 +54,14 @@ def test_the_webhook_url_is_kept_secret_in_its_block(team: TeamServer, deployed:
     assert receiver.url not in str(document) and document["data"]["url"] == "{{url}}"
 
 
-def test_prefect_yaml_deploys_three_deployments_with_their_schedules(team: TeamServer, deployed: Any) -> None:
+def test_prefect_yaml_deploys_four_deployments_with_their_schedules(team: TeamServer, deployed: Any) -> None:
     incremental = team.deployment("incremental_update", "incremental")
     backfill = team.deployment("historical_backfill", "backfill")
     repair = team.deployment("repair_gaps", "repair-gaps")
-    assert {d["work_pool_name"] for d in (incremental, backfill, repair)} == {"candleflow"}
+    refresh = team.deployment("refresh_universe", "refresh-universe")
+    assert {d["work_pool_name"] for d in (incremental, backfill, repair, refresh)} == {"candleflow"}
+    (monday,) = [s["schedule"] for s in refresh["schedules"]]
+    assert (monday["cron"], monday["timezone"]) == ("0 5 * * 1", "America/New_York")
     (daily,) = [s["schedule"] for s in incremental["schedules"]]
     assert (daily["cron"], daily["timezone"]) == ("30 18 * * 1-5", "America/New_York")
     assert incremental["parameters"]["timeframes"] == ["1d"] and len(incremental["parameters"]["symbols"]) == 10
@@ -251,3 +254,23 @@ def test_a_cli_run_killed_without_a_worker_is_crashed_by_its_missing_heartbeats(
 
 def test_the_worker_is_still_serving(deployed: Any) -> None:
     assert alive(deployed.worker.pid), deployed.worker_log.read_text()[-2000:]
+
+
+def test_a_universe_refresh_deployed_runs_on_the_worker_and_a_backfill_takes_it(
+    team: TeamServer, deployed: Any, team_warehouse: str
+) -> None:
+    from warehouse.universes import load_universe
+
+    parameters = {"name": "team-listed", "provider_options": {"listed_symbols": 3}}
+    run_id = team.run_deployment("refresh_universe", "refresh-universe", parameters)
+    run = team.wait_final(run_id, timeout=180)
+    assert run["state_type"] == "COMPLETED", run["state"]["message"]
+    assert run["name"] == "refresh universe team-listed from synthetic"
+    assert load_universe(team_warehouse, "team-listed").symbols == ("S0001", "S0002", "S0003")
+    artifacts = {a["key"]: a for a in team.artifacts(run_id) if a["key"]}
+    assert "3 tickers from synthetic market=stocks active only" in artifacts["universe-team-listed"]["data"]
+    backfill = {"universe": "named", "symbols": ["team-listed"], "start": "2024-02-05", "end": "2024-02-09"}
+    run = team.wait_final(team.run_deployment("historical_backfill", "backfill", backfill), timeout=180)
+    assert run["state_type"] == "COMPLETED", run["state"]["message"]
+    sql = "SELECT count(*) FROM bars WHERE symbol IN ('S0001', 'S0002', 'S0003') AND timeframe = '1d'"
+    assert count(team_warehouse, sql) == 3 * 5

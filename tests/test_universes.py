@@ -398,3 +398,42 @@ def test_a_saved_file_becomes_a_universe_a_backfill_plan_takes(tmp_path: Path, m
     assert main([*BACKFILL, "--symbols", "universe:mine", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 chunks planned" in out and "symbols universe:mine (3): 3 symbols" in out, out
+
+
+# --- the refresh_universe flow ------------------------------------------------------------------------------------
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_refresh_flow_keeps_a_universe_reports_its_change_and_refuses_what_it_cannot_do(
+    warehouse_url: str,
+) -> None:
+    from flows.universes import refresh_universe
+    from tests.test_trust2_cli import artifacts_of
+
+    first = refresh_universe(
+        name="listed", provider="synthetic", provider_options={"listed_symbols": 7}, warehouse_url=warehouse_url
+    )
+    assert (first.before, first.universe.members) == (None, 7)
+    assert load_universe(warehouse_url, "listed").symbols == tuple(f"S{i:04d}" for i in range(1, 8))
+    state = refresh_universe(
+        name="listed",
+        provider="synthetic",
+        provider_options={"listed_symbols": 5},
+        warehouse_url=warehouse_url,
+        return_state=True,
+    )
+    again = state.result()
+    assert (again.before, again.added, again.dropped) == (7, (), ("S0006", "S0007"))
+    report = artifacts_of(state.state_details.flow_run_id)["universe-listed"].data
+    assert "5 tickers from synthetic market=stocks active only" in report and "was 7: 0 added, 2 dropped" in report
+    assert "**dropped (2):** `S0006`, `S0007`" in report
+    for args, message in (
+        ({"provider": "csv"}, "provider csv cannot list its symbols: refresh the universe from one that can"),
+        ({"provider": "synthetic", "ticker_type": "ETF"}, "provider synthetic lists only common stocks"),
+        ({"provider": "synthetic", "market": "bonds"}, "unknown market 'bonds': use one of stocks, otc"),
+        ({"provider": "synthetic", "name": "Big"}, "universe name 'Big': use 1-48 of a-z"),
+    ):
+        failed = refresh_universe(**{"name": "listed", "warehouse_url": warehouse_url, **args}, return_state=True)
+        assert failed.is_failed() and message in str(failed.message), (args, failed.message)
+    assert load_universe(warehouse_url, "listed").members == 5  # left as it was

@@ -75,3 +75,8 @@ def list_universes(url: str | None) -> list[StoredUniverse]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(universes).order_by(universes.c.name)).all()
     return [StoredUniverse(r.name, r.definition, to_utc(r.refreshed_at).to_pydatetime(), int(r.members)) for r in rows]
+
+
+def members_of(url: str | None, name: str) -> tuple[str, ...] | None:
+    """The tickers universe `name` holds, or None when it is not kept (a refresh reports what it added and dropped)."""
+    return load_universe(url, name).symbols if any(u.name == name for u in list_universes(url)) else None
