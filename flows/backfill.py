@@ -41,14 +41,14 @@ def historical_backfill(
 
     Args:
         universe: What symbols lists. tickers: the tickers themselves (an entry may also be @PATH, universe:NAME
-            or ALL). ALL: every ticker the provider's data holds each session (polygon-flatfiles; polygon at 1d;
+            or ALL). ALL: every ticker the provider's data holds each session (flat files, databento, polygon 1d,
             synthetic); leave symbols empty. named: the names of universes kept in the warehouse (candleflow
             universe refresh), e.g. us-common-stocks. file: paths of files of tickers on the worker, one per line.
         symbols: Tickers to backfill, e.g. AAPL, MSFT, BRK.B.
             Each entry is a ticker (polygon's exactly as the vendor writes it: BRK.A,
             O:AAPL240119C00150000), @PATH for a file of tickers on the worker (one per line),
             universe:NAME for a universe kept in the warehouse (candleflow universe refresh), or ALL alone for
-            every ticker the provider's data holds each session (polygon-flatfiles; polygon at 1d; synthetic).
+            every ticker the provider's data holds each session (flat files, databento, polygon at 1d, synthetic).
         start: First session date to fill (inclusive).
         end: Last session date to fill (inclusive); on or after start.
         provider: Where the bars come from. synthetic needs nothing; the others need their keys on the worker.

@@ -16,6 +16,8 @@
 - Costs: `estimate_cost` asks `metadata.get_cost` for the whole plan before anything is downloaded; the flows
   print the quote on a dry run and refuse a run above `max_cost_usd`.
 - Symbols: up to 2,000 per request (the vendor's limit): chunks sharing a window are fetched together.
+  `--symbols ALL` asks for the vendor's `ALL_SYMBOLS` of the dataset, one request per session at every
+  timeframe; each bar keeps the raw symbol the answer's symbology maps its instrument to.
   `stype_in` picks the symbology (raw_symbol, continuous, instrument_id, ...); `parent` is refused, since it
   maps one symbol to many instruments. Unknown symbols are terminal errors naming them.
 - Errors: 429 and 5xx and connection trouble are transient (Retry-After kept); 401/403 terminal naming
@@ -37,6 +39,7 @@ from providers.frames import aggregate_bars, canonical_frame
 from providers.settings import ApiKeySettings
 
 _SCHEMAS = {"1m": "ohlcv-1m", "5m": "ohlcv-1m", "15m": "ohlcv-1m", "1h": "ohlcv-1h", "1d": "ohlcv-1d"}
+ALL_SYMBOLS = "ALL_SYMBOLS"  # the vendor's name for every instrument of a dataset
 _STYPES = ("raw_symbol", "instrument_id", "continuous", "smart", "isin", "cusip", "figi", "bbg_comp_id")
 
 
@@ -75,6 +78,7 @@ class DatabentoProvider(Provider[DatabentoSettings]):
         bars_only_when_traded=True,
         charges=True,
         session_hours="extended",
+        every_symbol=("1m", "5m", "15m", "1h", "1d"),  # ALL_SYMBOLS: every instrument of the dataset
     )
 
     def _client(self, request: FetchRequest | None = None) -> Any:
@@ -95,7 +99,7 @@ class DatabentoProvider(Provider[DatabentoSettings]):
             "dataset": self.settings.dataset,
             "start": request.start,
             "end": request.end,
-            "symbols": list(request.symbols),
+            "symbols": ALL_SYMBOLS if request.every else list(request.symbols),
             "schema": _SCHEMAS[request.timeframe.name],
             "stype_in": self.settings.stype_in,
         }
@@ -114,7 +118,7 @@ class DatabentoProvider(Provider[DatabentoSettings]):
             store = self._call(lambda: client.timeseries.get_range(**self._query(request)), request)
             raw = store.to_df().reset_index()
         unknown = sorted(set(store.metadata.not_found) & set(request.symbols))
-        if not unknown:
+        if not unknown and not request.every:
             unknown = [s for s in request.symbols if any(f"'{s}'" in str(w.message) for w in caught)]
         if unknown and len(unknown) == len(request.symbols):
             raise TerminalProviderError(
@@ -131,7 +135,7 @@ class DatabentoProvider(Provider[DatabentoSettings]):
         raw = raw.rename(columns={"ts_event": "ts"})
         if self.settings.publisher_id is not None:
             raw = raw[raw["publisher_id"] == self.settings.publisher_id]
-        bars = consolidate_venues(raw[raw["symbol"].isin(request.symbols)])
+        bars = consolidate_venues(raw if request.every else raw[raw["symbol"].isin(request.symbols)])
         if tf.intraday and tf.step > pd.Timedelta(minutes=1):
             bars = aggregate_bars(bars, tf.step)
         bars = bars[(bars["ts"] >= request.start) & (bars["ts"] < request.end)]

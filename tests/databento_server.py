@@ -60,8 +60,10 @@ def encode(
     start: pd.Timestamp,
     end: pd.Timestamp,
 ) -> bytes:
-    """Synthetic bars for the known `symbols` in [start, end) as a zstd DBN stream, like the gateway's."""
-    resolved = [s for s in symbols if s in known]
+    """Synthetic bars for the known `symbols` in [start, end) as a zstd DBN stream, like the gateway's. For
+    `ALL_SYMBOLS` every known symbol answers, each mapped by its own raw symbol, as the gateway maps them."""
+    every = symbols == ["ALL_SYMBOLS"]
+    resolved = sorted(known) if every else [s for s in symbols if s in known]
     mappings = [
         SimpleNamespace(
             raw_symbol=s,
@@ -77,7 +79,7 @@ def encode(
         dbn.Schema(schema),
         symbols=symbols,
         partial=[],
-        not_found=[s for s in symbols if s not in known],
+        not_found=[] if every else [s for s in symbols if s not in known],
         mappings=mappings,
         end=end.value,
     )
@@ -173,8 +175,10 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = _utc(form["start"]), _utc(form["end"])
         symbols = form["symbols"].split(",")
         schema = form["schema"]
+        every = symbols == ["ALL_SYMBOLS"]
         if self.path == "/v0/metadata.get_cost":
-            self._send(200, round(len(symbols) * _days(start, end) * USD_PER_SYMBOL_DAY[schema], 6))
+            priced = len(srv.known) if every else len(symbols)
+            self._send(200, round(priced * _days(start, end) * USD_PER_SYMBOL_DAY[schema], 6))
             return
         if self.path != "/v0/timeseries.get_range":
             self._send(404, {"detail": "Not found"})
@@ -183,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         if recorded is not None and len(symbols) == 1:
             self._send(200, recorded.read_bytes())
             return
-        missing = [s for s in symbols if s not in srv.known]
+        missing = [] if every else [s for s in symbols if s not in srv.known]
         if len(missing) == len(symbols):
             detail = {
                 "case": "symbology_invalid_request",

@@ -173,3 +173,28 @@ def test_backfill_fetches_symbols_together_and_records_them_apart(
     }
     assert {e.adjustment for e in ledger if e.status is LedgerStatus.LOADED} == {"raw"}
     assert all("unknown symbol NOPE" in r.error for r in summary.problems())
+
+
+@pytest.mark.flows
+@pytest.mark.usefixtures("prefect_harness")
+def test_every_symbol_of_the_dataset_comes_as_one_request_per_session_and_a_rerun_fetches_nothing(
+    gateway: DatabentoStandIn, warehouse_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli import main
+
+    args = dict(symbols=["ALL"], start=D(2024, 3, 4), end=D(2024, 3, 8), timeframe="1d", provider="databento")
+    plan = historical_backfill(**args, warehouse_url=warehouse_url, dry_run=True)
+    expected = 5 * 2 * USD_PER_SYMBOL_DAY["ohlcv-1d"]  # five sessions of the stand-in's two instruments
+    assert plan.cost_usd == pytest.approx(expected)
+    summary = historical_backfill(**args, warehouse_url=warehouse_url, max_cost_usd=1.0)
+    assert summary.counts()["loaded"] == 5 and summary.bars_written == 2 * 5
+    calls = gateway.paths("get_range")
+    assert [c["form"]["symbols"] for c in calls] == ["ALL_SYMBOLS"] * 5  # one request per session
+    assert count(warehouse_url, "SELECT count(DISTINCT symbol) FROM bars WHERE provider = 'databento'") == 2
+    ledger = read_ledger(get_engine(warehouse_url), "databento")
+    assert {(e.symbol, e.status) for e in ledger} == {("*", LedgerStatus.LOADED)} and len(ledger) == 5
+    again = historical_backfill(**args, warehouse_url=warehouse_url, max_cost_usd=1.0)
+    assert again.bars_written == 0 and len(gateway.paths("get_range")) == 5  # held: nothing asked again
+    argv = ["gaps", "--provider", "databento", "--symbols", "ALL", "--start", "2024-03-04", "--end", "2024-03-08"]
+    assert main([*argv, "--warehouse", warehouse_url]) == 0
+    assert capsys.readouterr().out.startswith("0 session(s) with no bars out of 5 expected\n(ALL: a session is held")

@@ -67,8 +67,8 @@ def test_all_is_one_entry_of_its_own() -> None:
         (
             ["--provider", "csv", "--option", "directory=.", "--timeframe", "1d"],
             "candleflow: error: --symbols ALL: provider csv cannot fetch every ticker of a session in one request at "
-            "1d; name the tickers, @FILE or universe:NAME (universe refresh), or use polygon (1d), polygon-flatfiles "
-            "(every timeframe), synthetic (every timeframe)",
+            "1d; name the tickers, @FILE or universe:NAME (universe refresh), or use databento (every timeframe), "
+            "polygon (1d), polygon-flatfiles (every timeframe), synthetic (every timeframe)",
         ),
         (
             ["--provider", "polygon", "--timeframe", "1m"],
