@@ -221,6 +221,7 @@ def read_symbol_file(path_text: str, rule: SymbolRule) -> list[str]:
 MARKETS = ("stocks", "otc", "indices", "fx", "crypto")
 _TYPE = re.compile(r"[A-Z][A-Z0-9]{0,11}")  # CS, ETF, ADRC, PFD, WARRANT, ...
 _MIC = re.compile(r"[A-Z][A-Z0-9]{3}")  # an ISO 10383 market identifier: XNYS, XNAS, ARCX, ...
+_PARENT = re.compile(r"[A-Z0-9]{1,10}\.FUT")  # a futures product's every contract, in Databento's parent symbology
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,14 @@ class ReferenceQuery:
     type: str | None = None  # the vendor's ticker type: CS (common stock), ETF, ADRC, PFD, WARRANT, ...
     exchange: str | None = None  # primary exchange, as a MIC: XNYS, XNAS, ARCX, ...
     active: bool = True  # False: delisted tickers too
+    parents: tuple[str, ...] = ()  # futures products whose contracts it holds (Databento: ES.FUT, NQ.FUT)
 
     def check(self) -> ReferenceQuery:
+        for parent in self.parents:
+            if not _PARENT.fullmatch(parent):
+                raise BadInputError(
+                    f"parent symbol {parent!r}: use a futures product's root and .FUT in capitals, e.g. ES.FUT, CL.FUT"
+                )
         if self.market not in MARKETS:
             raise BadInputError(f"unknown market {self.market!r}: use one of {', '.join(MARKETS)}")
         if self.type is not None and not _TYPE.fullmatch(self.type):
@@ -252,4 +259,15 @@ class ReferenceQuery:
         parts += [f"type={self.type}"] if self.type else []
         parts += [f"exchange={self.exchange}"] if self.exchange else []
         parts.append("active only" if self.active else "active and delisted")
+        if self.parents:
+            parts = [f"parent={','.join(self.parents)}", parts[-1]]
         return " ".join(parts)
+
+    def without_parents(self, provider: str) -> ReferenceQuery:
+        """The query checked for a provider that has no parent symbology."""
+        if self.parents:
+            raise BadInputError(
+                f"provider {provider} has no parent symbols ({', '.join(self.parents)}): resolve futures contracts "
+                "with provider databento"
+            )
+        return self.check()

@@ -17,11 +17,20 @@ def add_commands(sub: Any) -> None:
 
     r = family.add_parser("refresh", help="list a provider's tickers (filtered) and keep them under NAME")
     r.add_argument("name", help="the universe's name, e.g. us-common-stocks (then --symbols universe:NAME)")
-    r.add_argument("--provider", required=True, help="a provider that lists its symbols: polygon, synthetic")
+    r.add_argument(
+        "--provider", required=True, help="a provider that lists its symbols: polygon, databento (--parent), synthetic"
+    )
     r.add_argument("--market", default="stocks", help="stocks (default), otc, indices, fx or crypto")
     r.add_argument("--type", default=None, help="the vendor's ticker type, e.g. CS, ETF, ADRC, PFD, WARRANT")
     r.add_argument("--exchange", default=None, help="primary exchange as a MIC, e.g. XNYS, XNAS, ARCX")
     r.add_argument("--include-inactive", action="store_true", help="delisted tickers too (default: active only)")
+    r.add_argument(
+        "--parent",
+        action="append",
+        default=[],
+        metavar="ROOT.FUT",
+        help="databento: every contract of a futures product, e.g. ES.FUT (repeat for more)",
+    )
     r.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="provider option")
     series_options(r, series=False)
     r.set_defaults(handler=refresh)
@@ -58,7 +67,9 @@ def refresh(args: argparse.Namespace) -> int:
 
     name = check_name(args.name)
     source = listing_source(args.provider, parse_options(args.option))
-    query = ReferenceQuery(args.market, args.type, args.exchange, not args.include_inactive).check()
+    query = ReferenceQuery(
+        args.market, args.type, args.exchange, not args.include_inactive, tuple(dict.fromkeys(args.parent))
+    ).check()
     check_reachable(args.warehouse, writes=True)  # before the vendor is asked
     previous = members_of(args.warehouse, name)
     try:

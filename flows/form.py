@@ -307,6 +307,9 @@ class RefreshForm(BaseModel):
     ticker_type: Annotated[Text | None, BeforeValidator(lambda value: value or None), Says("")] = None
     exchange: Annotated[Text | None, BeforeValidator(lambda value: value or None), Says("")] = None
     include_inactive: Flag = False
+    parents: Annotated[list[Text], Says('{name} must be a list of futures parents, e.g. ["ES.FUT"]')] = Field(
+        default_factory=list
+    )
     provider_options: Annotated[
         dict[str, Any] | None, Says('{name} must map option names to values, e.g. {{"seed": 7}}')
     ] = None
@@ -314,4 +317,10 @@ class RefreshForm(BaseModel):
 
     def query(self) -> ReferenceQuery:
         """The reference filters, checked (BadInputError naming a bad one)."""
-        return ReferenceQuery(self.market, self.ticker_type, self.exchange, not self.include_inactive).check()
+        return ReferenceQuery(
+            self.market,
+            self.ticker_type,
+            self.exchange,
+            not self.include_inactive,
+            tuple(dict.fromkeys(p.strip() for p in self.parents if p.strip())),
+        ).check()

@@ -18,8 +18,13 @@
 - Symbols: up to 2,000 per request (the vendor's limit): chunks sharing a window are fetched together.
   `--symbols ALL` asks for the vendor's `ALL_SYMBOLS` of the dataset, one request per session at every
   timeframe; each bar keeps the raw symbol the answer's symbology maps its instrument to.
-  `stype_in` picks the symbology (raw_symbol, continuous, instrument_id, ...); `parent` is refused, since it
-  maps one symbol to many instruments. Unknown symbols are terminal errors naming them.
+  `stype_in` picks the symbology (raw_symbol, continuous, instrument_id, ...); `parent` is refused for bars, since
+  it maps one symbol to many instruments: a named universe of its contracts takes it (below). Unknown symbols
+  are terminal errors naming them.
+- Reference data (`list_symbols`, for named universes): the contracts of futures parents (`ES.FUT`) through
+  `symbology.resolve`, free of charge: parent -> instrument ids, then instrument ids -> raw symbols (the
+  vendor's two supported combinations), over the last 7 days (contracts trading now) or, with inactive ones too,
+  the last 10 years.
 - Errors: 429 and 5xx and connection trouble are transient (Retry-After kept); 401/403 terminal naming
   DATABENTO_API_KEY; other 4xx terminal with the vendor's message. The client itself never retries.
 """
@@ -27,12 +32,15 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from candleflow.errors import BadInputError
+from candleflow.universes import ReferenceQuery
 from providers.base import Capabilities, FetchRequest, FetchResult, Provider
 from providers.errors import TerminalProviderError, connection_error, http_error
 from providers.frames import aggregate_bars, canonical_frame
@@ -79,6 +87,7 @@ class DatabentoProvider(Provider[DatabentoSettings]):
         charges=True,
         session_hours="extended",
         every_symbol=("1m", "5m", "15m", "1h", "1d"),  # ALL_SYMBOLS: every instrument of the dataset
+        lists_symbols=True,  # the contracts of futures parents (ES.FUT), for named universes
     )
 
     def _client(self, request: FetchRequest | None = None) -> Any:
@@ -103,6 +112,40 @@ class DatabentoProvider(Provider[DatabentoSettings]):
             "schema": _SCHEMAS[request.timeframe.name],
             "stype_in": self.settings.stype_in,
         }
+
+    def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:
+        """The raw symbols of the contracts of `query.parents` in the dataset (see the module doc), sorted."""
+        query.check()
+        if not query.parents or query.type or query.exchange or query.market != "stocks":
+            raise BadInputError(
+                "provider databento lists the contracts of futures parents: give --parent ES.FUT (and no market, "
+                "type or exchange filter)"
+            )
+        client = self._client()
+        today = pd.Timestamp.now(tz="UTC").normalize()
+        start = (today - pd.Timedelta(days=7 if query.active else 3653)).date()
+        end = (today + pd.Timedelta(days=1)).date()
+        resolve = client.symbology.resolve
+        parents = self._call(
+            lambda: resolve(self.settings.dataset, list(query.parents), "parent", "instrument_id", start, end), None
+        )
+        unknown = [p for p in query.parents if not parents.get("result", {}).get(p)]
+        if unknown:
+            raise BadInputError(
+                f"parent symbol(s) {', '.join(unknown)} resolve to no contract in {self.settings.dataset} from "
+                f"{start} to {end}: check the product and the dataset (e.g. GLBX.MDP3 for CME futures)"
+            )
+        ids = sorted({m["s"] for mappings in parents["result"].values() for m in mappings}, key=int)
+        raw: set[str] = set()
+        for i in range(0, len(ids), self.capabilities.max_symbols_per_request):
+            if pace is not None:
+                pace(1)  # each further request takes a slot of the rate
+            batch = ids[i : i + self.capabilities.max_symbols_per_request]
+            found = self._call(
+                lambda b=batch: resolve(self.settings.dataset, b, "instrument_id", "raw_symbol", start, end), None
+            )
+            raw |= {m["s"] for mappings in found.get("result", {}).values() for m in mappings}
+        return sorted(raw)
 
     def estimate_cost(self, requests: list[FetchRequest]) -> float:
         """The vendor's quote in US dollars for `requests`, from `metadata.get_cost` (nothing is downloaded)."""
@@ -141,7 +184,7 @@ class DatabentoProvider(Provider[DatabentoSettings]):
         bars = bars[(bars["ts"] >= request.start) & (bars["ts"] < request.end)]
         return canonical_frame(bars, provider=self.name, timeframe=tf.name)
 
-    def _call(self, fn: Any, request: FetchRequest) -> Any:
+    def _call(self, fn: Any, request: FetchRequest | None) -> Any:
         import requests
         from databento.common.error import BentoError, BentoHttpError
 

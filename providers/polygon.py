@@ -228,7 +228,7 @@ class PolygonProvider(Provider[PolygonSettings]):
     def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:
         """The vendor's tickers reference (/v3/reference/tickers) filtered by `query`, 1,000 a page, each page
         after the first paced. A ticker the symbol rule cannot take (none seen so far) is left out, not fatal."""
-        query.check()
+        query.without_parents(self.name)
         client = self._client(None)
         client_pace = pace or (lambda n: None)
         found: dict[str, None] = {}

@@ -262,7 +262,7 @@ class SyntheticProvider(Provider[SyntheticSettings]):
     def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:
         """Its reference data: `listed_symbols` common stocks S0001, S0002, ..., all active, on no exchange in
         particular (so a universe of any size can be made offline)."""
-        query.check()
+        query.without_parents(self.name)
         if query.market != "stocks" or query.type not in (None, "CS") or query.exchange is not None:
             raise BadInputError(
                 f"provider synthetic lists only common stocks (market=stocks, type CS, no exchange), not "

@@ -1,8 +1,10 @@
 """A local https stand-in for Databento's historical gateway on 127.0.0.1, for the real `databento` client.
 
-Speaks POST /v0/timeseries.get_range (zstd DBN, encoded with databento_dbn) and POST /v0/metadata.get_cost
-(a JSON number), with HTTP Basic auth as the client sends it. The certificate is made per run by `trustme`
-for 127.0.0.1; tests point the client at the test CA through REQUESTS_CA_BUNDLE.
+Speaks POST /v0/timeseries.get_range (zstd DBN, encoded with databento_dbn), POST /v0/metadata.get_cost
+(a JSON number) and POST /v0/symbology.resolve (the vendor's JSON: parent -> instrument_id and instrument_id ->
+raw_symbol over the parents given, e.g. ES.FUT -> ESH4, ESM4), with HTTP Basic auth as the client sends it.
+The certificate is made per run by `trustme` for 127.0.0.1; tests point the client at the test CA through
+REQUESTS_CA_BUNDLE.
 
 Answers: a request for exactly one recorded fixture's dataset, schema and symbol gets that recorded DBN file,
 byte for byte. Otherwise bars come from the synthetic provider (instrument ids 1000+), and symbols outside
@@ -112,8 +114,17 @@ def encode(
 class DatabentoStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, known: set[str], ca_bundle: Path, context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        known: set[str],
+        ca_bundle: Path,
+        context: ssl.SSLContext,
+        parents: dict[str, list[str]] | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.parents = parents or {}  # a futures product's contracts, e.g. {"ES.FUT": ["ESH4", "ESM4"]}
+        contracts = sorted({c for members in self.parents.values() for c in members})
+        self.instrument_ids = {c: str(5000 + i) for i, c in enumerate(contracts)}
         self.socket = context.wrap_socket(self.socket, server_side=True)
         self.known = known
         self.ca_bundle = ca_bundle
@@ -172,6 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != expected:
             self._send(401, {"detail": "Authentication failed."})
             return
+        if self.path == "/v0/symbology.resolve":
+            self._send(200, _resolved(srv, form))
+            return
         start, end = _utc(form["start"]), _utc(form["end"])
         symbols = form["symbols"].split(",")
         schema = form["schema"]
@@ -204,8 +218,36 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, headers)
 
 
+def _resolved(srv: DatabentoStandIn, form: dict[str, str]) -> dict[str, Any]:
+    """symbology.resolve's answer, in the vendor's shape, for the two combinations a listing uses."""
+    symbols = form["symbols"].split(",")
+    by_id = {i: c for c, i in srv.instrument_ids.items()}
+    if (form["stype_in"], form["stype_out"]) == ("parent", "instrument_id"):
+        out = {p: [srv.instrument_ids[c] for c in srv.parents[p]] for p in symbols if p in srv.parents}
+    elif (form["stype_in"], form["stype_out"]) == ("instrument_id", "raw_symbol"):
+        out = {i: [by_id[i]] for i in symbols if i in by_id}
+    else:
+        out = {}
+    interval = {"d0": form["start_date"], "d1": form.get("end_date") or form["start_date"]}
+    not_found = [s for s in symbols if s not in out]
+    return {
+        "result": {s: [{**interval, "s": v} for v in values] for s, values in out.items()},
+        "symbols": symbols,
+        "stype_in": form["stype_in"],
+        "stype_out": form["stype_out"],
+        "start_date": form["start_date"],
+        "end_date": form.get("end_date"),
+        "partial": [],
+        "not_found": not_found,
+        "message": "Not found" if not_found else "OK",
+        "status": 2 if not_found else 0,
+    }
+
+
 @contextmanager
-def databento_stand_in(known: set[str], tmp_dir: Path) -> Iterator[DatabentoStandIn]:
+def databento_stand_in(
+    known: set[str], tmp_dir: Path, parents: dict[str, list[str]] | None = None
+) -> Iterator[DatabentoStandIn]:
     import trustme
 
     ca = trustme.CA()
@@ -213,5 +255,5 @@ def databento_stand_in(known: set[str], tmp_dir: Path) -> Iterator[DatabentoStan
     ca.cert_pem.write_to_path(str(ca_bundle))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1").configure_cert(context)
-    with serving(DatabentoStandIn(known, ca_bundle, context)) as server:
+    with serving(DatabentoStandIn(known, ca_bundle, context, parents)) as server:
         yield server

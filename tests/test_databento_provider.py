@@ -198,3 +198,67 @@ def test_every_symbol_of_the_dataset_comes_as_one_request_per_session_and_a_reru
     argv = ["gaps", "--provider", "databento", "--symbols", "ALL", "--start", "2024-03-04", "--end", "2024-03-08"]
     assert main([*argv, "--warehouse", warehouse_url]) == 0
     assert capsys.readouterr().out.startswith("0 session(s) with no bars out of 5 expected\n(ALL: a session is held")
+
+
+CONTRACTS = {"ES.FUT": ["ESH4", "ESM4", "ESU4"], "NQ.FUT": ["NQH4", "NQM4"]}
+
+
+@pytest.fixture
+def futures(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DatabentoStandIn]:
+    contracts = {c for members in CONTRACTS.values() for c in members}
+    with databento_stand_in(contracts, tmp_path, CONTRACTS) as server:
+        monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+        monkeypatch.setenv("CANDLEFLOW_DATABENTO_GATEWAY", server.url)
+        monkeypatch.setenv("CANDLEFLOW_DATABENTO_DATASET", "GLBX.MDP3")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_bundle))
+        yield server
+
+
+def test_a_parent_symbol_becomes_a_universe_of_its_contracts_that_a_backfill_takes(
+    futures: DatabentoStandIn, warehouse_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli import main
+
+    monkeypatch.setenv("CANDLEFLOW_WAREHOUSE_URL", warehouse_url)
+    refresh = ["universe", "refresh", "index-futures", "--provider", "databento", "--parent", "ES.FUT"]
+    assert main([*refresh, "--parent", "NQ.FUT"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("universe index-futures: 5 tickers from databento parent=ES.FUT,NQ.FUT active only (new)")
+    calls = [c["form"] for c in futures.paths("symbology.resolve")]
+    assert [(c["stype_in"], c["stype_out"], c["symbols"]) for c in calls] == [
+        ("parent", "instrument_id", "ES.FUT,NQ.FUT"),
+        ("instrument_id", "raw_symbol", "5000,5001,5002,5003,5004"),
+    ]
+    assert main(["universe", "show", "index-futures"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["ESH4", "ESM4", "ESU4", "NQH4", "NQM4"]
+    backfill = ["backfill", "--provider", "databento", "--symbols", "universe:index-futures", "--timeframe", "1d"]
+    assert main([*backfill, "--start", "2024-03-04", "--end", "2024-03-08", "--max-cost-usd", "5"]) == 0
+    assert count(warehouse_url, "SELECT count(DISTINCT symbol) FROM bars WHERE provider = 'databento'") == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--parent", "CL.FUT"], "parent symbol(s) CL.FUT resolve to no contract in GLBX.MDP3 from "),
+        (["--parent", "es.fut"], "parent symbol 'es.fut': use a futures product's root and .FUT in capitals"),
+        ([], "provider databento lists the contracts of futures parents: give --parent ES.FUT"),
+    ],
+)
+def test_a_parent_that_resolves_to_nothing_or_is_malformed_exits_2_naming_it(
+    futures: DatabentoStandIn, warehouse_url: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli import main
+
+    command = ["universe", "refresh", "cl", "--provider", "databento", "--warehouse", warehouse_url, *argv]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"candleflow: error: {message}") and len(err.splitlines()) == 1, err
+    assert main(["universe", "list", "--warehouse", warehouse_url]) == 0
+    assert "no universes kept" in capsys.readouterr().out
+
+
+def test_providers_without_parent_symbology_refuse_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from candleflow.universes import ReferenceQuery
+
+    with pytest.raises(BadInputError, match=r"provider synthetic has no parent symbols \(ES.FUT\): resolve futures"):
+        get_provider("synthetic").list_symbols(ReferenceQuery(parents=("ES.FUT",)))
