@@ -218,9 +218,10 @@ def read_symbol_file(path_text: str, rule: SymbolRule) -> list[str]:
 
 
 # Markets of a vendor's reference data (Polygon's tickers reference: `market`), and the shape of its filters.
-MARKETS = ("stocks", "otc", "indices", "fx", "crypto")
+MARKETS = ("stocks", "otc", "indices", "fx", "crypto", "options")
 _TYPE = re.compile(r"[A-Z][A-Z0-9]{0,11}")  # CS, ETF, ADRC, PFD, WARRANT, ...
 _MIC = re.compile(r"[A-Z][A-Z0-9]{3}")  # an ISO 10383 market identifier: XNYS, XNAS, ARCX, ...
+_UNDERLYING = re.compile(r"[A-Z][A-Z0-9.]{0,9}")  # a stock's ticker as options reference data names it
 _PARENT = re.compile(r"[A-Z0-9]{1,10}\.FUT")  # a futures product's every contract, in Databento's parent symbology
 
 
@@ -234,6 +235,7 @@ class ReferenceQuery:
     exchange: str | None = None  # primary exchange, as a MIC: XNYS, XNAS, ARCX, ...
     active: bool = True  # False: delisted tickers too
     parents: tuple[str, ...] = ()  # futures products whose contracts it holds (Databento: ES.FUT, NQ.FUT)
+    underlyings: tuple[str, ...] = ()  # market options: the stocks whose option contracts it holds (AAPL, SPY)
 
     def check(self) -> ReferenceQuery:
         for parent in self.parents:
@@ -243,6 +245,17 @@ class ReferenceQuery:
                 )
         if self.market not in MARKETS:
             raise BadInputError(f"unknown market {self.market!r}: use one of {', '.join(MARKETS)}")
+        if (self.market == "options") != bool(self.underlyings):
+            raise BadInputError(
+                "market options takes the underlyings whose contracts it lists, e.g. --underlying AAPL"
+                if self.market == "options"
+                else f"underlyings ({', '.join(self.underlyings)}) are for market options: add --market options"
+            )
+        if self.market == "options" and (self.type or self.exchange):
+            raise BadInputError("market options lists contracts by underlying: give no --type or --exchange")
+        for underlying in self.underlyings:
+            if not _UNDERLYING.fullmatch(underlying):
+                raise BadInputError(f"underlying {underlying!r}: use the stock's ticker in capitals, e.g. AAPL, BRK.B")
         if self.type is not None and not _TYPE.fullmatch(self.type):
             raise BadInputError(
                 f"ticker type {self.type!r}: use the vendor's type code in capitals, e.g. CS, ETF, ADRC, PFD, WARRANT"
@@ -261,6 +274,8 @@ class ReferenceQuery:
         parts.append("active only" if self.active else "active and delisted")
         if self.parents:
             parts = [f"parent={','.join(self.parents)}", parts[-1]]
+        if self.underlyings:
+            parts = [parts[0], f"underlying={','.join(self.underlyings)}", *parts[1:]]
         return " ".join(parts)
 
     def without_parents(self, provider: str) -> ReferenceQuery:

@@ -20,7 +20,14 @@ def add_commands(sub: Any) -> None:
     r.add_argument(
         "--provider", required=True, help="a provider that lists its symbols: polygon, databento (--parent), synthetic"
     )
-    r.add_argument("--market", default="stocks", help="stocks (default), otc, indices, fx or crypto")
+    r.add_argument("--market", default="stocks", help="stocks (default), otc, indices, fx, crypto or options")
+    r.add_argument(
+        "--underlying",
+        action="append",
+        default=[],
+        metavar="TICKER",
+        help="polygon, --market options: every option contract of this stock, e.g. AAPL (repeat for more)",
+    )
     r.add_argument("--type", default=None, help="the vendor's ticker type, e.g. CS, ETF, ADRC, PFD, WARRANT")
     r.add_argument("--exchange", default=None, help="primary exchange as a MIC, e.g. XNYS, XNAS, ARCX")
     r.add_argument("--include-inactive", action="store_true", help="delisted tickers too (default: active only)")
@@ -68,7 +75,12 @@ def refresh(args: argparse.Namespace) -> int:
     name = check_name(args.name)
     source = listing_source(args.provider, parse_options(args.option))
     query = ReferenceQuery(
-        args.market, args.type, args.exchange, not args.include_inactive, tuple(dict.fromkeys(args.parent))
+        args.market,
+        args.type,
+        args.exchange,
+        not args.include_inactive,
+        tuple(dict.fromkeys(args.parent)),
+        tuple(dict.fromkeys(args.underlying)),
     ).check()
     check_reachable(args.warehouse, writes=True)  # before the vendor is asked
     previous = members_of(args.warehouse, name)

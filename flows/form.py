@@ -310,6 +310,9 @@ class RefreshForm(BaseModel):
     parents: Annotated[list[Text], Says('{name} must be a list of futures parents, e.g. ["ES.FUT"]')] = Field(
         default_factory=list
     )
+    underlyings: Annotated[list[Text], Says('{name} must be a list of stock tickers, e.g. ["AAPL"]')] = Field(
+        default_factory=list
+    )
     provider_options: Annotated[
         dict[str, Any] | None, Says('{name} must map option names to values, e.g. {{"seed": 7}}')
     ] = None
@@ -323,4 +326,5 @@ class RefreshForm(BaseModel):
             self.exchange,
             not self.include_inactive,
             tuple(dict.fromkeys(p.strip() for p in self.parents if p.strip())),
+            tuple(dict.fromkeys(u.strip() for u in self.underlyings if u.strip())),
         ).check()

@@ -30,6 +30,7 @@ def refresh_universe(
     exchange: OptionalText = None,
     include_inactive: bool = False,
     parents: list[str] = [],  # noqa: B006 (never mutated; a plain list field in the UI)
+    underlyings: list[str] = [],  # noqa: B006 (never mutated; a plain list field in the UI)
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
     warehouse_url: OptionalText = None,
 ) -> Refreshed:
@@ -42,12 +43,14 @@ def refresh_universe(
             universe named with us-common-stocks).
         provider: A provider that lists its tickers: polygon (its key on the worker), databento (with parents)
             or synthetic.
-        market: stocks, otc, indices, fx or crypto.
+        market: stocks, otc, indices, fx, crypto, or options (with underlyings).
         ticker_type: The vendor's ticker type, e.g. CS (common stock), ETF, ADRC, PFD, WARRANT. Empty: every type.
         exchange: Primary exchange as a MIC, e.g. XNYS, XNAS, ARCX. Empty: every exchange.
         include_inactive: Delisted tickers too (default: active ones only).
         parents: databento: futures products whose every contract the universe holds, e.g. ES.FUT (and no
             market, type or exchange filter).
+        underlyings: polygon, market options: stocks whose every option contract the universe holds, e.g. AAPL
+            (contracts not expired; with include_inactive, expired ones too).
         provider_options: Options for the provider, e.g. {"listed_symbols": 500} for synthetic. Keys do not
             belong here: they come from the worker's environment or Secret blocks.
         warehouse_url: SQLAlchemy URL of the warehouse. Empty: the worker's CANDLEFLOW_WAREHOUSE_URL, else
@@ -63,6 +66,7 @@ def refresh_universe(
             "exchange": exchange,
             "include_inactive": include_inactive,
             "parents": parents,
+            "underlyings": underlyings,
             "provider_options": provider_options or None,
             "warehouse_url": warehouse_url,
         },

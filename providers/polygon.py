@@ -226,31 +226,52 @@ class PolygonProvider(Provider[PolygonSettings]):
         return FetchResult(bars, unknown_symbols=tuple(unknown))
 
     def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:
-        """The vendor's tickers reference (/v3/reference/tickers) filtered by `query`, 1,000 a page, each page
-        after the first paced. A ticker the symbol rule cannot take (none seen so far) is left out, not fatal."""
+        """The vendor's tickers reference (/v3/reference/tickers) filtered by `query`, or for market options its
+        options contracts reference (/v3/reference/options/contracts) of each underlying (contracts not expired;
+        with inactive ones, expired contracts too), 1,000 a page, each page after the first paced. A ticker the
+        symbol rule cannot take (none seen so far) is left out, not fatal."""
         query.without_parents(self.name)
         client = self._client(None)
         client_pace = pace or (lambda n: None)
         found: dict[str, None] = {}
 
-        def pages() -> None:
-            for i, ticker in enumerate(
-                client.list_tickers(
-                    market=query.market,
-                    type=query.type,
-                    exchange=query.exchange,
-                    active=query.active,
-                    limit=_REFERENCE_PAGE,
-                    sort="ticker",
-                    order="asc",
-                )
-            ):
+        def take(records: Any) -> None:
+            for i, record in enumerate(records):
                 if i and i % _REFERENCE_PAGE == 0:
                     client_pace(1)  # a page after the first came: one slot of the rate, before the next
-                if ticker.ticker and VENDOR_CASE.pattern.fullmatch(ticker.ticker):
-                    found.setdefault(ticker.ticker)
+                if record.ticker and VENDOR_CASE.pattern.fullmatch(record.ticker):
+                    found.setdefault(record.ticker)
 
-        self._call(pages, f"the tickers reference ({query.describe()})", None)
+        def pages() -> None:
+            if query.market != "options":
+                take(
+                    client.list_tickers(
+                        market=query.market,
+                        type=query.type,
+                        exchange=query.exchange,
+                        active=query.active,
+                        limit=_REFERENCE_PAGE,
+                        sort="ticker",
+                        order="asc",
+                    )
+                )
+                return
+            for n, (underlying, expired) in enumerate(
+                (u, e) for u in query.underlyings for e in ((False,) if query.active else (False, True))
+            ):
+                if n:
+                    client_pace(1)  # each further listing's first page
+                take(
+                    client.list_options_contracts(
+                        underlying_ticker=underlying, expired=expired, limit=_REFERENCE_PAGE, sort="ticker", order="asc"
+                    )
+                )
+
+        self._call(
+            pages,
+            f"the {'options contracts' if query.market == 'options' else 'tickers'} reference ({query.describe()})",
+            None,
+        )
         return sorted(found)
 
     def _check_ticker(self, client: Any, symbol: str, request: FetchRequest) -> None:

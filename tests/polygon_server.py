@@ -105,6 +105,9 @@ class PolygonStandIn(ThreadingHTTPServer):
         # the tickers reference (/v3/reference/tickers): records shaped as the vendor's; by default every known
         # ticker as an active common stock on XNAS
         self.reference: list[dict[str, object]] = [reference_record(t) for t in sorted(known)]
+        # the options contracts reference (/v3/reference/options/contracts): records shaped as the vendor's, each
+        # with `expired` (this stand-in's own field, to answer the `expired` filter; left out of the answers)
+        self.options_reference: list[dict[str, object]] = []
         # A whole market for grouped daily: that many tickers' day bars per session, as the generated day files
         # hold them (tests/market_files.py), instead of the known tickers' synthetic bars (0: off).
         self.market_tickers = 0
@@ -201,6 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
         if parts == ["v3", "reference", "tickers"]:
             self._reference(parse_qs(url.query))
             return
+        if parts == ["v3", "reference", "options", "contracts"]:
+            self._options_reference(parse_qs(url.query))
+            return
         if parts[:3] == ["v3", "reference", "tickers"] and len(parts) == 4:
             if parts[3] in srv.known:
                 self._send(200, {"status": "OK", "results": {"ticker": parts[3], "active": True}})
@@ -258,6 +264,29 @@ class _Handler(BaseHTTPRequestHandler):
             body["next_url"] = f"{self.server.url}/v3/reference/tickers?cursor={token}"
         self._send(200, body)
 
+    def _options_reference(self, query: dict[str, list[str]]) -> None:
+        """The options contracts reference, paged as the tickers reference is (an opaque `next_url` cursor that
+        carries the filters), filtered by `underlying_ticker` and `expired` (default false, as the vendor's)."""
+        if "cursor" in query:
+            query = json.loads(base64.urlsafe_b64decode(query["cursor"][0] + "==").decode())
+        arg = {k: v[0] for k, v in query.items()}
+        limit = min(int(arg.get("limit", "10")), 1000)
+        expired = arg.get("expired", "false") == "true"
+        records = [
+            {k: v for k, v in r.items() if k != "expired"}
+            for r in sorted(self.server.options_reference, key=lambda r: str(r["ticker"]))
+            if r["underlying_ticker"] == arg.get("underlying_ticker", r["underlying_ticker"])
+            and r["expired"] is expired
+            and str(r["ticker"]) > arg.get("after", "")
+        ]
+        page = records[:limit]
+        body: dict[str, object] = {"results": page, "status": "OK", "request_id": "opt"}
+        if len(records) > limit:
+            cursor = {**{k: [v] for k, v in arg.items()}, "after": [str(page[-1]["ticker"])]}
+            token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+            body["next_url"] = f"{self.server.url}/v3/reference/options/contracts?cursor={token}"
+        self._send(200, body)
+
     def _grouped(self, day: str) -> None:
         if day == RECORDED_GROUPED_SESSION:
             self._send(200, RECORDED_GROUPED.read_bytes())
@@ -313,6 +342,27 @@ def reference_record(ticker: str, **fields: object) -> dict[str, object]:
         "last_updated_utc": "2026-12-04T00:00:00Z",
     }
     return {**record, **fields}
+
+
+def option_record(
+    underlying: str, expiration: str, kind: str, strike: float, *, expired: bool = False
+) -> dict[str, object]:
+    """One record of the vendor's options contracts reference: its OCC ticker (O:, root, yymmdd, C or P, the
+    strike in thousandths over 8 digits) and the fields the vendor's client reads."""
+    day = pd.Timestamp(expiration)
+    ticker = f"O:{underlying}{day:%y%m%d}{kind[0].upper()}{round(strike * 1000):08d}"
+    return {
+        "ticker": ticker,
+        "underlying_ticker": underlying,
+        "contract_type": kind,
+        "exercise_style": "american",
+        "expiration_date": expiration,
+        "strike_price": strike,
+        "shares_per_contract": 100,
+        "primary_exchange": "BATO",
+        "cfi": "OCASPS",
+        "expired": expired,
+    }
 
 
 @contextmanager

@@ -366,6 +366,42 @@ def test_a_universe_refreshed_from_polygon_s_tickers_reference_through_the_real_
     assert [(u["name"], u["members"]) for u in json.loads(capsys.readouterr().out)] == [("us-cs", 2000)]
 
 
+def test_a_universe_of_option_contracts_from_polygon_s_options_reference_through_the_real_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from tests.polygon_server import KEY, option_record, polygon_stand_in
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with polygon_stand_in(set()) as srv:
+        monkeypatch.setenv("MASSIVE_API_KEY", KEY)
+        monkeypatch.setenv("CANDLEFLOW_POLYGON_BASE_URL", srv.url)
+        strikes = [100 + 2.5 * i for i in range(600)]  # 1,200 AAPL contracts: two pages
+        srv.options_reference = [
+            *(option_record("AAPL", "2027-01-15", kind, k) for k in strikes for kind in ("call", "put")),
+            option_record("SPY", "2026-12-18", "put", 612.5),
+            option_record("AAPL", "2024-01-19", "call", 150.0, expired=True),
+            option_record("MSFT", "2027-01-15", "call", 400.0),
+        ]
+        argv = ["universe", "refresh", "opts", "--provider", "polygon", "--market", "options", "--warehouse", url]
+        assert main([*argv, "--underlying", "AAPL", "--underlying", "SPY"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(
+            "universe opts: 1201 tickers from polygon market=options underlying=AAPL,SPY active only (new)"
+        ), out
+        kept = load_universe(url, "opts").symbols
+        assert "O:AAPL270115C00100000" in kept and "O:AAPL270115P01597500" in kept and "O:SPY261218P00612500" in kept
+        assert "O:AAPL240119C00150000" not in kept and not any(s.startswith("O:MSFT") for s in kept)
+        pages = [r["path"] for r in srv.requests if r["path"].startswith("/v3/reference/options/contracts")]
+        assert len(pages) == 3 and "underlying_ticker=AAPL" in pages[0] and "cursor=" in pages[1]
+        assert main([*argv, "--underlying", "AAPL", "--include-inactive"]) == 0
+        assert "1201 tickers" in capsys.readouterr().out  # AAPL's 1,200 and its expired one; SPY's dropped
+        assert "O:AAPL240119C00150000" in load_universe(url, "opts").symbols
+        assert main([*argv]) == 2
+        assert capsys.readouterr().err.startswith(
+            "candleflow: error: market options takes the underlyings whose contracts it lists, e.g. --underlying AAPL"
+        )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
