@@ -454,3 +454,24 @@ def test_a_retried_batch_reports_every_chunk_as_it_ended(sqlite_url: str, monkey
     restated = historical_backfill(**args, mode="all", provider_options=flaky)
     assert len(calls) > len(set(calls)) == 12  # some were retried, and none that ended was fetched again
     assert restated.ok and restated.revised == 12 and restated.counts()["loaded"] == 12
+
+
+def test_a_run_ends_with_its_chunk_count_on_its_labels(sqlite_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The labels a crash notice reads are written in the background, throttled: the last count still lands
+    before the run ends, and a lower count never overwrites it."""
+    from prefect import get_client
+
+    monkeypatch.setenv("CANDLEFLOW_BATCH_CHUNKS", "1")  # a task per chunk: many counts asked close together
+    state = historical_backfill(
+        symbols=["AAPL", "MSFT", "NVDA"],
+        start="2023-01-01",
+        end="2024-12-31",
+        warehouse_url=sqlite_url,
+        timeframe="1h",
+        return_state=True,
+    )
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        labels = client.read_flow_run(state.state_details.flow_run_id).labels
+    planned = labels["candleflow.chunks_planned"]
+    assert planned > 3 and labels["candleflow.chunks_ended"] == planned

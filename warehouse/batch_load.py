@@ -12,6 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
+from candleflow.planning import EXTENDABLE
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import CopiesManyChunks
 from warehouse.extend import Extension, extend_rows, stored_checksums
@@ -72,7 +73,9 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
         candidates: dict[int, sa.Row[Any]] = {}
         for entry in entries:
             i = wanted.get((entry.provider, entry.symbol, entry.timeframe, as_utc(entry.window_start)))
-            if i is not None and (loads[i].chunk.extends is not None or entry.checksum == loads[i].checksum):
+            if i is None or as_utc(entry.window_end) != rows[i].window_end or entry.status not in EXTENDABLE:
+                continue  # it cannot hold the chunk (an update's row that must grow): no count of its bars
+            if loads[i].chunk.extends is not None or entry.checksum == loads[i].checksum:
                 candidates[i] = entry
         present = bars_present_many(conn, [(i, rows[i]) for i in candidates])
         held = {i for i, entry in candidates.items() if holds(entry, rows[i], present.get(i, 0), ("loaded", "empty"))}
