@@ -16,15 +16,19 @@ Knobs (all seeded, so tests are repeatable):
   `transient_failures_per_request` calls (the count is kept per process, like a flaky server's), then succeed.
 - `invalid_chunk_rate`: the share of requests whose answer carries one bad bar, of kind `invalid_kind`.
 - `unknown_symbols`: symbols the "vendor" does not know: a TerminalProviderError, never retried.
+- `latency_ms`: each request waits this long before it answers (or fails), as a REST vendor's round trip does,
+  and the provider then counts as remote (a small run is spread over the task workers, whose waits overlap):
+  latency-bound backfills measured on one machine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -62,6 +66,12 @@ class SyntheticSettings(ProviderSettings):
     unknown_symbols: tuple[str, ...] = ()
     listed_symbols: int = Field(
         default=500, ge=1, le=100_000, description="how many tickers its reference data lists: S0001, S0002, ..."
+    )
+    latency_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=60_000.0,
+        description="each request waits this long before it answers, as a REST vendor's round trip does",
     )
 
 
@@ -252,11 +262,21 @@ class SyntheticProvider(Provider[SyntheticSettings]):
         every_symbol=("1m", "5m", "15m", "1h", "1d"),  # its `listed_symbols`, as a vendor's day file holds its tickers
     )
 
+    def __init__(self, settings: SyntheticSettings | None = None, **options: object) -> None:
+        super().__init__(settings, **options)
+        if self.settings.latency_ms > 0:  # its requests wait like a vendor's: spread a run over the task workers
+            self.capabilities = replace(self.capabilities, remote=True)
+
+    def _wait(self) -> None:
+        if self.settings.latency_ms > 0:
+            time.sleep(self.settings.latency_ms / 1000.0)
+
     def now(self) -> pd.Timestamp:
         """The `now` option, else the real clock: bars closed after it do not exist yet."""
         return pd.Timestamp(self.settings.now) if self.settings.now is not None else pd.Timestamp.now(tz="UTC")
 
     def fetch(self, request: FetchRequest) -> FetchResult:
+        self._wait()
         return FetchResult(self._frame(request))
 
     def list_symbols(self, query: ReferenceQuery, pace: Callable[[int], None] | None = None) -> list[str]:

@@ -140,3 +140,29 @@ def test_bad_options_are_rejected_with_their_name() -> None:
         get_provider("synthetic", {"colour": "red"})
     with pytest.raises(BadInputError, match=f"unknown provider 'yahoo': use one of {', '.join(sorted(PROVIDERS))}"):
         get_provider("yahoo")
+
+
+def test_a_simulated_latency_holds_each_request_and_spreads_a_run_like_a_vendor_s(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from candleflow.settings import run_settings
+    from flows.chunks import spread_over
+    from providers.synthetic import SyntheticProvider
+
+    request = FetchRequest(
+        ("AAPL",), get_timeframe("1d"), pd.Timestamp("2024-01-02", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")
+    )
+    monkeypatch.setenv("CANDLEFLOW_SYNTHETIC_LATENCY_MS", "150")  # as a worker's environment sets it
+    slow = get_provider("synthetic")
+    started = time.monotonic()
+    bars = slow.fetch(request).bars
+    assert time.monotonic() - started >= 0.15
+    monkeypatch.delenv("CANDLEFLOW_SYNTHETIC_LATENCY_MS")
+    quick = get_provider("synthetic")
+    assert bars.equals(quick.fetch(request).bars)  # the same bars, later
+    assert slow.capabilities.remote and not quick.capabilities.remote and not SyntheticProvider.capabilities.remote
+    settings = run_settings()
+    assert spread_over(settings, slow.capabilities) == settings.task_workers
+    assert spread_over(settings, quick.capabilities) == 1 or settings.task_runner == "processes"
+    with pytest.raises(BadInputError, match="latency_ms"):
+        get_provider("synthetic", {"latency_ms": -1})
