@@ -65,14 +65,14 @@ def add_commands(sub: Any) -> None:
 
 def refresh(args: argparse.Namespace) -> int:
     from candleflow.inputs import parse_options
-    from candleflow.universes import ReferenceQuery
+    from candleflow.universes import ReferenceQuery, check_universe_name
     from cli.output import err, out
-    from ingest.universes import check_name, listing_source, local_pace, refresh_universe
+    from ingest.universes import listing_source, local_pace, refresh_universe
     from providers.errors import ProviderError
     from warehouse.engine import check_reachable
     from warehouse.universes import members_of
 
-    name = check_name(args.name)
+    name = check_universe_name(args.name)
     source = listing_source(args.provider, parse_options(args.option))
     query = ReferenceQuery(
         args.market,
@@ -97,14 +97,13 @@ def refresh(args: argparse.Namespace) -> int:
 
 def save(args: argparse.Namespace) -> int:
     from candleflow.inputs import ANY_PROVIDER, parse_symbols
-    from candleflow.universes import resolve
+    from candleflow.universes import check_universe_name, resolve
     from cli.output import out
-    from ingest.universes import check_name
     from providers import PROVIDERS, check_provider_name
     from warehouse.engine import check_reachable
     from warehouse.universes import members_of, save_universe
 
-    name = check_name(args.name)
+    name = check_universe_name(args.name)
     rule = PROVIDERS[check_provider_name(args.provider)].capabilities.symbol_rule if args.provider else ANY_PROVIDER
     entries = parse_symbols(args.symbols, rule, references=True)
     universe = resolve(entries, rule, lambda other: _named(args.warehouse, other))
@@ -157,11 +156,11 @@ def list_all(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
+    from candleflow.universes import check_universe_name
     from cli.output import out
-    from ingest.universes import check_name
     from warehouse.universes import load_universe
 
-    kept = load_universe(args.warehouse, check_name(args.name))
+    kept = load_universe(args.warehouse, check_universe_name(args.name))
     if args.json:
         body = {
             "name": kept.name,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from candleflow.errors import BadInputError
-from candleflow.universes import ReferenceQuery, check_universe_name
+from candleflow.universes import ReferenceQuery
 from providers import get_provider
 from providers.base import Provider
 from warehouse.universes import StoredUniverse, save_universe
@@ -39,9 +39,6 @@ class Refreshed:
             f"universe {u.name}: {u.members} tickers from {u.definition} ({self.change()}) in {self.seconds:.1f} s; "
             f"use --symbols universe:{u.name}"
         )
-
-
-check_name = check_universe_name
 
 
 def listing_source(provider: str, options: dict[str, Any] | None) -> Provider[Any]:

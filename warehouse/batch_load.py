@@ -11,25 +11,27 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
-from candleflow.planning import EXTENDABLE
+from candleflow.model import Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import CopiesManyChunks
 from warehouse.extend import Extension, extend_rows, stored_checksums
 from warehouse.ledger import (
     LOAD_UPDATE,
+    SETTLED,
+    bars_present_many,
     description,
     description_differs,
     holds,
     key_params,
     ledger_row,
+    may_hold,
     restatement,
     select_ledger,
     series_key,
     utc_now,
 )
 from warehouse.load import LoadOutcome
-from warehouse.schema import bars, ingest_ledger
+from warehouse.schema import ingest_ledger
 from warehouse.utc import as_utc
 
 
@@ -73,12 +75,12 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
         candidates: dict[int, sa.Row[Any]] = {}
         for entry in entries:
             i = wanted.get((entry.provider, entry.symbol, entry.timeframe, as_utc(entry.window_start)))
-            if i is None or as_utc(entry.window_end) != rows[i].window_end or entry.status not in EXTENDABLE:
+            if i is None or not may_hold(entry, rows[i], SETTLED):
                 continue  # it cannot hold the chunk (an update's row that must grow): no count of its bars
             if loads[i].chunk.extends is not None or entry.checksum == loads[i].checksum:
                 candidates[i] = entry
         present = bars_present_many(conn, [(i, rows[i]) for i in candidates])
-        held = {i for i, entry in candidates.items() if holds(entry, rows[i], present.get(i, 0), ("loaded", "empty"))}
+        held = {i for i, entry in candidates.items() if holds(entry, rows[i], present.get(i, 0), SETTLED)}
         # an extending chunk is held when the bars of its own window are those it fetched
         extending = [loads[i].chunk for i in held if loads[i].chunk.extends is not None]
         stored = stored_checksums(conn, extending) if extending else {}
@@ -116,36 +118,6 @@ def settle_unchanged(conn: sa.Connection, loads: Sequence[ChunkLoad]) -> dict[in
                 changed,
             )
     return outcomes
-
-
-def bars_present_many(conn: sa.Connection, chunks: Sequence[tuple[int, Chunk]]) -> dict[int, int]:
-    """Bars in each chunk's window, by the caller's position: one grouped count per window the chunks share
-    (a batch's chunks mostly share one), an index range scan per symbol."""
-    by_window: dict[tuple[str, str, pd.Timestamp, pd.Timestamp], dict[str, int]] = {}
-    for i, chunk in chunks:
-        by_window.setdefault((chunk.provider, chunk.timeframe, chunk.window_start, chunk.window_end), {})[
-            chunk.symbol
-        ] = i
-    c = bars.c
-    present: dict[int, int] = {}
-    for (provider, timeframe, start, end), symbols in by_window.items():
-        window = (
-            c.provider == provider,
-            c.timeframe == timeframe,
-            c.ts >= start.to_pydatetime(),
-            c.ts < end.to_pydatetime(),
-        )
-        every = symbols.pop(EVERY_SYMBOL, None)
-        if every is not None:  # every ticker's bars of the window (`--symbols ALL`)
-            present[every] = int(conn.execute(sa.select(sa.func.count()).where(*window)).scalar_one())
-        if not symbols:
-            continue
-        counted = conn.execute(
-            sa.select(c.symbol, sa.func.count()).where(c.symbol.in_(list(symbols)), *window).group_by(c.symbol)
-        )
-        for symbol, count in counted:
-            present[symbols[symbol]] = int(count)
-    return present
 
 
 def load_fresh_chunks(

@@ -10,7 +10,7 @@ upsert of the bars that differ (and one delete of those the source dropped), one
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,7 +22,7 @@ from candleflow.model import BAR_COLUMNS, BAR_VALUES, Chunk, LedgerStatus
 from candleflow.planning import EXTENDABLE, segment_start
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import value_columns
-from warehouse.ledger import LOAD_UPDATE, description_differs, ledger_key, ledger_row, utc_now
+from warehouse.ledger import LOAD_UPDATE, bars_present_many, description_differs, ledger_key, ledger_row, utc_now
 from warehouse.schema import bars, ingest_ledger
 from warehouse.utc import as_utc
 
@@ -164,7 +164,8 @@ def extend_rows(conn: sa.Connection, items: Sequence[Extension], *, flow_run_id:
             ),
             changes.deletes,
         )
-    before = _bars_before(conn, {i: plan.item.chunk for i, plan in writing.items()})
+    # bars each row holds before its chunk's window (the load left them as they were)
+    before = bars_present_many(conn, [(i, _before_window(plan.item.chunk)) for i, plan in writing.items()])
     led = ingest_ledger.c
     rows = []
     for i, plan in writing.items():
@@ -346,31 +347,9 @@ def _bar_rows(part: pd.DataFrame, chunks: Mapping[int, Chunk], prefix: str) -> l
     return out
 
 
-def _bars_before(conn: sa.Connection, chunks: Mapping[int, Chunk]) -> dict[int, int]:
-    """Bars each chunk's extended row holds before the chunk's window (a load leaves them as they are): one grouped
-    count per span the chunks share."""
-    spans: dict[tuple[str, str, pd.Timestamp, pd.Timestamp], dict[str, int]] = {}
-    for i, chunk in chunks.items():
-        spans.setdefault((chunk.provider, chunk.timeframe, chunk.extended_row().window_start, chunk.window_start), {})[
-            chunk.symbol
-        ] = i
-    c = bars.c
-    out: dict[int, int] = {}
-    for (provider, timeframe, start, end), symbols in spans.items():
-        counted = conn.execute(
-            sa.select(c.symbol, sa.func.count())
-            .where(
-                c.provider == provider,
-                dialect_for(conn).in_list(c.symbol, sorted(symbols)),
-                c.timeframe == timeframe,
-                c.ts >= start.to_pydatetime(),
-                c.ts < end.to_pydatetime(),
-            )
-            .group_by(c.symbol)
-        ).all()
-        for symbol, n in counted:
-            out[symbols[symbol]] = int(n)
-    return out
+def _before_window(chunk: Chunk) -> Chunk:
+    """The part of the row a chunk extends that lies before the chunk's window."""
+    return replace(chunk.extended_row(), window_end=chunk.window_start)
 
 
 def _final_end(row: sa.Row[Any]) -> pd.Timestamp:

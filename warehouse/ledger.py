@@ -5,14 +5,14 @@ warehouse.quarantine) write their ledger rows through these, in the transaction 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import Chunk, LedgerStatus
+from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.schema import bars, bars_in_window, ingest_ledger
 from warehouse.utc import as_utc
@@ -30,8 +30,7 @@ LEDGER_UPDATE = (
     "complete_through",
 )
 MAX_ERROR = 4000
-
-MAX_ERROR = 4000
+SETTLED = ("loaded", "empty")  # the statuses of a row that may hold its chunk exactly (`holds`)
 LOAD_UPDATE = (*LEDGER_UPDATE, "revisions")
 
 Target = sa.Engine | sa.Connection  # an engine (a pooled connection per call) or a connection the caller holds
@@ -99,6 +98,38 @@ def chunk_bars(chunk: Chunk) -> sa.ColumnElement[bool]:
     return bars_in_window(chunk.provider, chunk.symbol, chunk.timeframe, chunk.window_start, chunk.window_end)
 
 
+def bars_present_many(conn: sa.Connection, chunks: Sequence[tuple[int, Chunk]]) -> dict[int, int]:
+    """Bars in each chunk's window, by the caller's position: one grouped count per window the chunks share
+    (a batch's chunks mostly share one), an index range scan per symbol."""
+    by_window: dict[tuple[str, str, pd.Timestamp, pd.Timestamp], dict[str, int]] = {}
+    for i, chunk in chunks:
+        by_window.setdefault((chunk.provider, chunk.timeframe, chunk.window_start, chunk.window_end), {})[
+            chunk.symbol
+        ] = i
+    c = bars.c
+    present: dict[int, int] = {}
+    for (provider, timeframe, start, end), symbols in by_window.items():
+        window = (
+            c.provider == provider,
+            c.timeframe == timeframe,
+            c.ts >= start.to_pydatetime(),
+            c.ts < end.to_pydatetime(),
+        )
+        every = symbols.pop(EVERY_SYMBOL, None)
+        if every is not None:  # every ticker's bars of the window (`--symbols ALL`)
+            present[every] = int(conn.execute(sa.select(sa.func.count()).where(*window)).scalar_one())
+        if not symbols:
+            continue
+        counted = conn.execute(
+            sa.select(c.symbol, sa.func.count())
+            .where(dialect_for(conn).in_list(c.symbol, list(symbols)), *window)  # Oracle: 1,000 a list
+            .group_by(c.symbol)
+        )
+        for symbol, count in counted:
+            present[symbols[symbol]] = int(count)
+    return present
+
+
 def description(
     adjustment: str | None, source_version: str | None, complete_through: pd.Timestamp | None
 ) -> dict[str, object]:
@@ -136,7 +167,7 @@ def is_unchanged(
     chunk: Chunk,
     entry: sa.Row[Any] | None,
     described: Mapping[str, object],
-    settled: tuple[str, ...] = ("loaded", "empty"),
+    settled: tuple[str, ...] = SETTLED,
 ) -> bool:
     """True when the ledger already holds this exact chunk as settled (`loaded` or `empty`; `partial` for a load
     of good rows) and the bars it claims are all there. Same bars from a newer source version (a republished
@@ -148,14 +179,18 @@ def is_unchanged(
     return True
 
 
+def may_hold(entry: sa.Row[Any], chunk: Chunk, settled: tuple[str, ...]) -> bool:
+    """The part of `holds` that needs no count of bars: the row records the chunk as settled, over its window."""
+    return entry.status in settled and as_utc(entry.window_end) == as_utc(chunk.window_end)
+
+
 def holds(entry: sa.Row[Any], chunk: Chunk, present: int, settled: tuple[str, ...]) -> bool:
     """The rule both unchanged checks share, for a ledger row whose checksum matched: it records the chunk as
     settled, over the same window, and `present` (the bars its window holds now) are all the bars it claims."""
-    same_window = as_utc(entry.window_end) == as_utc(chunk.window_end)
     # A chunk of every ticker counts its window's bars whatever their ticker, and a ticker fetched on its own may
     # hold bars there too (its own ledger row vouches for them): all it loaded must be there, more may be.
     enough = present >= (entry.rows or 0) if chunk.every else present == entry.rows
-    return entry.status in settled and same_window and enough
+    return may_hold(entry, chunk, settled) and enough
 
 
 def description_differs(entry: sa.Row[Any], described: Mapping[str, object]) -> bool:
