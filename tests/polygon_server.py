@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
@@ -240,52 +240,50 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body)
 
     def _reference(self, query: dict[str, list[str]]) -> None:
-        """The vendor's paging: `limit` records a page (at most 1000) sorted by ticker, and a `next_url` whose
-        opaque cursor carries the filters and where the page ended (the client sends nothing else with it)."""
-        if "cursor" in query:
-            query = json.loads(base64.urlsafe_b64decode(query["cursor"][0] + "==").decode())
-        arg = {k: v[0] for k, v in query.items()}
-        limit = min(int(arg.get("limit", "100")), 1000)
+        """The tickers reference, filtered by market, type, exchange and active (`_paged`)."""
+        arg = _cursor_args(query)
         active = arg.get("active", "true") == "true"
         records = [
             r
-            for r in sorted(self.server.reference, key=lambda r: str(r["ticker"]))
+            for r in self.server.reference
             if r["market"] == arg.get("market", r["market"])
             and r["type"] == arg.get("type", r["type"])
             and r["primary_exchange"] == arg.get("exchange", r["primary_exchange"])
             and r["active"] is active
-            and str(r["ticker"]) > arg.get("after", "")
         ]
-        page = records[:limit]
-        body: dict[str, object] = {"results": page, "status": "OK", "request_id": "ref", "count": len(page)}
-        if len(records) > limit:
-            cursor = {**{k: [v] for k, v in arg.items()}, "after": [str(page[-1]["ticker"])]}
-            token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
-            body["next_url"] = f"{self.server.url}/v3/reference/tickers?cursor={token}"
-        self._send(200, body)
+        body = self._paged(records, arg, "/v3/reference/tickers", default_limit=100)
+        self._send(200, {**body, "request_id": "ref", "count": len(body["results"])})
 
     def _options_reference(self, query: dict[str, list[str]]) -> None:
-        """The options contracts reference, paged as the tickers reference is (an opaque `next_url` cursor that
-        carries the filters), filtered by `underlying_ticker` and `expired` (default false, as the vendor's)."""
-        if "cursor" in query:
-            query = json.loads(base64.urlsafe_b64decode(query["cursor"][0] + "==").decode())
-        arg = {k: v[0] for k, v in query.items()}
-        limit = min(int(arg.get("limit", "10")), 1000)
+        """The options contracts reference, filtered by `underlying_ticker` and `expired` (default false, as the
+        vendor's; `expired` is this stand-in's own field and is left out of the answers)."""
+        arg = _cursor_args(query)
         expired = arg.get("expired", "false") == "true"
         records = [
             {k: v for k, v in r.items() if k != "expired"}
-            for r in sorted(self.server.options_reference, key=lambda r: str(r["ticker"]))
+            for r in self.server.options_reference
             if r["underlying_ticker"] == arg.get("underlying_ticker", r["underlying_ticker"])
             and r["expired"] is expired
-            and str(r["ticker"]) > arg.get("after", "")
         ]
-        page = records[:limit]
-        body: dict[str, object] = {"results": page, "status": "OK", "request_id": "opt"}
-        if len(records) > limit:
+        body = self._paged(records, arg, "/v3/reference/options/contracts", default_limit=10)
+        self._send(200, {**body, "request_id": "opt"})
+
+    def _paged(
+        self, records: list[dict[str, object]], arg: dict[str, str], path: str, *, default_limit: int
+    ) -> dict[str, Any]:
+        """The vendor's paging of a reference: `limit` records a page (at most 1000) sorted by ticker, and a
+        `next_url` whose opaque cursor carries the filters and where the page ended (the client sends nothing else
+        with it)."""
+        limit = min(int(arg.get("limit", str(default_limit))), 1000)
+        after = arg.get("after", "")
+        remaining = [r for r in sorted(records, key=lambda r: str(r["ticker"])) if str(r["ticker"]) > after]
+        page = remaining[:limit]
+        body: dict[str, Any] = {"results": page, "status": "OK"}
+        if len(remaining) > limit:
             cursor = {**{k: [v] for k, v in arg.items()}, "after": [str(page[-1]["ticker"])]}
             token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
-            body["next_url"] = f"{self.server.url}/v3/reference/options/contracts?cursor={token}"
-        self._send(200, body)
+            body["next_url"] = f"{self.server.url}{path}?cursor={token}"
+        return body
 
     def _grouped(self, day: str) -> None:
         if day == RECORDED_GROUPED_SESSION:
@@ -342,6 +340,13 @@ def reference_record(ticker: str, **fields: object) -> dict[str, object]:
         "last_updated_utc": "2026-12-04T00:00:00Z",
     }
     return {**record, **fields}
+
+
+def _cursor_args(query: dict[str, list[str]]) -> dict[str, str]:
+    """A reference request's filters: from its query, or from the opaque cursor of a `next_url` it follows."""
+    if "cursor" in query:
+        query = json.loads(base64.urlsafe_b64decode(query["cursor"][0] + "==").decode())
+    return {k: v[0] for k, v in query.items()}
 
 
 def option_record(

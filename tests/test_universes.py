@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -325,81 +326,88 @@ def test_the_stand_in_s_reference_records_have_the_vendor_s_fields() -> None:
     assert set(reference_record("A")) == set(recorded["results"][0])
 
 
-def test_a_universe_refreshed_from_polygon_s_tickers_reference_through_the_real_client(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> None:
-    from tests.polygon_server import KEY, polygon_stand_in, reference_record
+@pytest.fixture
+def polygon_reference(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The polygon stand-in, its references empty until a test fills them, with the provider pointed at it."""
+    from tests.polygon_server import KEY, polygon_stand_in
 
-    url = f"sqlite:///{tmp_path / 'w.db'}"
     with polygon_stand_in(set()) as srv:
         monkeypatch.setenv("MASSIVE_API_KEY", KEY)
         monkeypatch.setenv("CANDLEFLOW_POLYGON_BASE_URL", srv.url)
-        stocks = [reference_record(f"T{i:04d}") for i in range(2500)]  # three pages of 1,000
-        srv.reference = [
-            *stocks,
-            reference_record("BRK.A", primary_exchange="XNYS"),
-            reference_record("SPY", type="ETF", primary_exchange="ARCX"),
-            reference_record("GONE", active=False),
-            reference_record("X:BTCUSD", market="crypto", type=None, primary_exchange=None),
-        ]
-        argv = ["universe", "refresh", "us-cs", "--provider", "polygon", "--type", "CS", "--warehouse", url]
-        assert main(argv) == 0
-        out = capsys.readouterr().out
-        assert out.startswith("universe us-cs: 2501 tickers from polygon market=stocks type=CS active only (new)"), out
-        pages = [r["path"] for r in srv.requests if r["path"].startswith("/v3/reference/tickers")]
-        assert len(pages) == 3 and "type=CS" in pages[0] and "cursor=" in pages[1]
-        kept = load_universe(url, "us-cs").symbols
-        assert len(kept) == 2501 and "BRK.A" in kept and "SPY" not in kept and "GONE" not in kept
+        yield srv
 
-        srv.reference = stocks[:2000]
-        assert main(argv) == 0
-        assert "(was 2501: 0 added, 501 dropped (BRK.A, T2000, " in capsys.readouterr().out
 
-        assert main([*argv[:2], "empty", *argv[3:], "--exchange", "XLON"]) == 2
-        assert "lists no tickers for market=stocks type=CS exchange=XLON" in capsys.readouterr().err
-        monkeypatch.setenv("MASSIVE_API_KEY", "refused")
-        assert main(argv) == 1
-        err = capsys.readouterr().err
-        assert "HTTP 401" in err and "universe 'us-cs' was left as it was" in err and len(err.splitlines()) == 1
+def test_a_universe_refreshed_from_polygon_s_tickers_reference_through_the_real_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, polygon_reference: Any
+) -> None:
+    from tests.polygon_server import reference_record
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    srv = polygon_reference
+    stocks = [reference_record(f"T{i:04d}") for i in range(2500)]  # three pages of 1,000
+    srv.reference = [
+        *stocks,
+        reference_record("BRK.A", primary_exchange="XNYS"),
+        reference_record("SPY", type="ETF", primary_exchange="ARCX"),
+        reference_record("GONE", active=False),
+        reference_record("X:BTCUSD", market="crypto", type=None, primary_exchange=None),
+    ]
+    argv = ["universe", "refresh", "us-cs", "--provider", "polygon", "--type", "CS", "--warehouse", url]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("universe us-cs: 2501 tickers from polygon market=stocks type=CS active only (new)"), out
+    pages = [r["path"] for r in srv.requests if r["path"].startswith("/v3/reference/tickers")]
+    assert len(pages) == 3 and "type=CS" in pages[0] and "cursor=" in pages[1]
+    kept = load_universe(url, "us-cs").symbols
+    assert len(kept) == 2501 and "BRK.A" in kept and "SPY" not in kept and "GONE" not in kept
+
+    srv.reference = stocks[:2000]
+    assert main(argv) == 0
+    assert "(was 2501: 0 added, 501 dropped (BRK.A, T2000, " in capsys.readouterr().out
+
+    assert main([*argv[:2], "empty", *argv[3:], "--exchange", "XLON"]) == 2
+    assert "lists no tickers for market=stocks type=CS exchange=XLON" in capsys.readouterr().err
+    monkeypatch.setenv("MASSIVE_API_KEY", "refused")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 401" in err and "universe 'us-cs' was left as it was" in err and len(err.splitlines()) == 1
     assert len(load_universe(url, "us-cs").symbols) == 2000
     assert main(["universe", "list", "--json", "--warehouse", url]) == 0
     assert [(u["name"], u["members"]) for u in json.loads(capsys.readouterr().out)] == [("us-cs", 2000)]
 
 
 def test_a_universe_of_option_contracts_from_polygon_s_options_reference_through_the_real_client(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    tmp_path: Path, capsys: Any, polygon_reference: Any
 ) -> None:
-    from tests.polygon_server import KEY, option_record, polygon_stand_in
+    from tests.polygon_server import option_record
 
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    with polygon_stand_in(set()) as srv:
-        monkeypatch.setenv("MASSIVE_API_KEY", KEY)
-        monkeypatch.setenv("CANDLEFLOW_POLYGON_BASE_URL", srv.url)
-        strikes = [100 + 2.5 * i for i in range(600)]  # 1,200 AAPL contracts: two pages
-        srv.options_reference = [
-            *(option_record("AAPL", "2027-01-15", kind, k) for k in strikes for kind in ("call", "put")),
-            option_record("SPY", "2026-12-18", "put", 612.5),
-            option_record("AAPL", "2024-01-19", "call", 150.0, expired=True),
-            option_record("MSFT", "2027-01-15", "call", 400.0),
-        ]
-        argv = ["universe", "refresh", "opts", "--provider", "polygon", "--market", "options", "--warehouse", url]
-        assert main([*argv, "--underlying", "AAPL", "--underlying", "SPY"]) == 0
-        out = capsys.readouterr().out
-        assert out.startswith(
-            "universe opts: 1201 tickers from polygon market=options underlying=AAPL,SPY active only (new)"
-        ), out
-        kept = load_universe(url, "opts").symbols
-        assert "O:AAPL270115C00100000" in kept and "O:AAPL270115P01597500" in kept and "O:SPY261218P00612500" in kept
-        assert "O:AAPL240119C00150000" not in kept and not any(s.startswith("O:MSFT") for s in kept)
-        pages = [r["path"] for r in srv.requests if r["path"].startswith("/v3/reference/options/contracts")]
-        assert len(pages) == 3 and "underlying_ticker=AAPL" in pages[0] and "cursor=" in pages[1]
-        assert main([*argv, "--underlying", "AAPL", "--include-inactive"]) == 0
-        assert "1201 tickers" in capsys.readouterr().out  # AAPL's 1,200 and its expired one; SPY's dropped
-        assert "O:AAPL240119C00150000" in load_universe(url, "opts").symbols
-        assert main([*argv]) == 2
-        assert capsys.readouterr().err.startswith(
-            "candleflow: error: market options takes the underlyings whose contracts it lists, e.g. --underlying AAPL"
-        )
+    srv = polygon_reference
+    strikes = [100 + 2.5 * i for i in range(600)]  # 1,200 AAPL contracts: two pages
+    srv.options_reference = [
+        *(option_record("AAPL", "2027-01-15", kind, k) for k in strikes for kind in ("call", "put")),
+        option_record("SPY", "2026-12-18", "put", 612.5),
+        option_record("AAPL", "2024-01-19", "call", 150.0, expired=True),
+        option_record("MSFT", "2027-01-15", "call", 400.0),
+    ]
+    argv = ["universe", "refresh", "opts", "--provider", "polygon", "--market", "options", "--warehouse", url]
+    assert main([*argv, "--underlying", "AAPL", "--underlying", "SPY"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "universe opts: 1201 tickers from polygon market=options underlying=AAPL,SPY active only (new)"
+    ), out
+    kept = load_universe(url, "opts").symbols
+    assert "O:AAPL270115C00100000" in kept and "O:AAPL270115P01597500" in kept and "O:SPY261218P00612500" in kept
+    assert "O:AAPL240119C00150000" not in kept and not any(s.startswith("O:MSFT") for s in kept)
+    pages = [r["path"] for r in srv.requests if r["path"].startswith("/v3/reference/options/contracts")]
+    assert len(pages) == 3 and "underlying_ticker=AAPL" in pages[0] and "cursor=" in pages[1]
+    assert main([*argv, "--underlying", "AAPL", "--include-inactive"]) == 0
+    assert "1201 tickers" in capsys.readouterr().out  # AAPL's 1,200 and its expired one; SPY's dropped
+    assert "O:AAPL240119C00150000" in load_universe(url, "opts").symbols
+    assert main([*argv]) == 2
+    assert capsys.readouterr().err.startswith(
+        "candleflow: error: market options takes the underlyings whose contracts it lists, e.g. --underlying AAPL"
+    )
 
 
 @pytest.mark.parametrize(
