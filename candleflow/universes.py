@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from candleflow.errors import BadInputError
 from candleflow.inputs import SymbolRule
@@ -62,7 +63,8 @@ def check_reference(entry: str) -> str:
 
 # What a run's `symbols` list, chosen in the UI's form (the flows' `universe` parameter): tickers (and any of the
 # references above), every ticker, the names of universes kept in the warehouse, or paths of files of tickers.
-UNIVERSE_KINDS = ("tickers", "ALL", "named", "file")
+UniverseKind = Literal["tickers", "ALL", "named", "file"]  # a select in the UI's form
+UNIVERSE_KINDS: tuple[str, ...] = get_args(UniverseKind)
 
 
 def universe_entries(kind: str, entries: Sequence[str]) -> list[str]:

@@ -10,8 +10,9 @@ from candleflow.model import OnInvalid
 from candleflow.planning import PlanModeName
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
+from candleflow.universes import UniverseKind
 from flows.chunks import TASK_ASKS, carry_out
-from flows.form import OptionalAmount, OptionalText, UniverseKind
+from flows.form import OptionalAmount, OptionalText
 from flows.inputs import check_backfill
 from flows.plan import plan_backfill
 from flows.runs import candleflow_flow

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -43,7 +43,13 @@ from candleflow.inputs import UPPER_CASE, check_date_range, parse_date, parse_sy
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
 from candleflow.timeframes import Timeframe, get_timeframe
-from candleflow.universes import UNIVERSE_KINDS, ReferenceQuery, check_universe_name, universe_entries
+from candleflow.universes import (
+    UNIVERSE_KINDS,
+    ReferenceQuery,
+    UniverseKind,
+    check_universe_name,
+    universe_entries,
+)
 from providers import PROVIDERS, check_provider_name
 from warehouse.engine import PASSWORD_ENV, URL_ENV, has_password, parse_url, resolve_url
 
@@ -53,8 +59,6 @@ OptionalText = Annotated[str | None, WithJsonSchema({"type": "string"})]
 OptionalDate = Annotated[dt.date | None, WithJsonSchema({"type": "string", "format": "date"})]
 
 NameStyle = Callable[[str], str]
-# What a run's `symbols` list (candleflow.universes.universe_entries): a select in the UI's form
-UniverseKind = Literal["tickers", "ALL", "named", "file"]
 
 
 def param_name(name: str) -> str:

@@ -13,8 +13,9 @@ from candleflow.planning import extension_of, incremental_start, period_start, u
 from candleflow.report import RunSummary
 from candleflow.sessions import check_in_range, previous_session
 from candleflow.timeframes import ChunkPeriod, TimeframeName
+from candleflow.universes import UniverseKind
 from flows.chunks import TASK_ASKS, carry_out, prepare
-from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText, UniverseKind
+from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import check_update
 from flows.plan import (
     check_budget,

@@ -10,8 +10,9 @@ from pydantic import Field
 from candleflow.model import OnInvalid
 from candleflow.report import RunSummary
 from candleflow.timeframes import TimeframeName
+from candleflow.universes import UniverseKind
 from flows.chunks import TASK_ASKS, carry_out
-from flows.form import OptionalAmount, OptionalDate, OptionalText, UniverseKind
+from flows.form import OptionalAmount, OptionalDate, OptionalText
 from flows.inputs import check_repair
 from flows.plan import plan_repair, repair_window
 from flows.runs import candleflow_flow
