@@ -63,6 +63,11 @@ class LedgerStatus(StrEnum):
         return self in (LedgerStatus.LOADED, LedgerStatus.EMPTY, LedgerStatus.PARTIAL)
 
 
+# The statuses of a row whose window's bars are all there: it may hold its chunk exactly (warehouse.ledger.holds),
+# and an update's chunk may extend it (candleflow.planning.extension_of).
+SETTLED = (LedgerStatus.LOADED, LedgerStatus.EMPTY)
+
+
 @dataclass(frozen=True, order=True)
 class Chunk:
     """One unit of work: a symbol's bars at one timeframe in the half-open UTC window [start, end)."""

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from candleflow.errors import BadInputError
-from candleflow.model import Chunk, LedgerEntry, LedgerStatus
+from candleflow.model import SETTLED, Chunk, LedgerEntry, LedgerStatus
 from candleflow.timeframes import ChunkPeriod, Timeframe, get_timeframe
 
 _PERIOD_FREQ = {ChunkPeriod.YEAR: "YS", ChunkPeriod.QUARTER: "QS", ChunkPeriod.MONTH: "MS"}
@@ -335,10 +335,6 @@ def period_start(ts: pd.Timestamp, period: ChunkPeriod) -> pd.Timestamp:
     return day
 
 
-# The rows an update's load may extend: those that say every bar of their window is there.
-EXTENDABLE = (LedgerStatus.LOADED, LedgerStatus.EMPTY)
-
-
 def segment_start(
     spans: Iterable[tuple[pd.Timestamp, pd.Timestamp]], at: pd.Timestamp
 ) -> tuple[pd.Timestamp, pd.Timestamp] | None:
@@ -372,7 +368,7 @@ def extension_of(chunk: Chunk, entries: Iterable[LedgerEntry], period: ChunkPeri
         (e.window_start, e.window_end)
         for e in entries
         if (e.provider, e.symbol, e.timeframe) == (chunk.provider, chunk.symbol, chunk.timeframe)
-        and e.status in EXTENDABLE
+        and e.status in SETTLED
         and e.intact
         and (adjustment is None or e.adjustment in (None, adjustment))
         and floor <= e.window_start < chunk.window_end

@@ -11,13 +11,12 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import Chunk, LedgerStatus
+from candleflow.model import SETTLED, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import CopiesManyChunks
 from warehouse.extend import Extension, extend_rows, stored_checksums
 from warehouse.ledger import (
     LOAD_UPDATE,
-    SETTLED,
     bars_present_many,
     description,
     description_differs,

@@ -18,8 +18,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from candleflow.checksum import frame_checksum
-from candleflow.model import BAR_COLUMNS, BAR_VALUES, Chunk, LedgerStatus
-from candleflow.planning import EXTENDABLE, segment_start
+from candleflow.model import BAR_COLUMNS, BAR_VALUES, SETTLED, Chunk, LedgerStatus
+from candleflow.planning import segment_start
 from warehouse.dialects import dialect_for
 from warehouse.dialects.base import value_columns
 from warehouse.ledger import LOAD_UPDATE, bars_present_many, description_differs, ledger_key, ledger_row, utc_now
@@ -246,19 +246,19 @@ def _plan(item: Extension, series: Sequence[sa.Row[Any]]) -> _Plan | None:
     chunk = item.chunk
     row_start = chunk.extended_row().window_start
     rows = tuple(r for r in series if row_start <= as_utc(r.window_start) < chunk.window_end)
-    spans = [(as_utc(r.window_start), as_utc(r.window_end)) for r in rows if r.status in EXTENDABLE]
+    spans = [(as_utc(r.window_start), as_utc(r.window_end)) for r in rows if r.status in SETTLED]
     key = next((r for r in rows if as_utc(r.window_start) == row_start), None)
     stretch = segment_start([(a, b) for a, b in spans if a is not None and b is not None], chunk.window_start)
     if (
         key is None
-        or key.status not in EXTENDABLE
+        or key.status not in SETTLED
         or stretch is None
         or stretch[0] != row_start
         or stretch[1] > chunk.window_end
     ):
         return None
     # How far the row's bars were final: each settled row's windows up to its complete_through.
-    finals = [_final_end(r) for r in rows if r.status in EXTENDABLE]
+    finals = [_final_end(r) for r in rows if r.status in SETTLED]
     not_final_before = [f for f in finals if f < chunk.window_start]
     through = item.described["complete_through"]
     if not_final_before:  # an earlier part was not final when fetched and this load does not fetch it again

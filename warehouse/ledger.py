@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from candleflow.model import EVERY_SYMBOL, Chunk, LedgerStatus
+from candleflow.model import EVERY_SYMBOL, SETTLED, Chunk, LedgerStatus
 from warehouse.dialects import dialect_for
 from warehouse.schema import bars, bars_in_window, ingest_ledger
 from warehouse.utc import as_utc
@@ -30,7 +30,6 @@ LEDGER_UPDATE = (
     "complete_through",
 )
 MAX_ERROR = 4000
-SETTLED = ("loaded", "empty")  # the statuses of a row that may hold its chunk exactly (`holds`)
 LOAD_UPDATE = (*LEDGER_UPDATE, "revisions")
 
 Target = sa.Engine | sa.Connection  # an engine (a pooled connection per call) or a connection the caller holds
