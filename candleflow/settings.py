@@ -43,9 +43,28 @@ class RunSettings(BaseSettings):
         description="bars one task fetches, validates (in one suite call) and loads: small chunks share a task",
     )
     batch_chunks: int = Field(default=100, ge=1, le=10_000, description="at most this many chunks in one task")
-    task_runner: Literal["threads", "processes"] = Field(
+    task_runner: Literal["threads", "processes", "dask"] = Field(
         default="threads",
-        description="run chunk tasks in threads of the flow's process, or in a pool of processes (Prefect's)",
+        description="run chunk tasks in threads of the flow's process, in a pool of processes (Prefect's), or on a "
+        "Dask cluster (prefect-dask): CANDLEFLOW_DASK_ADDRESS's scheduler, else a local cluster of this machine",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="a running `dask scheduler` (tcp://HOST:8786) for CANDLEFLOW_TASK_RUNNER=dask; its workers "
+        "need PREFECT_API_URL, the warehouse URL and the keys in their environment. Empty: a local cluster of "
+        "CANDLEFLOW_TASK_WORKERS processes, started and stopped with the run",
+    )
+    partition_bars: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="a deployed backfill or update planning more bars than this is cut into partitions of about "
+        "this many bars, each a child flow run of the partition deployment on the work pool",
+    )
+    partitions_at_once: int = Field(
+        default=8, ge=1, le=1000, description="child flow runs of one fanned-out run running at once, at most"
+    )
+    partition_reruns: int = Field(
+        default=2, ge=0, le=10, description="how often a crashed child flow run (its worker died) is run again"
     )
     calendars: dict[str, str] = Field(
         default_factory=dict,

@@ -146,9 +146,10 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
 
 def spread_over(settings: RunSettings, capabilities: Capabilities) -> int:
     """How many batches a small run is cut into at least: one per task worker when they can overlap (a remote
-    provider's waits, or tasks in processes of their own); one when the fetch is local work and the tasks share
-    the flow's GIL in threads, where more batches only add fixed costs (README, "Scale")."""
-    if capabilities.remote or settings.task_runner == "processes":
+    provider's waits, or tasks in processes of their own: a pool's or a Dask cluster's); one when the fetch is
+    local work and the tasks share the flow's GIL in threads, where more batches only add fixed costs (README,
+    "Scale")."""
+    if capabilities.remote or settings.task_runner != "threads":
         return settings.task_workers
     return 1
 

@@ -26,12 +26,27 @@ R = TypeVar("R")
 
 def chunk_task_runner() -> TaskRunner[Any]:
     """Where a flow's chunk tasks run (CANDLEFLOW_TASK_RUNNER): `threads` of the flow's process (the default:
-    cheap to start, the GIL shared), or `processes`, a pool of CANDLEFLOW_TASK_WORKERS processes (validation
-    and encoding on every core, at the price of starting them and pickling each batch's results)."""
+    cheap to start, the GIL shared); `processes`, a pool of CANDLEFLOW_TASK_WORKERS processes (validation
+    and encoding on every core, at the price of starting them and pickling each batch's results); or `dask`,
+    through prefect-dask: the cluster of the scheduler at CANDLEFLOW_DASK_ADDRESS (its workers on any machine),
+    else a local cluster of CANDLEFLOW_TASK_WORKERS one-thread processes for the run."""
     settings = run_settings()
     if settings.task_runner == "processes":
         return ProcessPoolTaskRunner(max_workers=settings.task_workers)
+    if settings.task_runner == "dask":
+        return dask_task_runner(settings.dask_address, settings.task_workers)
     return ThreadPoolTaskRunner(max_workers=settings.task_workers)
+
+
+def dask_task_runner(address: str | None, workers: int) -> TaskRunner[Any]:
+    """prefect-dask's runner (imported only when chosen: dask.distributed takes a second to import). A local
+    cluster has no dashboard (it would take port 8787, which a second run or a real scheduler holds)."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    kwargs = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    return DaskTaskRunner(cluster_kwargs=kwargs)
 
 
 class TaskRunnerChosenAtStart(TaskRunner[Any]):

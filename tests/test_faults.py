@@ -21,31 +21,11 @@ from candleflow.model import LedgerStatus
 from flows.backfill import historical_backfill
 from tests.fault_table import record
 from tests.providers_support import csv_run
+from tests.warehouse_state import assert_same_warehouse, warehouse_state
 from warehouse.engine import get_engine
 
 pytestmark = [pytest.mark.flows, pytest.mark.usefixtures("prefect_harness")]
 D = dt.date
-
-
-def warehouse_state(url: str) -> tuple[pd.DataFrame, list[tuple[str, str, str, str, int | None]]]:
-    """The bars (sorted, values as stored) and the ledger's (series, window, status, rows): what must match."""
-    with get_engine(url).connect() as conn:
-        bars = pd.read_sql(sa.text("SELECT * FROM bars ORDER BY provider, symbol, timeframe, ts"), conn)
-        ledger = conn.execute(
-            sa.text(
-                'SELECT provider, symbol, timeframe, window_start, status, "rows" FROM ingest_ledger '
-                "ORDER BY provider, symbol, timeframe, window_start"
-            )
-        ).all()
-    bars["ts"] = pd.to_datetime(bars["ts"], utc=True)
-    return bars, [(r[0], r[1], r[2], str(pd.Timestamp(r[3]).date()), r[4], r[5]) for r in ledger]  # type: ignore[misc]
-
-
-def assert_same_warehouse(url: str, reference: str) -> None:
-    bars, ledger = warehouse_state(url)
-    clean_bars, clean_ledger = warehouse_state(reference)
-    pd.testing.assert_frame_equal(bars, clean_bars, check_dtype=False)
-    assert ledger == clean_ledger
 
 
 def test_vendor_faults_through_the_real_client_end_like_a_clean_run(
