@@ -16,7 +16,9 @@ Every workload is measured in one run against the same PostgreSQL (scratch datab
   and validation not counted: dlt gets them for free);
 - the whole market (`--only market`, bench/market_bench.py): `--symbols ALL` from generated vendor files at real
   width (a year of ~11,000-ticker day files, one ~2M-row minute file) on the local S3 server, and the same year
-  through the grouped-daily stand-in, each with its floor, ledger rows and peak RSS.
+  through the grouped-daily stand-in, each with its floor, ledger rows and peak RSS;
+- one backfill over a pool (`--only pool`, bench/pool_bench.py): a latency-bound one on 1, 2 and 4 workers, a
+  CPU-bound one on 1 and 2 workers and with the thread, process and dask task runners.
 Ratios are floor seconds / case seconds: 1.0 is as fast as the floor. Peak RSS is the process's own
 (`wait4`). Not a test: it asserts only that each case stored the bars it should have.
 """
@@ -418,10 +420,10 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument("--skip-reference", action="store_true", help="no plain loop and no dlt")
-    parser.add_argument("--only", choices=["daily", "minute", "memory", "market"], action="append")
+    parser.add_argument("--only", choices=["daily", "minute", "memory", "market", "pool"], action="append")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    only = set(args.only or ["daily", "minute", "memory", "market"])
+    only = set(args.only or ["daily", "minute", "memory", "market", "pool"])
     pg = Postgres(args.postgres)
     rows: list[Row] = []
     try:
@@ -514,6 +516,11 @@ def main() -> None:
                 harness = Harness(pg, api, rows, Row, run_cli, quiet_env, last_flow_run_seconds, copy_floor)
                 market_cases(harness, scale)
                 print_table(rows)
+            if "pool" in only:  # one backfill over the workers of a pool (bench/pool_bench.py)
+                sys.path.insert(0, str(ROOT / "bench"))
+                from pool_bench import pool_cases
+
+                pool_cases(pg, api, scale)
     finally:
         pg.drop_all()
 

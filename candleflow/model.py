@@ -152,6 +152,7 @@ class LedgerEntry:
     source_version: str | None = None
     complete_through: pd.Timestamp | None = None  # None: final for its whole window
     present: int | None = None  # bars its window holds now, when counted (read_ledger(count_bars=True))
+    error: str | None = None  # why it failed or was rejected, as recorded
 
     @property
     def intact(self) -> bool:

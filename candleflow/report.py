@@ -53,6 +53,10 @@ class RunSummary:
     # what the symbols input resolved to, when it named files or universes: `universe:sp500 (503): 503 symbols`
     universe: str | None = None
     stages: StageTimes = field(default_factory=StageTimes)
+    # A run cut into partitions (child flow runs on the work pool): how many, and the counts they reported
+    # (written, unchanged, revised, removed), which their chunks' ledger rows do not hold.
+    partitions: int | None = None
+    reported: dict[str, int] | None = None
 
     def counts(self) -> dict[str, int]:
         counter = Counter(str(r.status) for r in self.results)
@@ -60,20 +64,20 @@ class RunSummary:
 
     @property
     def unchanged(self) -> int:
-        return sum(r.unchanged for r in self.results)
+        return self.reported["unchanged"] if self.reported is not None else sum(r.unchanged for r in self.results)
 
     @property
     def revised(self) -> int:
-        return sum(r.revised for r in self.results)
+        return self.reported["revised"] if self.reported is not None else sum(r.revised for r in self.results)
 
     @property
     def removed(self) -> int:
         """Bars deleted because their source no longer has them."""
-        return sum(r.removed for r in self.results)
+        return self.reported["removed"] if self.reported is not None else sum(r.removed for r in self.results)
 
     @property
     def bars_written(self) -> int:
-        return sum(r.written for r in self.results)
+        return self.reported["written"] if self.reported is not None else sum(r.written for r in self.results)
 
     @property
     def bars_per_second(self) -> float:
@@ -97,6 +101,8 @@ class RunSummary:
             extras.append(f"vendor quote ${self.cost_usd:,.2f}")
         if self.request_note and self.todo:
             extras.append(self.request_note)
+        if self.partitions:
+            extras.append(f"in {self.partitions} partition{'s' if self.partitions != 1 else ''} on the work pool")
         return "".join(f"; {e}" for e in extras)
 
     def headline(self) -> str:
@@ -143,7 +149,10 @@ class RunSummary:
         }
 
     def time_line(self) -> str:
-        """`time 12.3 s: fetch 2.1 s (17%), validate ...`: the breakdown as one line, for the CLI and logs."""
+        """`time 12.3 s: fetch 2.1 s (17%), validate ...`: the breakdown as one line, for the CLI and logs. A run
+        cut into partitions says only its time: each child's breakdown is in its own summary."""
+        if self.partitions and self.elapsed_seconds > 0:
+            return f"time {self.elapsed_seconds:.1f} s, each partition's own breakdown in its run's summary"
         parts = [
             f"{stage} {seconds:.1f} s ({seconds / self.elapsed_seconds:.0%})"
             for stage, seconds in self.time_breakdown().items()
@@ -179,7 +188,7 @@ class RunSummary:
         }
         # one row per count: twelve columns side by side were cut off at the UI's 1440 px
         rows = ["| count | value |", "|---|---:|", *(f"| {name} | {value} |" for name, value in counts.items())]
-        if self.results and self.elapsed_seconds > 0:
+        if self.results and self.elapsed_seconds > 0 and not self.partitions:
             breakdown = self.time_breakdown()
             stages = self.stages
             summed = {"fetch": stages.fetch, "validate": stages.validate, "load": stages.load}

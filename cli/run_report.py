@@ -17,10 +17,10 @@ from candleflow.report import RunSummary
 from cli.output import err, out
 
 
-def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+def check_run_inputs(args: argparse.Namespace, *, connect: bool = True) -> tuple[dict[str, Any], Any]:
     """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
-    warehouse answers, and return the flow's parameters and the checked inputs (flows.inputs.RunInputs); raises
-    BadInputError naming the input."""
+    warehouse answers (unless not `connect`: a run handed to the pool, whose workers reach it), and return the
+    flow's parameters and the checked inputs (flows.inputs.RunInputs); raises BadInputError naming the input."""
     from flows.form import flag_name
     from flows.inputs import check_backfill, check_repair, check_update
     from warehouse.engine import PASSWORD_ENV, check_reachable, ensure_database, resolve_url, safe_url, without_password
@@ -73,6 +73,8 @@ def check_run_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         )
     params.update(symbols=checked.universe.entries(), max_cost_usd=checked.max_cost_usd)
     writes = not params.get("dry_run", False)
+    if not connect:
+        return params, checked
     engine = check_reachable(params["warehouse_url"], writes=writes)  # a SQLite file locked by another process
     if writes and ensure_database(params["warehouse_url"]):
         err.print(f"candleflow: created the warehouse database {safe_url(engine.url)}", markup=False)

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from candleflow import environment
-from candleflow.errors import BudgetExceededError, IncompleteRunError
+from candleflow.errors import BadInputError, BudgetExceededError, IncompleteRunError
 from cli.options import series_options
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
@@ -41,6 +41,7 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--mode", default="missing", help="missing (default), failed or all")
     b.add_argument("--dry-run", action="store_true", help="print the plan; fetch and write nothing")
     _run_options(b)
+    _pool_options(b)
 
     u = sub.add_parser("update", help="bring series up to date from their watermark")
     series_options(u, timeframes=True)
@@ -48,6 +49,7 @@ def add_commands(sub: Any) -> None:
     u.add_argument("--overlap-days", default=None, help="re-fetch this many days before the watermark")
     u.add_argument("--end", default=None, help="last session date (default today, UTC)")
     _run_options(u)
+    _pool_options(u)
 
     r = sub.add_parser("repair", help="fetch again what `gaps` reports missing over a lookback, nothing else")
     series_options(r, timeframes=True)
@@ -86,6 +88,22 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show Prefect's log lines on the terminal")
 
 
+def _pool_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-pool",
+        action="store_true",
+        help="hand the run to the work pool of the lasting server (PREFECT_API_URL) instead of running it here: a "
+        "large one is cut into partitions that every worker shares; the workers' warehouse unless --warehouse",
+    )
+    p.add_argument(
+        "--pool-wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --on-pool: how long to wait for a worker to take the run before giving up (default 60)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """backfill, update or repair: inputs checked, then the flow run in this process with a live progress bar."""
     environment.set_defaults(_QUIET_PREFECT)
@@ -98,7 +116,15 @@ def run(args: argparse.Namespace) -> int:
     from cli.output import err
     from cli.run_report import check_run_inputs, print_plan, print_summary, run_with_progress
 
-    params, inputs = check_run_inputs(args)  # every input checked before Prefect starts or anything is written
+    on_pool = getattr(args, "on_pool", False)
+    if on_pool and getattr(args, "dry_run", False):
+        raise BadInputError("--dry-run prints the plan here, without the pool: drop --on-pool")
+    # every input checked before Prefect starts or anything is written
+    params, inputs = check_run_inputs(args, connect=not on_pool)
+    if on_pool:
+        from cli.on_pool import hand_to_pool
+
+        return hand_to_pool(args, params)
     if getattr(args, "dry_run", False):
         try:
             if print_plan(args.command, inputs):  # no Prefect server for a plan

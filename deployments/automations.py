@@ -18,10 +18,11 @@ from uuid import UUID
 from prefect.automations import AutomationCore, ChangeFlowRunState, EventTrigger, Posture, SendNotification
 from prefect.client.schemas.objects import StateType
 
-from tasks.notify import FAILURE_AUTOMATION, FLOW_NAMES, HEARTBEAT_AUTOMATION
+from tasks.notify import FAILURE_AUTOMATION, FLOW_NAMES, HEARTBEAT_AUTOMATION, HEARTBEAT_FLOWS
 
 _CANDLEFLOW_RUNS = {"prefect.resource.id": "prefect.flow-run.*"}
 _CANDLEFLOW_FLOWS = {"prefect.resource.role": "flow", "prefect.resource.name": list(FLOW_NAMES)}
+_HEARTBEAT_FLOWS = {"prefect.resource.role": "flow", "prefect.resource.name": list(HEARTBEAT_FLOWS)}
 
 NOTICE_SUBJECT = "candleflow: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}"
 # A crashed run's process died and said nothing: the notice counts its chunks from the run's labels
@@ -77,7 +78,7 @@ def heartbeat_automation(crash_after_seconds: int) -> AutomationCore:
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.*"},  # another heartbeat, or any state change (an ended run sends no more)
             match=_CANDLEFLOW_RUNS,  # type: ignore[arg-type]
-            match_related=_CANDLEFLOW_FLOWS,  # type: ignore[arg-type]
+            match_related=_HEARTBEAT_FLOWS,  # type: ignore[arg-type]
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,

@@ -19,6 +19,7 @@ from candleflow.planning import batch_chunks
 from candleflow.report import RunSummary
 from candleflow.settings import RunSettings, run_settings
 from flows import progress
+from flows.fanout import run_partitions, wants_fan_out
 from flows.inputs import RunInputs
 from flows.plan import Asks, coverage_of
 from ingest import BatchOutcome
@@ -188,7 +189,8 @@ def carry_out(
 ) -> RunSummary:
     """What every flow does once its chunks are planned: log a paid vendor's quote; return a dry run's plan;
     make the warehouse's tables ready (unless the flow did: `prepared`) when there is something to load; run the
-    chunks; publish the coverage grid of first..last; end the run (`finish`)."""
+    chunks, here or, in a deployed run larger than a partition, as partitions on the work pool (flows/fanout.py);
+    publish the coverage grid of first..last; end the run (`finish`)."""
     if summary.cost_usd is not None:
         get_run_logger().info("%s quotes $%.2f for %d chunks", inputs.provider, summary.cost_usd, len(summary.todo))
     if inputs.universe.referenced:
@@ -198,7 +200,12 @@ def carry_out(
         return summary
     if summary.todo and not prepared:
         prepare(inputs.warehouse_url, every_symbol=inputs.universe.every)
-    run_chunks(summary, summary.todo, inputs, started=started)
+    if wants_fan_out(summary, inputs) and run_partitions(summary, inputs, last, TASK_ASKS.ledger):
+        summary.elapsed_seconds = time.perf_counter() - started
+        publish_summary(summary)
+        get_run_logger().info("%s", summary.headline())
+    else:
+        run_chunks(summary, summary.todo, inputs, started=started)
     report_coverage(summary, inputs, first, last)
     return finish(summary)
 

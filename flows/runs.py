@@ -101,10 +101,11 @@ def _quiet_engine_on_expected_failures() -> None:
 _quiet_engine_on_expected_failures()
 
 
-def candleflow_flow(name: str) -> Callable[[Callable[P, R]], Flow[P, R | State[Any]]]:
+def candleflow_flow(name: str, *, notify: bool = True) -> Callable[[Callable[P, R]], Flow[P, R | State[Any]]]:
     """The decorator of every candleflow flow: its name; each run named from its parameters (`run_name`); the
     task runner chosen when a run starts; parameters checked by flows.inputs, with one-line errors that name the
-    input, not by Prefect; expected failures ending in one line (`expected_failures_end_quietly`); the notices."""
+    input, not by Prefect; expected failures ending in one line (`expected_failures_end_quietly`); the notices
+    (not for a partition, `notify=False`: its parent's notice tells its failures)."""
 
     def decorate(fn: Callable[P, R]) -> Flow[P, R | State[Any]]:
         return flow(
@@ -112,9 +113,9 @@ def candleflow_flow(name: str) -> Callable[[Callable[P, R]], Flow[P, R | State[A
             flow_run_name=run_name,
             task_runner=TaskRunnerChosenAtStart(),
             validate_parameters=False,
-            on_failure=[notify_on_failure],
-            on_crashed=[notify_on_failure],
-            on_completion=[notify_on_completion],
+            on_failure=[notify_on_failure] if notify else [],
+            on_crashed=[notify_on_failure] if notify else [],
+            on_completion=[notify_on_completion] if notify else [],
         )(expected_failures_end_quietly(fn))
 
     return decorate
@@ -126,22 +127,30 @@ _RUN_KIND = {"incremental_update": "update ", "repair_gaps": "repair "}
 
 def run_name() -> str:
     """`synthetic AAPL,MSFT 1d 2024-01-01..2024-12-31` for a backfill, `update synthetic AAPL 1d,1h to
-    2024-05-01` or `repair ...` for the others, from the run's parameters as given (they are not checked yet when
-    Prefect names the run, so nothing here may fail)."""
+    2024-05-01` or `repair ...` for the others, `part 3/12: synthetic 40 symbols 1d 2020-01-01..2024-12-31` for
+    a partition, from the run's parameters as given (they are not checked yet when Prefect names the run, so
+    nothing here may fail)."""
     try:
-        p: dict[str, Any] = dict(current_run.parameters or {})
-        if current_run.flow_name == "refresh_universe":
-            return f"refresh universe {p.get('name')} from {p.get('provider', 'polygon')}"
-        symbols = p.get("symbols") or []
-        symbols = symbols.split(",") if isinstance(symbols, str) else list(symbols)
-        who = ",".join(map(str, symbols)) if len(symbols) <= 3 else f"{len(symbols)} symbols"
-        frames = p.get("timeframes") or [p.get("timeframe", "1d")]
-        frames = frames.split(",") if isinstance(frames, str) else list(frames)
-        when = f"{p['start']}..{p['end']}" if "start" in p else f"to {p.get('end') or 'today'}"
-        kind = _RUN_KIND.get(str(current_run.flow_name), "")
-        return f"{kind}{p.get('provider', 'synthetic')} {who} {','.join(map(str, frames))} {when}"
+        return name_of(str(current_run.flow_name), dict(current_run.parameters or {}))
     except Exception:  # a name is not worth failing a run for
         return str(current_run.flow_name or "candleflow run")
+
+
+def name_of(flow_name: str, p: dict[str, Any]) -> str:
+    if flow_name == "refresh_universe":
+        return f"refresh universe {p.get('name')} from {p.get('provider', 'polygon')}"
+    if flow_name == "partition":
+        return f"part {p.get('part')}/{p.get('parts')}: " + name_of(str(p.get("of")), dict(p.get("parameters") or {}))
+    symbols = p.get("symbols") or []
+    symbols = symbols.split(",") if isinstance(symbols, str) else list(symbols)
+    if not symbols and p.get("universe") == "ALL":
+        symbols = ["ALL"]
+    who = ",".join(map(str, symbols)) if len(symbols) <= 3 else f"{len(symbols)} symbols"
+    frames = p.get("timeframes") or [p.get("timeframe", "1d")]
+    frames = frames.split(",") if isinstance(frames, str) else list(frames)
+    when = f"{p['start']}..{p['end']}" if "start" in p else f"to {p.get('end') or 'today'}"
+    kind = _RUN_KIND.get(flow_name, "")
+    return f"{kind}{p.get('provider', 'synthetic')} {who} {','.join(map(str, frames))} {when}"
 
 
 def notify_on_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:

@@ -28,6 +28,9 @@ from candleflow.settings import NotifySettings, notify_settings
 from tasks.reporting import CHUNKS_ENDED_LABEL, CHUNKS_PLANNED_LABEL
 
 FLOW_NAMES = ("historical_backfill", "incremental_update", "repair_gaps", "refresh_universe")
+# Runs the heartbeat Automation crashes when they fall silent: also a fanned-out run's partitions, which its
+# parent runs again once crashed (their failures are told once, in the parent's notice).
+HEARTBEAT_FLOWS = (*FLOW_NAMES, "partition")
 FAILURE_AUTOMATION = "candleflow: notify on failed or crashed runs"
 HEARTBEAT_AUTOMATION = "candleflow: crash runs whose heartbeats stopped"
 SLACK_BLOCK = "candleflow-notify-slack"

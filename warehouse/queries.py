@@ -90,6 +90,7 @@ def read_ledger(
         c.source_version,
         c.complete_through,
         present.label("present"),
+        c.error,
     )
     with engine.connect() as conn:
         where = _series_filter(engine, ingest_ledger, provider, symbols, timeframe)
@@ -110,6 +111,7 @@ def read_ledger(
             r.source_version,
             None if r.complete_through is None else to_utc(r.complete_through),
             None if r.present is None else int(r.present),
+            r.error,
         )
         for r in rows
     ]
