@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -77,7 +78,7 @@ def workers(api: str, count: int, warehouse: str, logs: Path) -> Iterator[list[s
                 process.kill()
         # the stopped workers must not count as online for the next case
         for worker in _api(api, "POST", "/work_pools/candleflow/workers/filter", {}):
-            _api(api, "DELETE", f"/work_pools/candleflow/workers/{worker['name']}")
+            _api(api, "DELETE", f"/work_pools/candleflow/workers/{urllib.parse.quote(worker['name'])}")
 
 
 def pool_run(api: str, parameters: dict[str, Any], env: dict[str, str]) -> tuple[float, int, str]:
@@ -110,6 +111,7 @@ def latency_bound(pg: Postgres, api: str, logs: Path, symbols: int) -> list[str]
     run_cli(args, quiet_env(PREFECT_API_URL=api))
     one = last_flow_run_seconds(api, "historical_backfill")
     lines.append(f"  one process (4 chunk tasks):          {one:6.1f} s  {pg.count(database):>8,} bars")
+    print(lines[0], lines[-1], sep="\n", flush=True)
     partition_bars = str(bars // 8 + 1)
     first: float | None = None
     for count in (1, 2, 4):
@@ -123,6 +125,7 @@ def latency_bound(pg: Postgres, api: str, logs: Path, symbols: int) -> list[str]
             f"  pool of {count} worker(s), {parts} partitions: {seconds:6.1f} s  {pg.count(database):>8,} bars  "
             f"{first / seconds:4.1f}x  {state}"
         )
+        print(lines[-1], flush=True)
     return lines
 
 
