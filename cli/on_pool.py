@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import time
 from typing import Any
 from uuid import UUID
@@ -62,13 +61,14 @@ def hand_to_pool(args: argparse.Namespace, params: dict[str, Any]) -> int:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
+    from candleflow.settings import warehouse_settings
     from flows.runs import name_of
 
     api = lasting_server()
     name = DEPLOYMENTS[args.command]
     # the workers' own warehouse unless this command names one (a password is never a parameter: the workers'
     # CANDLEFLOW_WAREHOUSE_PASSWORD gives it)
-    if not (args.warehouse or os.environ.get("CANDLEFLOW_WAREHOUSE_URL")):
+    if not (args.warehouse or warehouse_settings().url):
         params = {**params, "warehouse_url": None}
     with get_client(sync_client=True) as client:
         try:

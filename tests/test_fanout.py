@@ -7,6 +7,7 @@ to the pool, and says in one line when there is no server or no worker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, fresh_schema
-from tests.team_server import BIN, TeamServer, alive, processes_with, run_command, stop, wait_for
+from tests.team_server import BIN, TeamServer, alive, children_of, run_command, stop, wait_for
 from tests.warehouse_state import assert_same_warehouse
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
@@ -146,6 +147,13 @@ def test_a_large_backfill_fans_out_over_every_worker_and_loads_exactly(pool: Poo
     no_run_left_running(team)
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children_of(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def _worker_of(pool: Pool, run_id: str) -> Worker | None:
     return next((w for w in pool.workers if alive(w.process.pid) and w.took(run_id)), None)
 
@@ -171,9 +179,14 @@ def test_a_worker_killed_outright_costs_a_rerun_of_its_partition_not_a_bar(pool:
         return None
 
     victim, worker = wait_for("a partition running on another worker", a_partition_running_beside_the_parent, 180)
-    worker.process.send_signal(signal.SIGKILL)  # the machine died: no SIGTERM, nothing marks the run
+    # the machine died: every process of its worker at once (the worker, Prefect's worker under it, the warm
+    # runner, the runs), SIGKILL, so nothing is told and nothing marks the run
+    machine = [*descendants(worker.process.pid), worker.process.pid]
+    for pid in machine:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     worker.process.wait(30)
-    wait_for("its flow run process to die", lambda: not processes_with(f"PREFECT__FLOW_RUN_ID={victim['id']}"), 30)
+    wait_for("the worker's processes to die", lambda: not any(alive(pid) for pid in machine), 30)
     run = team.wait_final(run_id, timeout=400)  # 40 s without a heartbeat crash it, then it runs again
     assert run["state_type"] == "COMPLETED", run["state"]
     again = team.flow_run(victim["id"])
