@@ -19,7 +19,7 @@ from candleflow.planning import batch_chunks
 from candleflow.report import RunSummary
 from candleflow.settings import RunSettings, run_settings
 from flows import progress
-from flows.fanout import run_partitions, wants_fan_out
+from flows.fanout import run_partitions, session_hours, wants_fan_out
 from flows.inputs import RunInputs
 from flows.plan import Asks, coverage_of
 from ingest import BatchOutcome
@@ -84,7 +84,7 @@ def run_chunks(summary: RunSummary, chunks: Sequence[Chunk], inputs: RunInputs, 
         rows=settings.batch_rows,
         max_chunks=settings.batch_chunks,
         workers=spread_over(settings, source.capabilities),
-        session_hours=16.0 if source.capabilities.session_hours == "extended" else 6.5,
+        session_hours=session_hours(inputs),
     )
     logger.info("%d chunks in %d tasks", len(chunks), len(batches))
     progress.started(len(chunks))

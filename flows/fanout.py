@@ -59,6 +59,7 @@ def inside_partition() -> Iterator[None]:
 
 
 def session_hours(inputs: RunInputs) -> float:
+    """The hours of a session the provider's bars cover (for the bar estimates batches and partitions are cut by)."""
     return 16.0 if inputs.source.capabilities.session_hours == "extended" else 6.5
 
 
@@ -81,6 +82,11 @@ class Child:
     run_id: UUID | None = None
     attempts: int = 0
     run: FlowRun | None = None
+
+    @property
+    def message(self) -> str | None:
+        """Its state's message (why it crashed or failed)."""
+        return self.run.state.message if self.run is not None and self.run.state else None
 
     @property
     def state(self) -> StateType | None:
@@ -165,7 +171,7 @@ def run_partitions(summary: RunSummary, inputs: RunInputs, last: dt.date, ledger
                 watch.check(child)
                 continue
             if child.state is StateType.CRASHED and child.attempts <= settings.partition_reruns:
-                why = child.run.state.message if child.run is not None and child.run.state else None
+                why = child.message
                 logger.warning("partition %s crashed (%s): running it again", child.name, why or "no message")
                 run_again(child.run_id, f"run again by its parent after crashing: {why or 'no message'}")  # type: ignore[arg-type]
                 child.attempts += 1
@@ -243,7 +249,7 @@ def results_of(children: Sequence[Child], inputs: RunInputs, ledger: LedgerAsk) 
 
 def _unfinished(child: Child) -> str:
     state = child.state.value.title() if child.state else "unknown"
-    message = child.run.state.message if child.run is not None and child.run.state else None
+    message = child.message
     tries = f" after {child.attempts} attempts" if child.attempts > 1 else ""
     return f"partition {child.name} ended {state}{tries}" + (f": {message}" if message else "")
 

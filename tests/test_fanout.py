@@ -124,14 +124,14 @@ def no_run_left_running(team: TeamServer) -> None:
 SYMBOLS = [f"FAN{i:02d}" for i in range(18)]
 
 
+def five_years(symbols: list[str], **options: int) -> dict[str, Any]:
+    """A daily backfill of 2020-2024, the synthetic provider's options (its latency) given."""
+    return {"symbols": symbols, "start": "2020-01-01", "end": "2024-12-31", "provider_options": options}
+
+
 def test_a_large_backfill_fans_out_over_every_worker_and_loads_exactly(pool: Pool, reference_pg: str) -> None:
     team = pool.team
-    parameters = {
-        "symbols": SYMBOLS,
-        "start": "2020-01-01",
-        "end": "2024-12-31",
-        "provider_options": {"latency_ms": 300},
-    }
+    parameters = five_years(SYMBOLS, latency_ms=300)
     run_id = fan_out(team, parameters, CANDLEFLOW_PARTITIONS_AT_ONCE="4")
     run = team.wait_final(run_id, timeout=300)
     assert run["state_type"] == "COMPLETED", run["state"]
@@ -162,12 +162,7 @@ def test_a_worker_killed_outright_costs_a_rerun_of_its_partition_not_a_bar(pool:
     team = pool.team
     symbols = [f"KIL{i:02d}" for i in range(8)]
     # each request waits 6 s, as a slow vendor's would: a partition is still running when its worker dies
-    parameters = {
-        "symbols": symbols,
-        "start": "2020-01-01",
-        "end": "2024-12-31",
-        "provider_options": {"latency_ms": 6000},
-    }
+    parameters = five_years(symbols, latency_ms=6000)
     run_id = fan_out(team, parameters, CANDLEFLOW_PARTITIONS_AT_ONCE="4")
 
     def a_partition_running_beside_the_parent() -> tuple[dict[str, Any], Worker] | None:
