@@ -4,6 +4,7 @@ CandleflowError
 ├── BadInputError        a user input is wrong; the message names it and the fix (CLI exit 2)
 │   └── BudgetExceededError  the vendor's quote for a run is above its max_cost_usd; nothing was fetched
 ├── IncompleteRunError   a run finished but some chunks ended rejected or failed (CLI exit 1)
+├── StaleSeriesError     a freshness check found series lagging more than allowed (CLI exit 1)
 ├── ProviderError        a vendor failed to answer: transient or terminal (providers/errors.py)
 └── WarehouseError       the warehouse cannot be used, with the fix (warehouse/errors.py)
 """
@@ -23,6 +24,10 @@ class BadInputError(CandleflowError, ValueError):
 
 class BudgetExceededError(BadInputError):
     """A charging vendor quoted more than the run may spend; raised before anything is downloaded."""
+
+
+class StaleSeriesError(CandleflowError):
+    """A freshness check found series lagging more than its max_lag_sessions; the message names them and why."""
 
 
 class IncompleteRunError(CandleflowError):

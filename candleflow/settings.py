@@ -165,3 +165,19 @@ class TeamServerSettings(BaseSettings):
 
 def team_server_settings() -> TeamServerSettings:
     return load_settings(TeamServerSettings)
+
+
+class MetricsSettings(BaseSettings):
+    """Where a run pushes its own figures when it ends (optional): a Prometheus Pushgateway."""
+
+    model_config = SettingsConfigDict(env_prefix="CANDLEFLOW_", env_file=".env", extra="ignore")
+
+    pushgateway_url: str | None = Field(
+        default=None, description="a Pushgateway (http://HOST:9091): each run pushes its figures there when it ends"
+    )
+    pushgateway_job: str = Field(default="candleflow", min_length=1, description="the job the figures are pushed as")
+    pushgateway_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
+
+def metrics_settings() -> MetricsSettings:
+    return load_settings(MetricsSettings)

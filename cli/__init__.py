@@ -1,7 +1,8 @@
 """The `candleflow` command, on top of every other package: one module per family of subcommands.
 
 cli/runs.py: backfill, update, repair (each a Prefect flow run). cli/coverage.py: status, gaps. cli/universes.py:
-universe (refresh, save, list, show). cli/team.py: a team's Prefect (server, worker, setup) and the warm runner
+universe (refresh, save, list, show). cli/watch.py: freshness, metrics (cli/metrics.py), doctor
+(cli/doctor.py). cli/team.py: a team's Prefect (server, worker, setup) and the warm runner
 (warm, engine; cli/warm.py).
 
 Exit codes: 0 every chunk ended loaded or empty; 1 some chunk ended rejected or failed (or the run broke);
@@ -35,11 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The `candleflow` command: one family of subcommands per module, each setting the `handler` it runs."""
-    from cli import coverage, runs, team, universes
+    from cli import coverage, runs, team, universes, watch
 
     parser = _Parser(prog="candleflow", description="Keep a SQL warehouse of OHLCV bars complete and current.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for family in (runs, coverage, universes, team):
+    for family in (runs, coverage, universes, team, watch):
         family.add_commands(sub)
     return parser
 

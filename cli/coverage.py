@@ -78,8 +78,10 @@ def status(args: argparse.Namespace) -> int:
         "sessions",
         "missing",
         "partial",
+        "lag",
         "chunks " + "/".join(LedgerStatus),
-        title="candleflow coverage (sessions: the symbol's exchange calendar from first to last bar)",
+        title="candleflow coverage (sessions: the symbol's exchange calendar from first to last bar; lag: closed "
+        "sessions since the last bar)",
     )
     listed: list[dict[str, Any]] = []
     plain: list[list[str]] = []
@@ -93,12 +95,14 @@ def status(args: argparse.Namespace) -> int:
             chunk_text = "in ALL"
         shown = shown_symbol(item["symbol"])
         intraday = intraday_of.setdefault(item["timeframe"], get_timeframe(item["timeframe"]).intraday)
+        lag = item.pop("lag")
         listed.append(
             {
                 **item,
                 "symbol": shown,
                 "first": item["first"].isoformat(),
                 "last": item["last"].isoformat(),
+                "lag_sessions": lag,
                 "chunks": {str(s): int(by_status.get(str(s), 0)) for s in LedgerStatus},
             }
         )
@@ -112,6 +116,7 @@ def status(args: argparse.Namespace) -> int:
             str(item["sessions"]),
             str(item["missing"]),
             str(item["partial"]),
+            "" if lag is None else str(lag),
             chunk_text,
         ]
         plain.append(values)
@@ -148,6 +153,7 @@ def _series_rows(engine: Any, series: Any) -> list[dict[str, Any]]:
     for (provider, timeframe, calendar), group in series.groupby(["provider", "timeframe", "calendar"], sort=False):
         first, last = group["first"].min().date(), group["last"].max().date()
         tf = get_timeframe(str(timeframe))
+        behind = _lags(group["last"], tf, str(calendar))
         measured: dict[str, list[Any]] = {}
         if tf.intraday:
             measured = measure_coverage(
@@ -163,7 +169,7 @@ def _series_rows(engine: Any, series: Any) -> list[dict[str, Any]]:
             )
         else:
             days = np.array(schedule(first, last, str(calendar)).index.date, dtype="datetime64[D]")
-        for row in group.itertuples():
+        for row, lag in zip(group.itertuples(), behind, strict=True):
             a, b = row.first.date(), row.last.date()
             if tf.intraday:
                 coverage = [c for c in measured[row.symbol] if a <= c.session <= b]
@@ -187,17 +193,29 @@ def _series_rows(engine: Any, series: Any) -> list[dict[str, Any]]:
                     "sessions": sessions,
                     "missing": missing,
                     "partial": partial,
+                    "lag": lag,
                 }
             )
     return out
 
 
+def _lags(newest: Any, tf: Any, calendar: str) -> list[int | None]:
+    """Each newest bar's lag: closed sessions of `calendar` since its session (candleflow.freshness)."""
+    from candleflow.freshness import lags, newest_sessions
+
+    days = newest_sessions(newest, tf, calendar)
+    return lags([d if d is not None else ts.date() for d, ts in zip(days, newest, strict=True)], calendar)
+
+
 def _every_rows(engine: Any, series: Any, whole: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """A row per provider and timeframe loaded as every ticker: all its tickers' bars, and its sessions as `gaps
     --symbols ALL` counts them (one held when its file loaded whole)."""
+    import pandas as pd
+
     from candleflow.coverage import SessionState
     from candleflow.model import EVERY_SYMBOL
     from candleflow.sessions import DEFAULT_CALENDAR
+    from candleflow.timeframes import get_timeframe
     from warehouse.coverage import measure_coverage
 
     out: list[dict[str, Any]] = []
@@ -231,6 +249,7 @@ def _every_rows(engine: Any, series: Any, whole: list[tuple[str, str]]) -> list[
                 "sessions": len(coverage),
                 "missing": missing,
                 "partial": len(gaps) - missing,
+                "lag": _lags(pd.Series([last]), get_timeframe(timeframe), DEFAULT_CALENDAR)[0],
             }
         )
     return out

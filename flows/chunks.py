@@ -19,7 +19,7 @@ from candleflow.planning import batch_chunks
 from candleflow.report import RunSummary
 from candleflow.settings import RunSettings, run_settings
 from flows import progress
-from flows.fanout import run_partitions, session_hours, wants_fan_out
+from flows.fanout import in_partition, run_partitions, session_hours, wants_fan_out
 from flows.inputs import RunInputs
 from flows.plan import Asks, coverage_of
 from ingest import BatchOutcome
@@ -30,6 +30,7 @@ from tasks.limits import configured_limits
 from tasks.reporting import advance_progress, publish_coverage, publish_summary, publish_universe, start_progress
 from tasks.sources import estimate_cost_task, source_versions_task
 from tasks.warehouse import checkpoint_warehouse, prepare_warehouse, read_ledger_task, record_chunk_failure
+from tasks.watch import record_run_end
 from warehouse.errors import WarehouseUnusableError, describe, explain
 
 
@@ -207,6 +208,8 @@ def carry_out(
     else:
         run_chunks(summary, summary.todo, inputs, started=started)
     report_coverage(summary, inputs, first, last)
+    if not in_partition():  # a partition's parent records the run as a whole
+        record_run_end(summary, inputs.warehouse_url)
     return finish(summary)
 
 

@@ -48,6 +48,11 @@ _FINAL = (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.
 _inside = contextvars.ContextVar("candleflow_inside_partition", default=False)
 
 
+def in_partition() -> bool:
+    """Whether this is a partition's own run (its parent reports and records the run as a whole)."""
+    return _inside.get()
+
+
 @contextlib.contextmanager
 def inside_partition() -> Iterator[None]:
     """A partition's own run: it does its part in its process and never fans out again."""

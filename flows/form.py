@@ -266,6 +266,15 @@ class UpdateForm(RunForm):
     overlap_days: ZeroOrMore = None
 
 
+class FreshnessForm(RunForm):
+    max_lag_sessions: Annotated[
+        int,
+        BeforeValidator(_a_whole_number),
+        AfterValidator(_at_least(0)),
+        Says(_WHOLE % 0, {"below_minimum": "{name} {number} must be 0 or more"}),
+    ] = 1
+
+
 class RepairForm(RunForm):
     end: EndDate = None
     lookback_days: AtLeastOne = 30

@@ -6,6 +6,7 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
+from prefect.logging import get_run_logger
 from pydantic import Field
 
 from candleflow.model import Chunk, LedgerEntry, OnInvalid, every_ticker
@@ -15,8 +16,9 @@ from candleflow.sessions import check_in_range, previous_session
 from candleflow.timeframes import ChunkPeriod, TimeframeName
 from candleflow.universes import UniverseKind
 from flows.chunks import TASK_ASKS, carry_out, prepare
-from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
-from flows.inputs import check_update
+from flows.fanout import in_partition
+from flows.form import FreshnessForm, OptionalAmount, OptionalCount, OptionalDate, OptionalText
+from flows.inputs import UpdateInputs, check_update
 from flows.plan import (
     check_budget,
     drop_unpublished,
@@ -26,9 +28,11 @@ from flows.plan import (
     universe_line,
 )
 from flows.runs import candleflow_flow
+from ingest.freshness import universe_freshness
 from providers import ProviderName
 from tasks.secrets import check_key_block
 from tasks.warehouse import read_watermarks_task
+from tasks.watch import publish_freshness
 
 
 @candleflow_flow("incremental_update")
@@ -134,4 +138,27 @@ def incremental_update(
     check_budget(summary, inputs.series(inputs.timeframes[0]), todo, inputs.max_cost_usd, TASK_ASKS)  # one quote
     summary.todo = todo
     note_requests(summary, inputs.source)
-    return carry_out(summary, inputs, first, last, started=started, prepared=True)
+    try:
+        return carry_out(summary, inputs, first, last, started=started, prepared=True)
+    finally:
+        if not in_partition():
+            publish_update_freshness(inputs)
+
+
+def publish_update_freshness(inputs: UpdateInputs) -> None:
+    """The freshness of the run's series after it, laggards first, as an artifact (at the default max lag of a
+    check; the vendor is not asked about delistings here: the freshness check does that)."""
+    try:
+        report = universe_freshness(
+            inputs.warehouse_url,
+            inputs.source,
+            inputs.stored_as,
+            inputs.symbols,
+            [tf.name for tf in inputs.timeframes],
+            inputs.calendars,
+            FreshnessForm.model_fields["max_lag_sessions"].default,
+            ask_vendor=False,
+        )
+        publish_freshness("incremental_update", report, f"{inputs.stored_as} freshness after the update")
+    except Exception:  # the run's own outcome stands; its artifact is not worth hiding it
+        get_run_logger().exception("could not measure the freshness of the run's series")

@@ -24,7 +24,7 @@ from candleflow.sessions import DEFAULT_CALENDAR, check_in_range, get_calendar
 from candleflow.settings import oracle_settings, run_settings
 from candleflow.timeframes import Timeframe
 from candleflow.universes import Named, NamedLookup, Universe, resolve
-from flows.form import BackfillForm, NameStyle, RepairForm, RunForm, UpdateForm, param_name, read_form
+from flows.form import BackfillForm, FreshnessForm, NameStyle, RepairForm, RunForm, UpdateForm, param_name, read_form
 from providers import PROVIDERS, get_provider, provider_of
 from providers.base import Provider, check_every_symbol
 from warehouse.engine import check_reachable, parse_url, resolve_url
@@ -125,18 +125,33 @@ class RepairInputs(RunInputs):
     dry_run: bool = False
 
 
+@dataclass(frozen=True)
+class FreshnessInputs(RunInputs):
+    max_lag_sessions: int = 1
+
+
+def check_freshness_inputs(*, name: NameStyle = param_name, **values: Any) -> FreshnessInputs:
+    """Check a freshness check's inputs: the universe as an update takes it, no key needed (without one, the
+    vendor is not asked which symbols it stopped listing)."""
+    form = read_form(FreshnessForm, values, name)
+    checked = _run(form, name, keys=False)
+    check_reachable(checked.warehouse_url)
+    return FreshnessInputs(**_common(checked), max_lag_sessions=form.max_lag_sessions)
+
+
 def check_run(*, name: NameStyle = param_name, **values: Any) -> RunInputs:
     """Check what every run needs; raises BadInputError naming the first bad input."""
     return _run(read_form(RunForm, values, name), name)
 
 
-def _run(form: RunForm, name: NameStyle) -> RunInputs:
+def _run(form: RunForm, name: NameStyle, *, keys: bool = True) -> RunInputs:
     """The run of a checked form, with what depends on this machine checked in this order: the provider's
     options and keys, its inputs (a directory), the settings, the calendars, the Oracle client."""
     options = dict(form.provider_options or {})
     source = get_provider(form.provider, options)  # the provider's own options model rejects bad options
     settings = run_settings()  # CANDLEFLOW_RETRIES=abc and the like: one line naming the variable
-    source.check_keys()
+    if keys:
+        source.check_keys()
     universe = resolve_symbols(form.symbols, source, form.warehouse_url)
     symbols = universe.symbols
     if universe.every:

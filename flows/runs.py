@@ -14,7 +14,7 @@ from prefect.runtime import flow_run as current_run
 from prefect.states import Failed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from candleflow.errors import BadInputError, IncompleteRunError
+from candleflow.errors import BadInputError, IncompleteRunError, StaleSeriesError
 from candleflow.report import RunSummary
 from candleflow.settings import notify_settings, run_settings
 from tasks.notify import notice_for_state, send_notice, server_will_notify
@@ -75,7 +75,7 @@ def expected_failures_end_quietly(fn: Callable[P, R]) -> Callable[P, R | State[A
     def run(*args: P.args, **kwargs: P.kwargs) -> R | State[Any]:
         try:
             return fn(*args, **kwargs)
-        except (BadInputError, IncompleteRunError) as error:
+        except (BadInputError, IncompleteRunError, StaleSeriesError) as error:
             return Failed(message=f"{type(error).__name__}: {error}", data=error)
 
     return run
@@ -88,7 +88,7 @@ class _ExpectedFailureFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, BadInputError | IncompleteRunError)
+        return not isinstance(error, BadInputError | IncompleteRunError | StaleSeriesError)
 
 
 def _quiet_engine_on_expected_failures() -> None:
@@ -122,7 +122,7 @@ def candleflow_flow(name: str, *, notify: bool = True) -> Callable[[Callable[P, 
 
 
 # What a run's name starts with, so a manual update and a repair over the same series read apart.
-_RUN_KIND = {"incremental_update": "update ", "repair_gaps": "repair "}
+_RUN_KIND = {"incremental_update": "update ", "repair_gaps": "repair ", "freshness_check": "freshness "}
 
 
 def run_name() -> str:
@@ -149,6 +149,8 @@ def name_of(flow_name: str, p: dict[str, Any]) -> str:
     frames = p.get("timeframes") or [p.get("timeframe", "1d")]
     frames = frames.split(",") if isinstance(frames, str) else list(frames)
     when = f"{p['start']}..{p['end']}" if "start" in p else f"to {p.get('end') or 'today'}"
+    if flow_name == "freshness_check":
+        when = f"max lag {p.get('max_lag_sessions', 1)}"
     kind = _RUN_KIND.get(flow_name, "")
     return f"{kind}{p.get('provider', 'synthetic')} {who} {','.join(map(str, frames))} {when}"
 

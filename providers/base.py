@@ -100,6 +100,9 @@ class Capabilities:
     # The timeframes at which one request answers every ticker of a session (a day's flat file, grouped daily):
     # `--symbols ALL` fetches those as one chunk per session (EVERY_SYMBOL), with one ledger row each.
     every_symbol: tuple[str, ...] = ()
+    # It answers `delistings`: which of given tickers its reference data says it stopped listing, and when (a
+    # freshness check then reports a lagging series as delisted, once, instead of failing each night).
+    tells_delistings: bool = False
 
 
 S = TypeVar("S", bound=ProviderSettings)
@@ -172,6 +175,16 @@ class Provider(Generic[S]):
             f"provider {self.name} cannot list its symbols: refresh the universe from one that can "
             f"({', '.join(listing_providers())}), or save a file of tickers as one (candleflow universe save)"
         )
+
+    def probe(self) -> str:
+        """One cheap request that needs the provider's key (a reference lookup, a metadata call, a bucket listing),
+        for `candleflow doctor`: what it reached, or raise ProviderError (a refused key is terminal)."""
+        return "no key needed: nothing to ask"
+
+    def delistings(self, symbols: Sequence[str], pace: Callable[[int], None] | None = None) -> dict[str, dt.date]:
+        """Of `symbols`, those the vendor's reference data lists as delisted, with their delisting date (the others
+        are listed, or unknown to it): `tells_delistings` providers. `pace(n)` before each request after the first."""
+        raise NotImplementedError(f"{self.name} cannot tell which symbols it stopped listing")
 
     def estimate_cost(self, requests: list[FetchRequest]) -> float:
         """The vendor's price in US dollars for all `requests`: `charges` providers."""

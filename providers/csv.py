@@ -139,6 +139,17 @@ class CsvProvider(Provider[CsvSettings]):
             )
         return path
 
+    def probe(self) -> str:
+        """The directory exists and can be listed."""
+        path = self.directory()
+        try:
+            files = sum(1 for _ in path.iterdir())
+        except OSError as exc:
+            raise TerminalProviderError(
+                f"directory {path} cannot be listed: {exc.strerror}", provider=self.name
+            ) from None
+        return f"directory {path} holds {files} files"
+
     def check_inputs(self, symbols: Sequence[str], timeframes: Sequence[Timeframe]) -> None:
         """The directory exists and every symbol's files would lie inside it (a symbol may hold `.` and `/`)."""
         try:

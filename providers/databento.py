@@ -154,6 +154,19 @@ class DatabentoProvider(Provider[DatabentoSettings]):
         client = self._client(requests[0])
         return float(sum(self._call(lambda r=r: client.metadata.get_cost(**self._query(r)), r) for r in requests))
 
+    def probe(self) -> str:
+        """The metadata's list of datasets the key may use: the configured dataset must be one of them."""
+        client = self._client()
+        datasets = self._call(lambda: client.metadata.list_datasets(), None)
+        if self.settings.dataset not in datasets:
+            raise TerminalProviderError(
+                f"the key may not use dataset {self.settings.dataset} (it has {', '.join(datasets[:8]) or 'none'}): "
+                f"fix {self.settings.variable('dataset')} or the key's licences",
+                provider=self.name,
+                http_status=403,
+            )
+        return f"the metadata lists dataset {self.settings.dataset} for the key"
+
     def fetch(self, request: FetchRequest) -> FetchResult:
         client = self._client(request)
         with warnings.catch_warnings(record=True) as caught:  # the vendor reports unresolved symbols as warnings

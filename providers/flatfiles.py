@@ -109,6 +109,12 @@ class FlatFilesProvider(Provider[FlatFilesSettings]):
         kind = "minute_aggs_v1" if timeframe.intraday else "day_aggs_v1"
         return f"{self.settings.dataset}/{kind}/{date:%Y}/{date:%m}/{date:%Y-%m-%d}.csv.gz"
 
+    def probe(self) -> str:
+        """One key of the bucket's listing."""
+        client = self._client()
+        self._call(lambda: client.list_objects_v2(Bucket=self.bucket, MaxKeys=1))
+        return f"bucket {self.bucket} lists its files"
+
     def source_versions(self, timeframe: Timeframe, dates: list[dt.date]) -> dict[dt.date, str | None]:
         """Each date's file ETag, None when the file is not published; one listing per month."""
         client = self._client()

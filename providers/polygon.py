@@ -102,6 +102,7 @@ class PolygonProvider(Provider[PolygonSettings]):
         symbol_rule=VENDOR_CASE,
         lists_symbols=True,
         every_symbol=("1d",),  # grouped daily: every ticker of a session in one request
+        tells_delistings=True,
     )
 
     @property
@@ -273,6 +274,34 @@ class PolygonProvider(Provider[PolygonSettings]):
             None,
         )
         return sorted(found)
+
+    def probe(self) -> str:
+        """One page of one record of the tickers reference."""
+        client = self._client(None)
+        self._call(lambda: next(iter(client.list_tickers(limit=1)), None), "tickers", None)  # the first page only
+        return f"the tickers reference answered at {self.settings.base_url or 'the vendor'}"
+
+    def delistings(self, symbols: Sequence[str], pace: Callable[[int], None] | None = None) -> dict[str, dt.date]:
+        """The tickers reference asked for each symbol's inactive record (/v3/reference/tickers?ticker=T&active=
+        false), one request each, each after the first paced: a record with `delisted_utc` is a delisting."""
+        client = self._client(None)
+        found: dict[str, dt.date] = {}
+        for n, symbol in enumerate(symbols):
+            if n and pace is not None:
+                pace(1)
+            records = self._call(
+                lambda s=symbol: list(client.list_tickers(ticker=s, active=False, limit=10)),
+                symbol,
+                None,
+            )
+            dates = [
+                pd.Timestamp(r.delisted_utc).date()
+                for r in records
+                if getattr(r, "ticker", None) == symbol and getattr(r, "delisted_utc", None)
+            ]
+            if dates:
+                found[symbol] = max(dates)
+        return found
 
     def _check_ticker(self, client: Any, symbol: str, request: FetchRequest) -> None:
         """Ask the vendor whether it knows `symbol` (one more request, with its own rate slot): a 404 is terminal."""

@@ -16,6 +16,8 @@ Knobs (all seeded, so tests are repeatable):
   `transient_failures_per_request` calls (the count is kept per process, like a flaky server's), then succeed.
 - `invalid_chunk_rate`: the share of requests whose answer carries one bad bar, of kind `invalid_kind`.
 - `unknown_symbols`: symbols the "vendor" does not know: a TerminalProviderError, never retried.
+- `delisted`: symbols the "vendor" stopped listing, each with its last session: no bars after it, and its
+  reference data says so (`delistings`).
 - `latency_ms`: each request waits this long before it answers (or fails), as a REST vendor's round trip does,
   and the provider then counts as remote (a small run is spread over the task workers, whose waits overlap):
   latency-bound backfills measured on one machine.
@@ -23,11 +25,12 @@ Knobs (all seeded, so tests are repeatable):
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
@@ -66,6 +69,9 @@ class SyntheticSettings(ProviderSettings):
     unknown_symbols: tuple[str, ...] = ()
     listed_symbols: int = Field(
         default=500, ge=1, le=100_000, description="how many tickers its reference data lists: S0001, S0002, ..."
+    )
+    delisted: dict[str, dt.date] = Field(
+        default_factory=dict, description="symbols delisted after the given session date: no bars after it"
     )
     latency_ms: float = Field(
         default=0.0,
@@ -260,6 +266,7 @@ class SyntheticProvider(Provider[SyntheticSettings]):
         remote=False,
         lists_symbols=True,
         every_symbol=("1m", "5m", "15m", "1h", "1d"),  # its `listed_symbols`, as a vendor's day file holds its tickers
+        tells_delistings=True,
     )
 
     def __init__(self, settings: SyntheticSettings | None = None, **options: object) -> None:
@@ -291,6 +298,11 @@ class SyntheticProvider(Provider[SyntheticSettings]):
         width = max(4, len(str(self.settings.listed_symbols)))
         return [f"S{i:0{width}d}" for i in range(1, self.settings.listed_symbols + 1)]
 
+    def delistings(self, symbols: Sequence[str], pace: Callable[[int], None] | None = None) -> dict[str, dt.date]:
+        """The `delisted` option's symbols among `symbols`, with their last session."""
+        self._wait()
+        return {s: self.settings.delisted[s] for s in symbols if s in self.settings.delisted}
+
     def _frame(self, request: FetchRequest) -> pd.DataFrame:
         opts = self.settings
         window = (request.start, request.end)
@@ -321,6 +333,10 @@ class SyntheticProvider(Provider[SyntheticSettings]):
         now = self.now()
         first_day = request.start.tz_convert("UTC").date()
         last_day = (request.end - pd.Timedelta(microseconds=1)).tz_convert("UTC").date()
+        if symbol in opts.delisted:
+            last_day = min(last_day, opts.delisted[symbol])
+        if last_day < first_day:
+            return {"ts": np.empty(0, dtype="int64"), **{col: np.empty(0) for col in _VALUE_COLUMNS}}
         sched = sessions.schedule(first_day, last_day, opts.calendar)
         # only sessions that have begun (intraday) or closed (daily) by `now` have bars
         sched = sched[sched["open"] < now] if tf.intraday else sched[sched["close"] <= now]

@@ -27,7 +27,7 @@ from candleflow.report import RunSummary
 from candleflow.settings import NotifySettings, notify_settings
 from tasks.reporting import CHUNKS_ENDED_LABEL, CHUNKS_PLANNED_LABEL
 
-FLOW_NAMES = ("historical_backfill", "incremental_update", "repair_gaps", "refresh_universe")
+FLOW_NAMES = ("historical_backfill", "incremental_update", "repair_gaps", "refresh_universe", "freshness_check")
 # Runs the heartbeat Automation crashes when they fall silent: also a fanned-out run's partitions, which its
 # parent runs again once crashed (their failures are told once, in the parent's notice).
 HEARTBEAT_FLOWS = (*FLOW_NAMES, "partition")

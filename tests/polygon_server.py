@@ -240,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body)
 
     def _reference(self, query: dict[str, list[str]]) -> None:
-        """The tickers reference, filtered by market, type, exchange and active (`_paged`)."""
+        """The tickers reference, filtered by market, type, exchange, active and ticker (`_paged`)."""
         arg = _cursor_args(query)
         active = arg.get("active", "true") == "true"
         records = [
@@ -250,6 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             and r["type"] == arg.get("type", r["type"])
             and r["primary_exchange"] == arg.get("exchange", r["primary_exchange"])
             and r["active"] is active
+            and r["ticker"] == arg.get("ticker", r["ticker"])
         ]
         body = self._paged(records, arg, "/v3/reference/tickers", default_limit=100)
         self._send(200, {**body, "request_id": "ref", "count": len(body["results"])})

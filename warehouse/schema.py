@@ -113,6 +113,37 @@ universe_members = sa.Table(
 )
 
 
+# Symbols a vendor stopped listing, as a freshness check found them (candleflow.freshness): reported once, when
+# found, and from then on shown as delisted rather than failing each night.
+delistings = sa.Table(
+    "delistings",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("delisted_on", UTC_TIMESTAMP, nullable=False, comment="the vendor's delisting date, 00:00 UTC"),
+    sa.Column("noticed_at", UTC_TIMESTAMP, nullable=False),
+    sa.Column("flow_run_id", sa.String(64), nullable=True),
+)
+
+# The end of each run of a flow (not of a partition: its parent's row counts it), so metrics and `doctor` know the
+# last completed run of each flow and its stage times after any restart.
+run_history = sa.Table(
+    "run_history",
+    metadata,
+    sa.Column("flow_run_id", sa.String(64), primary_key=True),
+    sa.Column("flow", sa.String(48), nullable=False),
+    sa.Column("run_name", sa.String(200), nullable=True),
+    sa.Column("ok", sa.Boolean, nullable=False, comment="every chunk ended loaded or empty"),
+    sa.Column("ended_at", UTC_TIMESTAMP, nullable=False),
+    sa.Column("seconds", PRICE, nullable=False),
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("bars_written", sa.BigInteger, nullable=False),
+    sa.Column("fetch_seconds", PRICE, nullable=False),
+    sa.Column("validate_seconds", PRICE, nullable=False),
+    sa.Column("load_seconds", PRICE, nullable=False),
+)
+sa.Index("ix_run_history_flow", run_history.c.flow, run_history.c.ended_at)
+
 # The bars of a window whatever their ticker: a chunk of every ticker (`--symbols ALL`) probes, counts and deletes
 # by it, and `gaps`/`status` of a whole market count by date through it. Made by the first run of every ticker
 # (`ensure_window_index`), not with the tables: rows loaded series by series land all over it, which took a fresh
