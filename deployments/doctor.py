@@ -81,7 +81,7 @@ def check_warehouse(url: str | None) -> Check:
         try:
             engine = check_reachable(url)
         except ForeignTableError:  # it answers; the schema's finding says what is foreign
-            engine = get_engine(url)
+            return f"{safe_url(get_engine(url).url)} answers"
         where = safe_url(engine.url)
         return f"{where} answers" + ("" if has_schema(engine) else " (no tables yet: the first run creates them)")
 

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,7 +62,7 @@ def watched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         url = f"sqlite:///{tmp_path_factory.mktemp('watch') / 'w.db'}"
         yield from _build(url, start, today, delisted_on, stale_end)
     else:
-        with fresh_schema("t_watch") as url:
+        with fresh_schema(f"t_watch_{uuid.uuid4().hex[:8]}") as url:
             yield from _build(url, start, today, delisted_on, stale_end)
 
 
@@ -75,7 +76,7 @@ def _build(url: str, start: dt.date, today: dt.date, delisted_on: dt.date, stale
     assert backfill("FRESH,OLD", start, today, *w.option()) == 0
     assert backfill("STALE,FAILING,REJECTING", start, stale_end) == 0
     after = stale_end + dt.timedelta(days=1)
-    assert backfill("FAILING", after, today, "--option", "unknown_symbols=[\"FAILING\"]") == 1
+    assert backfill("FAILING", after, today, "--option", 'unknown_symbols=["FAILING"]') == 1
     assert backfill("REJECTING", after, today, "--option", "invalid_chunk_rate=1") == 1
     yield w
 
