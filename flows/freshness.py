@@ -3,6 +3,7 @@ than max_lag_sessions closed sessions; a symbol the vendor stopped listing is re
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from prefect import task
@@ -20,7 +21,7 @@ from ingest.freshness import FreshnessReport, universe_freshness
 from providers import ProviderName
 from tasks.ingest import current_flow_run_id
 from tasks.notify import Notice, send_notice
-from tasks.watch import publish_freshness
+from tasks.watch import publish_freshness, record_end, run_record
 
 
 @task(name="measure-freshness", cache_policy=NO_CACHE)
@@ -80,7 +81,9 @@ def freshness_check(
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
+    started = time.perf_counter()
     report = measure_freshness_task(inputs, ask_vendor, current_flow_run_id())
+    record_end(run_record("freshness_check", report.ok, time.perf_counter() - started), inputs.warehouse_url)
     publish_freshness("freshness_check", report, f"{inputs.stored_as} freshness")
     logger = get_run_logger()
     logger.info("%s", report.headline())

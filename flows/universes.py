@@ -16,6 +16,7 @@ from flows.runs import candleflow_flow
 from ingest.universes import Refreshed, listing_source
 from tasks.secrets import with_secrets
 from tasks.universes import refresh_universe_task
+from tasks.watch import record_end, run_record
 from warehouse.engine import check_reachable
 
 SHOWN = 50  # tickers added or dropped listed by name in the run's artifact
@@ -77,6 +78,7 @@ def refresh_universe(
     started = time.perf_counter()
     done = refresh_universe_task(form.name, form.provider, form.provider_options, query, form.warehouse_url)
     get_run_logger().info("%s (run %.1f s)", done.describe(), time.perf_counter() - started)
+    record_end(run_record("refresh_universe", True, time.perf_counter() - started), form.warehouse_url)
     create_markdown_artifact(
         markdown=_report(done), key=f"universe-{form.name}", description=f"universe {form.name} refreshed"
     )

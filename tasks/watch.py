@@ -19,30 +19,36 @@ from warehouse.watch import RunRecord, record_run
 logger = logging.getLogger("candleflow.watch")
 
 
-def run_record(summary: RunSummary) -> RunRecord | None:
-    """The run's figures as the run history keeps them; None outside a flow run."""
+def run_record(flow: str, ok: bool, seconds: float, summary: RunSummary | None = None) -> RunRecord | None:
+    """The run's figures as the run history keeps them (chunks, bars and stages from its summary, when it has
+    one); None outside a flow run."""
     run_id = flow_run.get_id()
     if not run_id:
         return None
+    stages = summary.stages if summary is not None else None
     return RunRecord(
         flow_run_id=str(run_id),
-        flow=summary.flow,
+        flow=flow,
         run_name=str(flow_run.get_name() or "")[:200] or None,
-        ok=summary.ok,
+        ok=ok,
         ended_at=pd.Timestamp.now(tz="UTC"),
-        seconds=float(summary.elapsed_seconds),
-        chunks=len(summary.results),
-        bars_written=int(summary.bars_written),
-        fetch_seconds=float(summary.stages.fetch),
-        validate_seconds=float(summary.stages.validate),
-        load_seconds=float(summary.stages.load),
+        seconds=float(seconds),
+        chunks=len(summary.results) if summary is not None else 0,
+        bars_written=int(summary.bars_written) if summary is not None else 0,
+        fetch_seconds=float(stages.fetch) if stages else 0.0,
+        validate_seconds=float(stages.validate) if stages else 0.0,
+        load_seconds=float(stages.load) if stages else 0.0,
     )
 
 
 def record_run_end(summary: RunSummary, warehouse_url: str | None) -> None:
+    """A backfill's, update's or repair's end: `record_end` of its summary's figures."""
+    record_end(run_record(summary.flow, summary.ok, summary.elapsed_seconds, summary), warehouse_url)
+
+
+def record_end(record: RunRecord | None, warehouse_url: str | None) -> None:
     """Keep the run's end in the run history and push it to the Pushgateway (CANDLEFLOW_PUSHGATEWAY_URL) if one
-    is set. Neither may fail the run: what it loaded is committed already; a failure is logged."""
-    record = run_record(summary)
+    is set. Neither may fail the run: what it did is committed already; a failure is logged."""
     if record is None:
         return
     try:

@@ -1,8 +1,9 @@
 """A local https stand-in for Databento's historical gateway on 127.0.0.1, for the real `databento` client.
 
 Speaks POST /v0/timeseries.get_range (zstd DBN, encoded with databento_dbn), POST /v0/metadata.get_cost
-(a JSON number) and POST /v0/symbology.resolve (the vendor's JSON: parent -> instrument_id and instrument_id ->
-raw_symbol over the parents given, e.g. ES.FUT -> ESH4, ESM4), with HTTP Basic auth as the client sends it.
+(a JSON number), GET /v0/metadata.list_datasets (the dataset codes) and POST /v0/symbology.resolve (the vendor's
+JSON: parent -> instrument_id and instrument_id -> raw_symbol over the parents given, e.g. ES.FUT -> ESH4, ESM4),
+with HTTP Basic auth as the client sends it.
 The certificate is made per run by `trustme` for 127.0.0.1; tests point the client at the test CA through
 REQUESTS_CA_BUNDLE.
 
@@ -166,6 +167,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        """GET /v0/metadata.list_datasets: the dataset codes the key may use (those of the recorded files, and the
+        equities dataset the generated answers are of)."""
+        srv = self.server
+        srv.requests.append({"path": self.path, "authorization": self.headers.get("Authorization", "")})
+        expected = "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self._send(401, {"detail": "Authentication failed."})
+            return
+        if self.path.split("?", 1)[0] != "/v0/metadata.list_datasets":
+            self._send(404, {"detail": "Not found"})
+            return
+        self._send(200, sorted({dataset for dataset, _, _ in srv.recorded} | {"XNAS.ITCH"}))
 
     def do_POST(self) -> None:
         srv = self.server

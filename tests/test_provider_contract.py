@@ -15,7 +15,7 @@ from providers.errors import TerminalProviderError
 from tests.databento_server import KEY as DATABENTO_KEY
 from tests.databento_server import databento_stand_in
 from tests.flatfiles_server import flatfiles_stand_in
-from tests.polygon_server import KEY, polygon_stand_in
+from tests.polygon_server import KEY, polygon_stand_in, reference_record
 from tests.providers_support import SYMBOLS, provider_factories
 
 pytestmark = pytest.mark.parametrize("name", sorted(PROVIDERS))
@@ -29,6 +29,7 @@ def factories(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
         databento_stand_in({"AAPL", "MSFT"}, tmp_path_factory.mktemp("ca")) as gateway,
         pytest.MonkeyPatch.context() as env,
     ):
+        server.reference.append(reference_record("MSFT", active=False, delisted_utc="2024-02-01T00:00:00Z"))
         env.setenv("MASSIVE_API_KEY", KEY)
         env.setenv("DATABENTO_API_KEY", DATABENTO_KEY)
         env.setenv("REQUESTS_CA_BUNDLE", str(gateway.ca_bundle))
@@ -90,3 +91,36 @@ def test_providers_agree_on_the_same_bars(name: str, factories, tmp_path: Path) 
     reference = factories["synthetic"]().fetch(request(("MSFT",), "1h", "2024-01-01", "2024-04-01")).bars
     cols = ["symbol", "ts", "open", "high", "low", "close", "volume"]
     pd.testing.assert_frame_equal(ours[cols], reference[cols])
+
+
+def test_probe_reaches_the_vendor_with_the_key(name: str, factories) -> None:  # type: ignore[no-untyped-def]
+    """`candleflow doctor`'s one cheap request per provider answers with what it reached."""
+    assert factories[name]().probe()
+
+
+REFUSED_KEY = {"polygon": {"api_key": "not-the-key"}, "databento": {"api_key": "not-the-key"}}
+
+
+def test_probe_with_a_refused_key_is_terminal(name: str, factories) -> None:  # type: ignore[no-untyped-def]
+    if name not in REFUSED_KEY:  # no key (synthetic, csv), or a stand-in that takes any key (moto's S3)
+        pytest.skip(f"{name}: no key its stand-in refuses")
+    provider = factories[name]()
+    refused = get_provider(name, {**provider.settings.model_dump(exclude_unset=True), **REFUSED_KEY[name]})
+    with pytest.raises(TerminalProviderError) as info:
+        refused.probe()
+    assert info.value.http_status == 401
+
+
+def test_delistings_name_only_the_delisted(name: str, factories) -> None:  # type: ignore[no-untyped-def]
+    provider = factories[name]()
+    if not provider.capabilities.tells_delistings:
+        with pytest.raises(NotImplementedError):
+            provider.delistings(["AAPL"])
+        return
+    if name == "synthetic":
+        provider = get_provider("synthetic", {"delisted": {"MSFT": "2024-02-01"}})
+        bars = provider.fetch(request(("MSFT",), "1d", "2024-01-25", "2024-02-10")).bars
+        assert bars["ts"].max() == pd.Timestamp("2024-02-01", tz="UTC")  # no bars after its last session
+    else:  # the polygon stand-in's reference holds an inactive MSFT record (the fixture)
+        assert name == "polygon", f"add {name}'s delisted record to this test"
+    assert provider.delistings(["AAPL", "MSFT", "ZZZZ"]) == {"MSFT": dt.date(2024, 2, 1)}

@@ -67,6 +67,8 @@ def test_the_freshness_deployment_fails_naming_the_stale_series_and_tells_a_deli
     wait_for("the second notice", lambda: len(receiver.received) > before, 60)
     later = [n for n in receiver.received[before:] if "WSTALE" in n["body"]]
     assert later and all("newly delisted" not in n["body"] for n in later)
+    ended = "SELECT count(*) FROM run_history WHERE flow = 'freshness_check' AND ok = false"
+    assert count(team_warehouse, ended) == 2  # both checks' ends kept, neither a completed (ok) one
 
 
 def doctor(env: dict[str, str]) -> tuple[int, dict[str, str], str]:
