@@ -273,6 +273,7 @@ class FreshnessForm(RunForm):
         AfterValidator(_at_least(0)),
         Says(_WHOLE % 0, {"below_minimum": "{name} {number} must be 0 or more"}),
     ] = 1
+    ask_vendor: Flag = True
 
 
 class RepairForm(RunForm):

@@ -77,12 +77,13 @@ def freshness_check(
         universe=universe,
         timeframes=timeframes,
         max_lag_sessions=max_lag_sessions,
+        ask_vendor=ask_vendor,
         provider_options=provider_options,
         warehouse_url=warehouse_url,
         calendar=calendar or None,
     )
     started = time.perf_counter()
-    report = measure_freshness_task(inputs, ask_vendor, current_flow_run_id())
+    report = measure_freshness_task(inputs, inputs.ask_vendor, current_flow_run_id())
     record_end(run_record("freshness_check", report.ok, time.perf_counter() - started), inputs.warehouse_url)
     publish_freshness("freshness_check", report, f"{inputs.stored_as} freshness")
     logger = get_run_logger()

@@ -128,6 +128,7 @@ class RepairInputs(RunInputs):
 @dataclass(frozen=True)
 class FreshnessInputs(RunInputs):
     max_lag_sessions: int = 1
+    ask_vendor: bool = True
 
 
 def check_freshness_inputs(*, name: NameStyle = param_name, **values: Any) -> FreshnessInputs:
@@ -136,7 +137,7 @@ def check_freshness_inputs(*, name: NameStyle = param_name, **values: Any) -> Fr
     form = read_form(FreshnessForm, values, name)
     checked = _run(form, name, keys=False)
     check_reachable(checked.warehouse_url)
-    return FreshnessInputs(**_common(checked), max_lag_sessions=form.max_lag_sessions)
+    return FreshnessInputs(**_common(checked), max_lag_sessions=form.max_lag_sessions, ask_vendor=form.ask_vendor)
 
 
 def check_run(*, name: NameStyle = param_name, **values: Any) -> RunInputs:

@@ -242,3 +242,29 @@ def test_lag_reason_reads_the_ledger() -> None:
     assert lags([dt.date(2026, 11, 25), None], "XNYS", pd.Timestamp("2026-12-01 22:00", tz="UTC")) == [3, None]
     stale = SeriesFreshness("p", "X", "1d", "XNYS", newest, newest.date(), 3, LagReason.NO_BARS)
     assert stale.stale(2) and not stale.stale(3)
+
+
+def test_an_update_publishes_its_series_freshness_laggards_first(watched: Watched) -> None:
+    from flows.incremental import incremental_update
+    from tests.test_trust2_cli import artifacts_of
+
+    state = incremental_update(
+        symbols=["FRESH", "NEVER", "STALE"], lookback_days=7, warehouse_url=watched.url, return_state=True
+    )
+    assert state.is_completed(), state.message
+    artifact = artifacts_of(state.state_details.flow_run_id)["incremental-update-freshness"]
+    text = str(artifact.data)
+    assert artifact.description == "freshness: all 3 series within 1 session"  # the update brought all three current
+    assert "| synthetic STALE 1d | 0 |" in text and "| synthetic NEVER 1d | 0 |" in text
+
+
+def test_the_freshness_flow_fails_with_the_stale_series_and_reads_its_flags(watched: Watched) -> None:
+    from flows.freshness import freshness_check
+
+    state = freshness_check(symbols=["FRESH", "NEVER"], warehouse_url=watched.url, ask_vendor="no", return_state=True)
+    assert state.is_failed() and "ask_vendor 'no' must be true or false" in str(state.message)
+    state = freshness_check(symbols=["FRESH", "ZNEVER"], warehouse_url=watched.url, return_state=True)
+    assert state.is_failed(), state.message
+    assert str(state.message).startswith("StaleSeriesError: freshness: 1 of 2 series lag more than 1 session")
+    assert "stale: synthetic ZNEVER 1d: never loaded" in str(state.message)
+    assert count(watched.url, "SELECT count(*) FROM run_history WHERE flow = 'freshness_check'") >= 1
