@@ -268,3 +268,24 @@ def test_the_freshness_flow_fails_with_the_stale_series_and_reads_its_flags(watc
     assert str(state.message).startswith("StaleSeriesError: freshness: 1 of 2 series lag more than 1 session")
     assert "stale: synthetic ZNEVER 1d: never loaded" in str(state.message)
     assert count(watched.url, "SELECT count(*) FROM run_history WHERE flow = 'freshness_check'") >= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["freshness", "--symbols", "AAPL", "--max-lag-sessions", "x"],
+            "candleflow: error: --max-lag-sessions 'x' is not a whole number: give one of 0 or more",
+        ),
+        (["metrics", "--serve", "70000"], "candleflow: error: --serve 70000: give a TCP port from 1 to 65535"),
+        (["doctor", "--timeout", "0"], "candleflow: error: --timeout 0: give seconds above 0, at most 300"),
+    ],
+)
+def test_bad_input_to_the_watching_commands_is_one_line(
+    args: list[str], line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written
