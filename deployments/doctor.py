@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,10 @@ def run_checks(checks: list[tuple[str, Check]], timeout: float) -> list[Finding]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(checks))))
     futures = [(part, pool.submit(check)) for part, check in checks]
     findings: list[Finding] = []
-    deadline = _now() + timeout
+    deadline = time.monotonic() + timeout
     for part, future in futures:
         try:
-            findings.append(Finding(part, True, future.result(timeout=max(0.0, deadline - _now()))))
+            findings.append(Finding(part, True, future.result(timeout=max(0.0, deadline - time.monotonic()))))
         except concurrent.futures.TimeoutError:
             findings.append(Finding(part, False, f"no answer within {timeout:g} s: is it up and reachable?"))
         except Wrong as exc:
@@ -61,12 +62,6 @@ def run_checks(checks: list[tuple[str, Check]], timeout: float) -> list[Finding]
             findings.append(Finding(part, False, f"{type(exc).__name__}: {exc}"))
     pool.shutdown(wait=False, cancel_futures=True)
     return findings
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 # ---- the warehouse
