@@ -73,7 +73,7 @@ def test_every_identifier_fits_oracle_before_12_2() -> None:
         names |= {table.name, *(c.name for c in table.columns), *(str(c.name) for c in table.constraints if c.name)}
         names |= {str(i.name) for i in table.indexes}
         for index in table.indexes:
-            assert str(CreateIndex(index).compile(dialect=ORACLE)).startswith("CREATE INDEX ix_quarantine_chunk")
+            assert str(CreateIndex(index).compile(dialect=ORACLE)).startswith(f"CREATE INDEX {index.name} ON")
     assert max(len(n.encode()) for n in names) <= 30
     assert fit_identifier("ix_a_very_long_index_name_for_bars_by_symbol") == fit_identifier(
         "ix_a_very_long_index_name_for_bars_by_symbol"
