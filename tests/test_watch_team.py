@@ -116,6 +116,27 @@ def test_doctor_says_each_part_is_in_order(
     wait_for("the test notice", lambda: any("test notice" in n["body"] for n in receiver.received[before:]), 30)
 
 
+def test_doctor_finds_a_failure_automation_of_an_older_release(
+    team: TeamServer, deployed: Any, receiver: NoticeReceiver
+) -> None:
+    """An Automation set up before freshness_check existed does not watch it: doctor says so, and `candleflow
+    setup` run again covers it (and restores the fixture's set-up)."""
+    (automation,) = [a for a in team.post("/automations/filter", {}) if a["name"].startswith("candleflow: notify")]
+    older = {k: v for k, v in automation.items() if k not in ("id", "created", "updated")}
+    names = older["trigger"]["match_related"]["prefect.resource.name"]
+    older["trigger"]["match_related"]["prefect.resource.name"] = [n for n in names if n != "freshness_check"]
+    httpx.put(f"{team.api}/automations/{automation['id']}", json=older, timeout=30).raise_for_status()
+    env = team.env(CANDLEFLOW_NOTIFY_WEBHOOK_URL=receiver.url)
+    code, found, out = doctor(env)
+    assert code == 1
+    assert found["automations"].startswith(
+        "WRONG: 'candleflow: notify on failed or crashed runs' does not cover freshness_check: configure"
+    ), out
+    setup = run_command([str(BIN / "candleflow"), "setup", "--crash-after-seconds", "40"], env)
+    assert "automation 'candleflow: notify on failed or crashed runs': updated" in setup.stdout, setup.stdout
+    assert doctor(env)[1]["automations"].startswith("ok: ")
+
+
 def test_doctor_finds_a_stopped_worker_and_a_foreign_schema(team: TeamServer, deployed: Any) -> None:
     pool = "doctor-stopped"
     worker = subprocess.Popen(
