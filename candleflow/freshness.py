@@ -95,13 +95,27 @@ class SeriesFreshness:
         }
 
 
-def newest_sessions(newest: pd.Series, timeframe: Timeframe, calendar: str) -> list[dt.date | None]:
+DEFAULT_MAX_LAG = 1  # sessions a series may lag before a check calls it stale
+
+
+def newest_sessions(newest: pd.Series, timeframe: Timeframe, calendar: str) -> list[dt.date]:
     """The session each newest bar belongs to (by time, for intraday bars: sessions.sessions_of, extended hours);
-    None for a bar outside every session."""
+    for a bar outside every session, its UTC date."""
     if newest.empty:
         return []
-    days = sessions_of(pd.Series(pd.to_datetime(newest, utc=True).to_numpy()), timeframe, calendar, "extended")
-    return [None if pd.isna(d) else pd.Timestamp(d).date() for d in days]
+    stamps = pd.Series(pd.to_datetime(newest, utc=True).to_numpy())
+    days = sessions_of(stamps, timeframe, calendar, "extended")
+    return [
+        pd.Timestamp(ts).date() if pd.isna(d) else pd.Timestamp(d).date() for d, ts in zip(days, stamps, strict=True)
+    ]
+
+
+def newest_lags(
+    newest: pd.Series, timeframe: Timeframe, calendar: str, now: pd.Timestamp | None = None
+) -> tuple[list[dt.date], list[int]]:
+    """Each newest bar's session (`newest_sessions`) and its lag: the sessions of `calendar` closed after it."""
+    days = newest_sessions(newest, timeframe, calendar)
+    return days, [n for n in lags(days, calendar, now) if n is not None]  # every day is known: none is None
 
 
 def lags(sessions: Sequence[dt.date | None], calendar: str, now: pd.Timestamp | None = None) -> list[int | None]:

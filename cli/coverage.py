@@ -138,6 +138,7 @@ def _series_rows(engine: Any, series: Any) -> list[dict[str, Any]]:
     import numpy as np
 
     from candleflow.coverage import SessionState
+    from candleflow.freshness import newest_lags
     from candleflow.sessions import schedule
     from candleflow.settings import run_settings
     from candleflow.timeframes import get_timeframe
@@ -153,7 +154,7 @@ def _series_rows(engine: Any, series: Any) -> list[dict[str, Any]]:
     for (provider, timeframe, calendar), group in series.groupby(["provider", "timeframe", "calendar"], sort=False):
         first, last = group["first"].min().date(), group["last"].max().date()
         tf = get_timeframe(str(timeframe))
-        behind = _lags(group["last"], tf, str(calendar))
+        behind = newest_lags(group["last"], tf, str(calendar))[1]
         measured: dict[str, list[Any]] = {}
         if tf.intraday:
             measured = measure_coverage(
@@ -199,20 +200,13 @@ def _series_rows(engine: Any, series: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _lags(newest: Any, tf: Any, calendar: str) -> list[int | None]:
-    """Each newest bar's lag: closed sessions of `calendar` since its session (candleflow.freshness)."""
-    from candleflow.freshness import lags, newest_sessions
-
-    days = newest_sessions(newest, tf, calendar)
-    return lags([d if d is not None else ts.date() for d, ts in zip(days, newest, strict=True)], calendar)
-
-
 def _every_rows(engine: Any, series: Any, whole: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """A row per provider and timeframe loaded as every ticker: all its tickers' bars, and its sessions as `gaps
     --symbols ALL` counts them (one held when its file loaded whole)."""
     import pandas as pd
 
     from candleflow.coverage import SessionState
+    from candleflow.freshness import newest_lags
     from candleflow.model import EVERY_SYMBOL
     from candleflow.sessions import DEFAULT_CALENDAR
     from candleflow.timeframes import get_timeframe
@@ -249,7 +243,7 @@ def _every_rows(engine: Any, series: Any, whole: list[tuple[str, str]]) -> list[
                 "sessions": len(coverage),
                 "missing": missing,
                 "partial": len(gaps) - missing,
-                "lag": _lags(pd.Series([last]), get_timeframe(timeframe), DEFAULT_CALENDAR)[0],
+                "lag": newest_lags(pd.Series([last]), get_timeframe(timeframe), DEFAULT_CALENDAR)[1][0],
             }
         )
     return out

@@ -17,19 +17,26 @@ from candleflow.report import RunSummary
 from cli.output import err, out
 
 
+def form_warehouse_url(given: str | None) -> str:
+    """The warehouse URL as the flows' forms take it: without its password, which Prefect would keep in plain
+    text with a run's parameters. The command's runs find the password in this process's environment."""
+    from warehouse.engine import PASSWORD_ENV, resolve_url, without_password
+
+    warehouse_url, password = without_password(resolve_url(given))
+    if password is not None:
+        environment.set_value(PASSWORD_ENV, password)
+    return warehouse_url
+
+
 def check_run_inputs(args: argparse.Namespace, *, connect: bool = True) -> tuple[dict[str, Any], Any]:
     """Check every input of backfill/update/repair with the flows' own contract (flows.inputs), check the
     warehouse answers (unless not `connect`: a run handed to the pool, whose workers reach it), and return the
     flow's parameters and the checked inputs (flows.inputs.RunInputs); raises BadInputError naming the input."""
     from flows.form import flag_name
     from flows.inputs import check_backfill, check_repair, check_update
-    from warehouse.engine import PASSWORD_ENV, check_reachable, ensure_database, resolve_url, safe_url, without_password
+    from warehouse.engine import check_reachable, ensure_database, safe_url
 
-    # The run's warehouse_url parameter never holds the password (Prefect stores parameters in plain text): the
-    # flow runs in this process and finds it in this process's environment.
-    warehouse_url, password = without_password(resolve_url(args.warehouse))
-    if password is not None:
-        environment.set_value(PASSWORD_ENV, password)
+    warehouse_url = form_warehouse_url(args.warehouse)
     run: dict[str, Any] = {
         "provider": args.provider,
         "symbols": args.symbols,

@@ -16,7 +16,7 @@ def add_commands(sub: Any) -> None:
     series_options(f, timeframes=True)
     f.add_argument(
         "--max-lag-sessions",
-        default="1",
+        default="1",  # candleflow.freshness.DEFAULT_MAX_LAG, written out: the parser imports nothing heavy
         metavar="N",
         help="a series lagging more than N closed sessions of its calendar is stale (default 1)",
     )
@@ -39,31 +39,21 @@ def freshness(args: argparse.Namespace) -> int:
 
     from candleflow.inputs import parse_options
     from cli.output import PLAIN_ABOVE_ROWS, cells, out, print_json, print_rows
+    from cli.run_report import form_warehouse_url
     from flows.form import flag_name
     from flows.inputs import check_freshness_inputs
-    from ingest.freshness import universe_freshness
-    from warehouse.engine import resolve_url, without_password
 
     inputs = check_freshness_inputs(
         provider=args.provider,
         symbols=args.symbols,
         timeframes=args.timeframe,
         provider_options=parse_options(args.option) or None,
-        warehouse_url=without_password(resolve_url(args.warehouse))[0] if args.warehouse else None,
+        warehouse_url=form_warehouse_url(args.warehouse),
         calendar=args.calendar,
         max_lag_sessions=args.max_lag_sessions,
         name=flag_name,
     )
-    report = universe_freshness(
-        args.warehouse,
-        inputs.source,
-        inputs.stored_as,
-        inputs.symbols,
-        [tf.name for tf in inputs.timeframes],
-        inputs.calendars,
-        inputs.max_lag_sessions,
-        ask_vendor=not args.no_vendor,
-    )
+    report = inputs.freshness(inputs.max_lag_sessions, ask_vendor=not args.no_vendor)
     if args.json:
         print_json([{**r.as_json(), "stale": r.stale(report.max_lag)} for r in report.rows])
         return EXIT_OK if report.ok else EXIT_WRONG

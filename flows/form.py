@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from candleflow.errors import BadInputError
+from candleflow.freshness import DEFAULT_MAX_LAG
 from candleflow.inputs import UPPER_CASE, check_date_range, parse_date, parse_symbols
 from candleflow.model import OnInvalid
 from candleflow.planning import PlanMode, parse_mode
@@ -272,7 +273,7 @@ class FreshnessForm(RunForm):
         BeforeValidator(_a_whole_number),
         AfterValidator(_at_least(0)),
         Says(_WHOLE % 0, {"below_minimum": "{name} {number} must be 0 or more"}),
-    ] = 1
+    ] = DEFAULT_MAX_LAG
     ask_vendor: Flag = True
 
 

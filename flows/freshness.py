@@ -12,12 +12,13 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from candleflow.errors import StaleSeriesError
+from candleflow.freshness import DEFAULT_MAX_LAG
 from candleflow.timeframes import TimeframeName
 from candleflow.universes import UniverseKind
 from flows.form import OptionalText
 from flows.inputs import FreshnessInputs, check_freshness_inputs
 from flows.runs import candleflow_flow
-from ingest.freshness import FreshnessReport, universe_freshness
+from ingest.freshness import FreshnessReport
 from providers import ProviderName
 from tasks.ingest import current_flow_run_id
 from tasks.notify import Notice, send_notice
@@ -25,18 +26,8 @@ from tasks.watch import publish_freshness, record_end, run_record
 
 
 @task(name="measure-freshness", cache_policy=NO_CACHE)
-def measure_freshness_task(inputs: FreshnessInputs, ask_vendor: bool, flow_run_id: str | None) -> FreshnessReport:
-    return universe_freshness(
-        inputs.warehouse_url,
-        inputs.source,
-        inputs.stored_as,
-        inputs.symbols,
-        [tf.name for tf in inputs.timeframes],
-        inputs.calendars,
-        inputs.max_lag_sessions,
-        ask_vendor=ask_vendor,
-        flow_run_id=flow_run_id,
-    )
+def measure_freshness_task(inputs: FreshnessInputs, flow_run_id: str | None) -> FreshnessReport:
+    return inputs.freshness(inputs.max_lag_sessions, ask_vendor=inputs.ask_vendor, flow_run_id=flow_run_id)
 
 
 @candleflow_flow("freshness_check")
@@ -45,7 +36,7 @@ def freshness_check(
     symbols: list[str] = [],  # noqa: B006 (never mutated; empty when universe is ALL)
     timeframes: Annotated[list[TimeframeName], Field(min_length=1)] = ["1d"],  # noqa: B006 (never mutated)
     provider: ProviderName = "synthetic",
-    max_lag_sessions: Annotated[int, Field(ge=0)] = 1,
+    max_lag_sessions: Annotated[int, Field(ge=0)] = DEFAULT_MAX_LAG,
     ask_vendor: bool = True,
     provider_options: dict[str, Any] = {},  # noqa: B006 (never mutated; the UI form edits a dict default as JSON)
     calendar: OptionalText = None,
@@ -83,7 +74,7 @@ def freshness_check(
         calendar=calendar or None,
     )
     started = time.perf_counter()
-    report = measure_freshness_task(inputs, inputs.ask_vendor, current_flow_run_id())
+    report = measure_freshness_task(inputs, current_flow_run_id())
     record_end(run_record("freshness_check", report.ok, time.perf_counter() - started), inputs.warehouse_url)
     publish_freshness("freshness_check", report, f"{inputs.stored_as} freshness")
     logger = get_run_logger()

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from prefect.logging import get_run_logger
 from pydantic import Field
 
+from candleflow.freshness import DEFAULT_MAX_LAG
 from candleflow.model import Chunk, LedgerEntry, OnInvalid, every_ticker
 from candleflow.planning import extension_of, incremental_start, period_start, utc_midnight
 from candleflow.report import RunSummary
@@ -17,7 +18,7 @@ from candleflow.timeframes import ChunkPeriod, TimeframeName
 from candleflow.universes import UniverseKind
 from flows.chunks import TASK_ASKS, carry_out, prepare
 from flows.fanout import in_partition
-from flows.form import FreshnessForm, OptionalAmount, OptionalCount, OptionalDate, OptionalText
+from flows.form import OptionalAmount, OptionalCount, OptionalDate, OptionalText
 from flows.inputs import UpdateInputs, check_update
 from flows.plan import (
     check_budget,
@@ -28,7 +29,6 @@ from flows.plan import (
     universe_line,
 )
 from flows.runs import candleflow_flow
-from ingest.freshness import universe_freshness
 from providers import ProviderName
 from tasks.secrets import check_key_block
 from tasks.warehouse import read_watermarks_task
@@ -149,16 +149,7 @@ def publish_update_freshness(inputs: UpdateInputs) -> None:
     """The freshness of the run's series after it, laggards first, as an artifact (at the default max lag of a
     check; the vendor is not asked about delistings here: the freshness check does that)."""
     try:
-        report = universe_freshness(
-            inputs.warehouse_url,
-            inputs.source,
-            inputs.stored_as,
-            inputs.symbols,
-            [tf.name for tf in inputs.timeframes],
-            inputs.calendars,
-            FreshnessForm.model_fields["max_lag_sessions"].default,
-            ask_vendor=False,
-        )
+        report = inputs.freshness(DEFAULT_MAX_LAG, ask_vendor=False)
         publish_freshness("incremental_update", report, f"{inputs.stored_as} freshness after the update")
     except Exception:  # the run's own outcome stands; its artifact is not worth hiding it
         get_run_logger().exception("could not measure the freshness of the run's series")

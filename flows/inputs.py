@@ -14,7 +14,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candleflow.errors import BadInputError
 from candleflow.inputs import ANY_PROVIDER, parse_symbols
@@ -29,6 +29,9 @@ from providers import PROVIDERS, get_provider, provider_of
 from providers.base import Provider, check_every_symbol
 from warehouse.engine import check_reachable, parse_url, resolve_url
 from warehouse.universes import load_universe
+
+if TYPE_CHECKING:
+    from ingest.freshness import FreshnessReport
 
 
 class _SymbolCalendars:
@@ -101,6 +104,22 @@ class RunInputs(_SymbolCalendars):
         """Every calendar of the run knows the dates."""
         for calendar in sorted(set(self.calendars.values()) | {self.calendar}):
             check_in_range(start, end, calendar)
+
+    def freshness(self, max_lag: int, *, ask_vendor: bool, flow_run_id: str | None = None) -> FreshnessReport:
+        """The freshness of the run's series over its timeframes (ingest.freshness.universe_freshness)."""
+        from ingest.freshness import universe_freshness
+
+        return universe_freshness(
+            self.warehouse_url,
+            self.source,
+            self.stored_as,
+            self.symbols,
+            [tf.name for tf in self.timeframes],
+            self.calendars,
+            max_lag,
+            ask_vendor=ask_vendor,
+            flow_run_id=flow_run_id,
+        )
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from candleflow.freshness import (
     SeriesFreshness,
     lag_reason,
     laggards_first,
-    lags,
-    newest_sessions,
+    newest_lags,
 )
 from candleflow.model import LedgerEntry
 from candleflow.timeframes import get_timeframe
@@ -56,14 +55,10 @@ def measure_freshness(
     for calendar in dict.fromkeys(calendars[s] for s in symbols):
         mine = [s for s in symbols if calendars[s] == calendar]
         held = [s for s in mine if s in marks]
-        days = dict(zip(held, newest_sessions(pd.Series([marks[s] for s in held]), tf, calendar), strict=True))
-        behind = dict(zip(held, lags([days[s] for s in held], calendar, now), strict=True))
+        sessions, behind = newest_lags(pd.Series([marks[s] for s in held]), tf, calendar, now)
+        days, lag_of = dict(zip(held, sessions, strict=True)), dict(zip(held, behind, strict=True))
         for symbol in mine:
-            newest, session = marks.get(symbol), days.get(symbol)
-            lag = behind.get(symbol)
-            if newest is not None and lag is None:  # a newest bar outside every session: count from its date
-                session = newest.date()
-                lag = lags([session], calendar, now)[0]
+            newest, session, lag = marks.get(symbol), days.get(symbol), lag_of.get(symbol)
             reason, detail = (LagReason.CURRENT, "") if lag == 0 else lag_reason(newest, by_symbol.get(symbol, []))
             row = SeriesFreshness(provider, symbol, tf.name, calendar, newest, session, lag, reason, detail)
             gone = delisted.get(symbol)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from candleflow.freshness import lags, newest_sessions
+from candleflow.freshness import newest_lags
 from candleflow.sessions import DEFAULT_CALENDAR
 from candleflow.timeframes import get_timeframe
 from warehouse.watch import (
@@ -83,10 +83,9 @@ class WarehouseCollector(Collector):
             newest.add_metric(labels, max(group["newest"]).timestamp())
             gone = known_delistings(self.engine, str(provider), list(group["symbol"]))
             behind = self._lags(group, str(timeframe))
-            listed = [n for s, n in behind.items() if s not in gone and n is not None]
+            listed = [n for s, n in behind.items() if s not in gone]
             for symbol, n in behind.items():
-                if n is not None:
-                    lag.add_metric([str(provider), symbol, str(timeframe)], float(n))
+                lag.add_metric([str(provider), symbol, str(timeframe)], float(n))
             worst.add_metric(labels, float(max(listed, default=0)))
             delisted.add_metric(labels, float(len(gone)))
         yield from (bars, count, newest, lag, worst, delisted)
@@ -100,15 +99,13 @@ class WarehouseCollector(Collector):
         yield quarantined
         yield from run_families(last_runs(self.engine), "last_run", "the last completed run of the flow")
 
-    def _lags(self, group: pd.DataFrame, timeframe: str) -> dict[str, int | None]:
+    def _lags(self, group: pd.DataFrame, timeframe: str) -> dict[str, int]:
         tf = get_timeframe(timeframe)
         calendar_of = {s: self.calendars.get(s, DEFAULT_CALENDAR) for s in group["symbol"]}
-        out: dict[str, int | None] = {}
+        out: dict[str, int] = {}
         for calendar in sorted(set(calendar_of.values())):
             mine = group[[calendar_of[s] == calendar for s in group["symbol"]]]
-            days = newest_sessions(mine["newest"], tf, calendar)
-            days = [d if d is not None else ts.date() for d, ts in zip(days, mine["newest"], strict=True)]
-            out |= dict(zip(map(str, mine["symbol"]), lags(days, calendar), strict=True))
+            out |= dict(zip(map(str, mine["symbol"]), newest_lags(mine["newest"], tf, calendar)[1], strict=True))
         return out
 
 
