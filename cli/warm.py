@@ -268,9 +268,14 @@ def _run_command(kind: str, argv: list[str]) -> int:
         return 0
     if kind == "engine":
         import runpy
+        import warnings
 
         sys.argv = ["prefect.engine", *argv[1:]]
-        runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+        with warnings.catch_warnings():
+            # runpy warns that the module it runs as __main__ was imported already: preload() imported it on
+            # purpose, and its __main__ block runs once, here, as `python -m prefect.engine` would run it
+            warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules", RuntimeWarning, "runpy")
+            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
         return 0
     raise ValueError(f"unknown command kind {kind!r}")
 
