@@ -48,9 +48,14 @@ def preload() -> None:
     _preloaded = True
     environment.set_default("GX_ANALYTICS_ENABLED", "false")
     import importlib
+    import warnings
 
     import pandas as pd
     import tqdm
+
+    # each forked run executes prefect.engine as __main__ (_run_command) after this imported it on purpose:
+    # runpy's warning about that, in every run's log, says nothing to the user
+    warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules", RuntimeWarning, "runpy")
 
     tqdm.tqdm.monitor_interval = 0  # GX's first validation starts tqdm's monitor thread otherwise
     for module in (
@@ -268,14 +273,9 @@ def _run_command(kind: str, argv: list[str]) -> int:
         return 0
     if kind == "engine":
         import runpy
-        import warnings
 
         sys.argv = ["prefect.engine", *argv[1:]]
-        with warnings.catch_warnings():
-            # runpy warns that the module it runs as __main__ was imported already: preload() imported it on
-            # purpose, and its __main__ block runs once, here, as `python -m prefect.engine` would run it
-            warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules", RuntimeWarning, "runpy")
-            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+        runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
         return 0
     raise ValueError(f"unknown command kind {kind!r}")
 
